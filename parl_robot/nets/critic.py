@@ -1,0 +1,104 @@
+"""Twin Q critic whose MLP sees the action at every layer, with an optional HL-Gauss head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from parl_robot.nets.encoders import ObservationSpec, build_encoder
+from parl_robot.nets.mlp import mlp
+
+
+class ActionConcatMLP(nn.Module):
+    """MLP over [features, action] that concatenates the action again before every hidden layer."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: int, layers: int, out_dim: int):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width = feature_dim
+        for _ in range(layers):
+            self.layers.append(nn.Linear(width + action_dim, hidden))
+            self.norms.append(nn.LayerNorm(hidden))
+            width = hidden
+        self.output = nn.Linear(width + action_dim, out_dim)
+
+    def forward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        hidden = features
+        for layer, norm in zip(self.layers, self.norms):
+            hidden = nn.functional.mish(norm(layer(torch.cat([hidden, actions], dim=-1))))
+        return self.output(torch.cat([hidden, actions], dim=-1))
+
+
+class HLGauss(nn.Module):
+    """Histogram loss with Gaussian smoothing (Imani & White 2018; Farebrother et al. 2024)."""
+
+    def __init__(self, num_bins: int, value_min: float, value_max: float, sigma_ratio: float = 0.75):
+        super().__init__()
+        support = torch.linspace(value_min, value_max, num_bins + 1)
+        self.register_buffer("support", support)
+        self.register_buffer("centres", (support[:-1] + support[1:]) / 2)
+        self.sigma = sigma_ratio * (value_max - value_min) / num_bins
+
+    def expectation(self, logits: torch.Tensor) -> torch.Tensor:
+        return (torch.softmax(logits, dim=-1) * self.centres).sum(-1)
+
+    def target_distribution(self, target: torch.Tensor) -> torch.Tensor:
+        cdf = torch.special.erf((self.support - target.unsqueeze(-1)) / (self.sigma * 2**0.5))
+        mass = cdf[..., 1:] - cdf[..., :-1]
+        return mass / (cdf[..., -1:] - cdf[..., :1]).clamp_min(1e-8)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -(self.target_distribution(target) * torch.log_softmax(logits, dim=-1)).sum(-1)
+
+
+class TwinCritic(nn.Module):
+    """Two Q heads on one observation encoder: ``q_values(features, actions) -> (2, batch[, n])``."""
+
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        action_dim: int,
+        observation: str = "state",
+        hidden: int = 256,
+        layers: int = 3,
+        hl_gauss_bins: int = 0,
+        value_range: tuple[float, float] = (-100.0, 10.0),
+    ):
+        super().__init__()
+        self.encoder = build_encoder(spec, observation, hidden)
+        out_dim = hl_gauss_bins if hl_gauss_bins > 0 else 1
+        self.heads = nn.ModuleList(
+            [ActionConcatMLP(self.encoder.output_dim, action_dim, hidden, layers, out_dim) for _ in range(2)]
+        )
+        self.hl_gauss = HLGauss(hl_gauss_bins, *value_range) if hl_gauss_bins > 0 else None
+
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(obs)
+
+    def head_outputs(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Raw head outputs (2, batch[, n], out_dim); features (batch, F) broadcast over n candidates."""
+        if actions.dim() == features.dim() + 1:
+            features = features.unsqueeze(-2).expand(*actions.shape[:-1], features.shape[-1])
+        return torch.stack([head(features, actions) for head in self.heads])
+
+    def q_values(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        outputs = self.head_outputs(features, actions)
+        if self.hl_gauss is not None:
+            return self.hl_gauss.expectation(outputs)
+        return outputs.squeeze(-1)
+
+    def forward(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        return self.q_values(self.encode(obs), actions)
+
+
+class ValueNetwork(nn.Module):
+    """State value V(s) for IQL's expectile regression."""
+
+    def __init__(self, spec: ObservationSpec, observation: str = "state", hidden: int = 256, layers: int = 3):
+        super().__init__()
+        self.encoder = build_encoder(spec, observation, hidden)
+        self.head = mlp(self.encoder.output_dim, hidden, 1, layers)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.encoder(obs)).squeeze(-1)

@@ -1,0 +1,26 @@
+"""Policy classes behind one protocol (`parl_robot.policies.base.Policy`)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from parl_robot.config import LearnerConfig
+from parl_robot.nets.encoders import ObservationSpec
+
+
+def build_policy(cfg: LearnerConfig, spec: ObservationSpec, action_dim: int = 7) -> nn.Module:
+    if cfg.policy == "diffusion":
+        from parl_robot.policies.diffusion import DiffusionPolicy
+
+        return DiffusionPolicy(spec, action_dim, cfg.observation, cfg.policy_hidden, cfg.policy_blocks, cfg.diffusion_steps)
+    if cfg.policy == "gaussian":
+        from parl_robot.policies.gaussian import TanhGaussianPolicy
+
+        return TanhGaussianPolicy(spec, action_dim, cfg.observation, cfg.policy_hidden)
+    if cfg.policy == "transformer":
+        from parl_robot.policies.transformer import TokenTransformerPolicy
+
+        return TokenTransformerPolicy(
+            spec, action_dim, cfg.observation, cfg.policy_hidden, cfg.transformer_layers, cfg.transformer_heads, cfg.action_bins
+        )
+    raise ValueError(f"unknown policy class '{cfg.policy}'")

@@ -1,0 +1,79 @@
+"""DDPM diffusion policy (T=5 denoising steps, cosine schedule, LN-ResNet 256x3 noise model)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from parl_robot.nets.encoders import ObservationSpec, build_encoder
+from parl_robot.nets.mlp import LNResNet
+from parl_robot.policies.base import Observation, repeat_features
+
+
+def cosine_beta_schedule(num_steps: int, s: float = 0.008) -> torch.Tensor:
+    """Betas of Nichol & Dhariwal's cosine schedule, clipped at 0.999."""
+    t = torch.linspace(0, num_steps, num_steps + 1, dtype=torch.float64) / num_steps
+    alphas_cumprod = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(max=0.999).float()
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(
+        self,
+        spec: ObservationSpec,
+        action_dim: int = 7,
+        observation: str = "state",
+        hidden: int = 256,
+        blocks: int = 3,
+        diffusion_steps: int = 5,
+        time_dim: int = 32,
+    ):
+        super().__init__()
+        self.action_dim = action_dim
+        self.diffusion_steps = diffusion_steps
+        self.encoder = build_encoder(spec, observation, hidden)
+        self.time_embedding = nn.Sequential(nn.Linear(1, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim))
+        self.noise_model = LNResNet(self.encoder.output_dim + action_dim + time_dim, action_dim, hidden, blocks)
+        betas = cosine_beta_schedule(diffusion_steps)
+        alphas = 1 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
+        self.register_buffer("betas", betas)
+        self.register_buffer("alphas", alphas)
+        self.register_buffer("alphas_cumprod", alphas_cumprod)
+        self.register_buffer(
+            "posterior_variance", betas * (1 - alphas_cumprod_prev) / (1 - alphas_cumprod)
+        )
+
+    def predict_noise(self, features: torch.Tensor, noisy_actions: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        time = self.time_embedding(steps.float().unsqueeze(-1) / self.diffusion_steps)
+        return self.noise_model(torch.cat([features, noisy_actions, time], dim=-1))
+
+    @torch.no_grad()
+    def sample(self, obs: Observation, num_samples: int) -> torch.Tensor:
+        features = self.encoder(obs)  # (batch, F), once per state
+        batch = features.shape[0]
+        features = repeat_features(features, num_samples)  # (batch * n, F)
+        actions = torch.randn(batch * num_samples, self.action_dim, device=features.device)
+        for step in reversed(range(self.diffusion_steps)):
+            steps = torch.full((actions.shape[0],), step, device=actions.device)
+            noise = self.predict_noise(features, actions, steps)
+            alpha, alpha_bar = self.alphas[step], self.alphas_cumprod[step]
+            actions = (actions - (1 - alpha) / torch.sqrt(1 - alpha_bar) * noise) / torch.sqrt(alpha)
+            if step > 0:
+                actions = actions + torch.sqrt(self.posterior_variance[step]) * torch.randn_like(actions)
+            actions = actions.clamp(-1.0, 1.0)
+        return actions.view(batch, num_samples, self.action_dim)
+
+    def supervised_loss(self, obs: Observation, actions: torch.Tensor) -> torch.Tensor:
+        """DDPM noise-prediction loss; no gradient flows through the denoising chain."""
+        features = self.encoder(obs)
+        steps = torch.randint(0, self.diffusion_steps, (actions.shape[0],), device=actions.device)
+        noise = torch.randn_like(actions)
+        alpha_bar = self.alphas_cumprod[steps].unsqueeze(-1)
+        noisy = torch.sqrt(alpha_bar) * actions + torch.sqrt(1 - alpha_bar) * noise
+        return nn.functional.mse_loss(self.predict_noise(features, noisy, steps), noise)

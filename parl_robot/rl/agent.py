@@ -1,0 +1,222 @@
+"""The PA-RL agent: Cal-QL (or IQL) critic, action optimization, and supervised distillation.
+
+One readable object holding every network, optimizer and counter, with three update rules:
+`behaviour_clone` (offline start), `update_critic` (TD targets from optimized next actions plus the
+Cal-QL regularizer, or IQL) and `update_policy` (distil π_opt into the policy with its own loss).
+No ROS here: nodes and benchmarks drive it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from parl_robot.config import LearnerConfig
+from parl_robot.nets.critic import TwinCritic, ValueNetwork
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.policies import build_policy
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
+from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
+
+CQL_POLICY_SAMPLES = 4
+Q_EXPLOSION_LIMIT = 1e4
+
+
+class NumericalInstability(RuntimeError):
+    """A loss or Q value became NaN/Inf or exploded; the update was not applied."""
+
+
+@dataclass
+class UpdateStats:
+    critic_updates: int = 0
+    policy_updates: int = 0
+    bc_updates: int = 0
+    policy_version: int = 0
+    critic_loss: float = float("nan")
+    policy_loss: float = float("nan")
+    q_data: float = float("nan")
+    q_optimized: float = float("nan")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class PARLAgent:
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        spec: ObservationSpec,
+        action_dim: int = 7,
+        value_range: tuple[float, float] = (-40.0, 5.0),
+    ):
+        self.cfg = cfg
+        self.spec = spec
+        self.action_dim = action_dim
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.policy = build_policy(cfg, spec, action_dim).to(self.device)
+        self.critic = TwinCritic(
+            spec, action_dim, cfg.observation, cfg.critic_hidden, cfg.critic_layers, cfg.hl_gauss_bins, value_range
+        ).to(self.device)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.value = (
+            ValueNetwork(spec, cfg.observation, cfg.critic_hidden, cfg.critic_layers).to(self.device)
+            if cfg.critic == "iql"
+            else None
+        )
+        self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        critic_parameters = list(self.critic.parameters()) + (list(self.value.parameters()) if self.value else [])
+        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=cfg.critic_lr)
+        self.optimizer_cfg = ActionOptimizerConfig(
+            num_kept=cfg.num_kept,
+            local_steps=cfg.local_steps,
+            step_size=cfg.local_step_size,
+            selection=cfg.selection,
+            temperature=cfg.softmax_temperature,
+        )
+        self.stats = UpdateStats()
+
+    # ----- tensors ---------------------------------------------------------------------------
+    def observation_tensors(self, batch: dict[str, np.ndarray], prefix: str = "") -> dict[str, torch.Tensor]:
+        obs = {"state": torch.as_tensor(batch[f"{prefix}state"], dtype=torch.float32, device=self.device)}
+        if self.cfg.observation == "image":
+            obs["image"] = torch.as_tensor(batch[f"{prefix}image"], device=self.device)
+        return obs
+
+    # ----- acting ----------------------------------------------------------------------------
+    def optimized_actions(
+        self, obs: dict[str, torch.Tensor], dataset_actions: torch.Tensor | None = None
+    ) -> OptimizedActions:
+        """π_opt for a batch of states: k policy samples, top m by Q, T accepted-only ascent steps."""
+        samples = self.policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
+        with torch.no_grad():
+            features = self.critic.encode(obs)  # (batch, F), once per state
+        return optimize_actions(self.critic, features, samples, self.optimizer_cfg, dataset_actions)
+
+    def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        """Action for one state (unbatched arrays) and its Q value."""
+        self.policy.eval()
+        self.critic.eval()
+        try:
+            obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
+            obs["state"] = obs["state"].float()
+            result = self.optimized_actions(obs)
+            best_q = float(result.q_values.max())
+            return result.actions[0].cpu().numpy().astype(np.float32), best_q
+        finally:
+            self.policy.train()
+            self.critic.train()
+
+    # ----- updates ---------------------------------------------------------------------------
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(loss):
+            raise NumericalInstability(f"{what} loss is {loss.item()}; update skipped, weights kept")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def behaviour_clone(self, batch: dict[str, np.ndarray]) -> float:
+        obs = self.observation_tensors(batch)
+        actions = torch.as_tensor(batch["action"], device=self.device)
+        loss = self.policy.supervised_loss(obs, actions)
+        self._step(self.policy_optimizer, loss, "behaviour cloning")
+        self.stats.bc_updates += 1
+        self.stats.policy_loss = loss.item()
+        return loss.item()
+
+    def _td_target(self, batch: dict[str, np.ndarray], next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        reward = torch.as_tensor(batch["reward"], device=self.device)
+        not_done = 1.0 - torch.as_tensor(batch["done"], device=self.device)
+        with torch.no_grad():
+            if self.value is not None:
+                next_value = self.value(next_obs)
+            else:
+                next_actions = self.optimized_actions(next_obs).actions  # a' ~ π_opt(s')
+                next_value = self.target_critic(next_obs, next_actions).min(dim=0).values
+            return reward + self.cfg.discount * not_done * next_value
+
+    def update_critic(self, batch: dict[str, np.ndarray]) -> float:
+        obs = self.observation_tensors(batch)
+        next_obs = self.observation_tensors(batch, "next_")
+        actions = torch.as_tensor(batch["action"], device=self.device)
+        td_target = self._td_target(batch, next_obs)
+        features = self.critic.encode(obs)
+        q_data = self.critic.q_values(features, actions)  # (2, batch)
+        if self.critic.hl_gauss is not None:
+            outputs = self.critic.head_outputs(features, actions)  # (2, batch, bins)
+            loss = self.critic.hl_gauss.loss(outputs, td_target.unsqueeze(0).expand(2, -1)).mean(dim=1).sum()
+        else:
+            loss = td_loss(q_data, td_target)
+        if self.value is not None:
+            with torch.no_grad():
+                target_q = self.target_critic(obs, actions).min(dim=0).values
+            loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.iql_expectile)
+        elif self.cfg.cql_alpha > 0:
+            policy_actions = self.policy.sample(obs, CQL_POLICY_SAMPLES)  # (batch, n, A)
+            q_policy = self.critic.q_values(features, policy_actions)  # (2, batch, n)
+            mc_returns = torch.as_tensor(batch["mc_return"], device=self.device)
+            loss = loss + self.cfg.cql_alpha * calql_regularizer(q_policy, q_data, mc_returns)
+        if q_data.detach().abs().max() > Q_EXPLOSION_LIMIT:
+            raise NumericalInstability(
+                f"|Q| reached {q_data.detach().abs().max().item():.3g}; update skipped "
+                "(consider learner.hl_gauss_bins > 0, the HL-Gauss critic)"
+            )
+        self._step(self.critic_optimizer, loss, "critic")
+        self._soft_update_target()
+        self.stats.critic_updates += 1
+        self.stats.critic_loss = loss.item()
+        self.stats.q_data = q_data.mean().item()
+        return loss.item()
+
+    def update_policy(self, batch: dict[str, np.ndarray]) -> float:
+        """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss."""
+        obs = self.observation_tensors(batch)
+        dataset_actions = torch.as_tensor(batch["action"], device=self.device)
+        optimized = self.optimized_actions(obs, dataset_actions if self.cfg.include_dataset_action else None)
+        loss = self.policy.supervised_loss(obs, optimized.actions.detach())
+        self._step(self.policy_optimizer, loss, "distillation")
+        self.stats.policy_updates += 1
+        self.stats.policy_loss = loss.item()
+        self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
+        return loss.item()
+
+    def _soft_update_target(self) -> None:
+        rate = self.cfg.target_update_rate
+        with torch.no_grad():
+            for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
+                target.lerp_(source, rate)
+
+    # ----- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "policy": self.policy.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "stats": vars(self.stats).copy(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.rng.bit_generator.state,
+        }
+        if self.value is not None:
+            state["value"] = self.value.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.value is not None:
+            self.value.load_state_dict(state["value"])
+        self.stats = UpdateStats(**state["stats"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]

@@ -1,0 +1,43 @@
+"""Atomic checkpoints: write to a temporary file, fsync, rename; the previous one is kept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+LATEST = "latest.pt"
+PREVIOUS = "previous.pt"
+
+
+def save_checkpoint(directory: str | Path, state: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    latest = directory / LATEST
+    temporary = directory / f".{LATEST}.tmp"
+    with open(temporary, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if latest.exists():
+        os.replace(latest, directory / PREVIOUS)
+    os.replace(temporary, latest)
+    return latest
+
+
+def load_checkpoint(directory: str | Path) -> dict | None:
+    """The newest readable checkpoint in `directory`, falling back to the previous one; None if none."""
+    directory = Path(directory)
+    errors = []
+    for name in (LATEST, PREVIOUS):
+        path = directory / name
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a torn or corrupted file: try the previous one
+            errors.append(f"{path}: {err}")
+    if errors:
+        raise RuntimeError("no readable checkpoint: " + "; ".join(errors))
+    return None

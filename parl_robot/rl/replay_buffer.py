@@ -1,0 +1,96 @@
+"""Fixed-capacity transition storage filled one episode at a time (so Monte-Carlo returns exist)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.rl.losses import discounted_returns
+
+
+@dataclass
+class EpisodeData:
+    """One episode as arrays: observations has one more entry than actions (the final state)."""
+
+    states: np.ndarray  # (steps + 1, state_dim) float32
+    actions: np.ndarray  # (steps, action_dim) float32
+    rewards: np.ndarray  # (steps,) float32
+    terminal: bool  # ended in success (no bootstrapping past the last step)
+    images: np.ndarray | None = None  # (steps + 1, H, W, 3) uint8
+
+
+class ReplayBuffer:
+    def __init__(self, spec: ObservationSpec, action_dim: int, capacity: int, discount: float):
+        self.spec = spec
+        self.capacity = capacity
+        self.discount = discount
+        self.states = np.zeros((capacity, spec.state_dim), np.float32)
+        self.next_states = np.zeros((capacity, spec.state_dim), np.float32)
+        self.images = np.zeros((capacity, *spec.image_shape), np.uint8) if spec.image_shape else None
+        self.next_images = np.zeros((capacity, *spec.image_shape), np.uint8) if spec.image_shape else None
+        self.actions = np.zeros((capacity, action_dim), np.float32)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.dones = np.zeros(capacity, np.float32)
+        self.mc_returns = np.zeros(capacity, np.float32)
+        self.size = 0
+        self.cursor = 0
+        self.episodes_added = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_episode(self, episode: EpisodeData) -> None:
+        steps = len(episode.actions)
+        if steps == 0:
+            return
+        returns = discounted_returns(episode.rewards, self.discount, episode.terminal)
+        for t in range(steps):
+            i = self.cursor
+            self.states[i] = episode.states[t]
+            self.next_states[i] = episode.states[t + 1]
+            if self.images is not None:
+                self.images[i] = episode.images[t]
+                self.next_images[i] = episode.images[t + 1]
+            self.actions[i] = episode.actions[t]
+            self.rewards[i] = episode.rewards[t]
+            self.dones[i] = float(episode.terminal and t == steps - 1)
+            self.mc_returns[i] = returns[t]
+            self.cursor = (self.cursor + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+        self.episodes_added += 1
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        return rng.integers(0, self.size, batch_size)
+
+    def gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        batch = {
+            "state": self.states[indices],
+            "next_state": self.next_states[indices],
+            "action": self.actions[indices],
+            "reward": self.rewards[indices],
+            "done": self.dones[indices],
+            "mc_return": self.mc_returns[indices],
+        }
+        if self.images is not None:
+            batch["image"] = self.images[indices]
+            batch["next_image"] = self.next_images[indices]
+        return batch
+
+
+def sample_mixed(
+    offline: ReplayBuffer, online: ReplayBuffer, batch_size: int, online_fraction: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A batch with `online_fraction` from the online buffer (all offline while it is empty)."""
+    online_count = int(round(batch_size * online_fraction)) if len(online) else 0
+    if len(offline) == 0:
+        online_count = batch_size
+    parts = []
+    if batch_size - online_count:
+        parts.append(offline.gather(offline.sample_indices(batch_size - online_count, rng)))
+    if online_count:
+        parts.append(online.gather(online.sample_indices(online_count, rng)))
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

@@ -34,6 +34,7 @@ class UpdateStats:
     critic_updates: int = 0
     policy_updates: int = 0
     bc_updates: int = 0
+    critic_updates_online: int = 0
     policy_version: int = 0
     critic_loss: float = float("nan")
     policy_loss: float = float("nan")

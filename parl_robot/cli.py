@@ -1,0 +1,120 @@
+"""`parl-robot` command line: launch graphs, record demos, run the sim demo.
+
+    parl-robot launch finetune task:=cup_to_rack sim:=true [overlay:=cpu_demo] [store_dir:=DIR]
+    parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
+    parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
+
+Arguments use the `name:=value` form of `ros2 launch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from parl_robot.config import ConfigError, load_config
+from parl_robot.graph import LAUNCH_ARGUMENTS, finetune_graph
+
+GRAPHS = {"finetune": finetune_graph}
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    assignments = {}
+    for item in items:
+        if ":=" not in item:
+            raise SystemExit(f"error: expected name:=value, got '{item}'")
+        key, value = item.split(":=", 1)
+        assignments[key] = value
+    return assignments
+
+
+def _store_and_config(args: dict[str, str], overlay_default: str = ""):
+    task = args.get("task", "cup_to_rack")
+    overlay = args.get("overlay", overlay_default)
+    overrides = json.loads(args["overrides"]) if args.get("overrides") else {}
+    if args.get("store_dir"):
+        overrides["episodes.store_dir"] = args["store_dir"]
+    cfg = load_config(args.get("config") or None, task=task, overlays=[overlay] if overlay else [], overrides=overrides)
+    return cfg, overlay
+
+
+def command_launch(argv: list[str]) -> int:
+    if not argv or argv[0] not in GRAPHS:
+        raise SystemExit(f"error: name a graph to launch: {sorted(GRAPHS)}")
+    args = parse_assignments(argv[1:])
+    _store_and_config(args)  # fail fast, in this process, on a bad config
+    from parl_robot.launcher import launch
+
+    return launch(GRAPHS[argv[0]](args))
+
+
+def command_record_demos(argv: list[str]) -> int:
+    args = parse_assignments(argv)
+    count = args.pop("count", None)
+    seed = int(args.pop("seed", "0"))
+    images = args.pop("images", "false").lower() == "true"
+    cfg, _ = _store_and_config(args)
+    from parl_robot.data.episode_store import EpisodeStore
+    from parl_robot.sim.record_demos import record_demos
+
+    store = EpisodeStore(cfg.episodes.store_dir)
+    total = int(count) if count else cfg.episodes.num_demos
+    successes = record_demos(cfg, store, total, seed=seed, images=images)
+    print(f"recorded {total} demos into {store.root}: {successes} successful")
+    return 0
+
+
+def command_demo(argv: list[str]) -> int:
+    """Sim fine-tuning demo: fresh store, scripted demos, then the full ROS 2 graph until done."""
+    args = parse_assignments(argv)
+    args.setdefault("task", "cup_to_rack")
+    args.setdefault("store_dir", f"runs/demo-{args['task']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    episodes = args.pop("episodes", None)
+    if episodes:
+        args["overrides"] = json.dumps({"episodes.num_online_episodes": int(episodes)})
+    cfg, overlay = _store_and_config(args, overlay_default="cpu_demo")
+    from parl_robot.data.episode_store import EpisodeStore
+    from parl_robot.launcher import launch
+    from parl_robot.sim.record_demos import record_demos
+
+    store = EpisodeStore(cfg.episodes.store_dir)
+    print(f"== parl_robot sim demo: {cfg.task.name} ({cfg.task.instruction}); store {store.root}")
+    if not any(r["kind"] == "demo" for r in store.records()):
+        print(f"== 1/2 recording {cfg.episodes.num_demos} scripted demonstrations")
+        successes = record_demos(cfg, store, cfg.episodes.num_demos)
+        print(f"== demos: {successes}/{cfg.episodes.num_demos} successful")
+    print("== 2/2 launching the ROS 2 graph: offline pre-training, warm-up, online PA-RL fine-tuning")
+    graph_args = {"task": cfg.task.name, "sim": "true", "overlay": overlay, "store_dir": str(store.root)}
+    for key in ("policy", "config", "overrides"):
+        if key in args:
+            graph_args[key] = args[key]
+    code = launch(finetune_graph(graph_args))
+    records = [r for r in store.records() if r["kind"] == "online"]
+    print(f"== done: {len(records)} online episodes, {sum(r['success'] for r in records)} successes; data in {store.root}")
+    for record in records:
+        print(f"   {record['episode_id']}: {record['label']:8s} {record['steps']:3d} steps  policy v{record['policy_version']}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["launch", "record-demos", "demo"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parsed = parser.parse_args(argv[:1])
+    rest = argv[1:]
+    try:
+        if parsed.command == "launch":
+            return command_launch(rest)
+        if parsed.command == "record-demos":
+            return command_record_demos(rest)
+        return command_demo(rest)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

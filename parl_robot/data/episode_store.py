@@ -1,0 +1,180 @@
+"""Episode storage: one directory per episode, written atomically, with a rebuildable index.
+
+Layout of `<store>/episodes/<episode_id>/`: `meta.json` (labels, success, timestamps, policy
+version, config hash, kind = demo|online), `arrays.npz` (states, actions, rewards, timestamps)
+and, for image runs, `images.npz` (JPEG bytes per frame). A directory is first written under
+`<store>/.incoming/`, fsynced, then renamed into place, so a crash never leaves half an episode.
+Unreadable episodes are moved to `<store>/quarantine/` with a `reason.txt`, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from parl_robot.rl.replay_buffer import EpisodeData
+
+LOG = logging.getLogger(__name__)
+META = "meta.json"
+ARRAYS = "arrays.npz"
+IMAGES = "images.npz"
+INDEX = "index.json"
+
+
+@dataclass
+class EpisodeRecord:
+    episode_id: str
+    kind: str  # "demo" or "online"
+    success: bool
+    label: str  # "success" | "failure" | "unlabelled"
+    label_source: str  # "detector" | "operator" | "demonstrator"
+    steps: int
+    policy_version: int
+    config_hash: str
+    task: str
+    created: float = field(default_factory=time.time)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, write) -> None:
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class EpisodeStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.episodes_dir = self.root / "episodes"
+        self.incoming_dir = self.root / ".incoming"
+        self.quarantine_dir = self.root / "quarantine"
+        for directory in (self.episodes_dir, self.incoming_dir, self.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def next_episode_id(self, kind: str) -> str:
+        existing = [p.name for p in self.episodes_dir.iterdir() if p.name.startswith(kind + "_")]
+        numbers = [int(name.split("_")[1]) for name in existing if name.split("_")[1].isdigit()]
+        return f"{kind}_{(max(numbers) + 1) if numbers else 0:05d}"
+
+    def save(self, record: EpisodeRecord, episode: EpisodeData, timestamps: np.ndarray | None = None) -> Path:
+        final_dir = self.episodes_dir / record.episode_id
+        if final_dir.exists():
+            raise FileExistsError(f"episode {record.episode_id} already stored at {final_dir}")
+        staging = self.incoming_dir / f"{record.episode_id}.{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        steps = len(episode.actions)
+        arrays = {
+            "states": np.asarray(episode.states, np.float32),
+            "actions": np.asarray(episode.actions, np.float32),
+            "rewards": np.asarray(episode.rewards, np.float32),
+            "terminal": np.asarray(episode.terminal),
+            "timestamps": np.asarray(timestamps if timestamps is not None else np.zeros(steps + 1), np.float64),
+        }
+        _write_file(staging / ARRAYS, lambda h: np.savez_compressed(h, **arrays))
+        if episode.images is not None:
+            import cv2
+
+            encoded = {
+                f"frame_{i:05d}": np.frombuffer(cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1], np.uint8)
+                for i, image in enumerate(episode.images)
+            }
+            _write_file(staging / IMAGES, lambda h: np.savez(h, **encoded))
+        record.steps = steps
+        _write_file(staging / META, lambda h: h.write(json.dumps(vars(record), indent=2).encode()))
+        _fsync_dir(staging)
+        os.replace(staging, final_dir)
+        _fsync_dir(self.episodes_dir)
+        self._write_index()
+        return final_dir
+
+    def relabel(self, episode_id: str, label: str, source: str = "operator") -> EpisodeRecord:
+        if label not in ("success", "failure"):
+            raise ValueError(f"label must be 'success' or 'failure', got {label!r}")
+        meta_path = self.episodes_dir / episode_id / META
+        if not meta_path.is_file():
+            raise KeyError(f"no stored episode '{episode_id}'")
+        record = EpisodeRecord(**json.loads(meta_path.read_text()))
+        record.label, record.label_source, record.success = label, source, label == "success"
+        temporary = meta_path.with_suffix(".tmp")
+        _write_file(temporary, lambda h: h.write(json.dumps(vars(record), indent=2).encode()))
+        os.replace(temporary, meta_path)
+        self._write_index()
+        return record
+
+    def load_episode(self, episode_id: str) -> tuple[EpisodeRecord, EpisodeData]:
+        directory = self.episodes_dir / episode_id
+        record = EpisodeRecord(**json.loads((directory / META).read_text()))
+        with np.load(directory / ARRAYS) as arrays:
+            states, actions, rewards = arrays["states"], arrays["actions"], arrays["rewards"]
+            terminal = bool(arrays["terminal"])
+        if len(states) != len(actions) + 1 or len(rewards) != len(actions) or record.steps != len(actions):
+            raise ValueError(f"inconsistent lengths: {len(states)} states, {len(actions)} actions, {len(rewards)} rewards")
+        if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions)) and np.all(np.isfinite(rewards))):
+            raise ValueError("non-finite values in arrays")
+        images = None
+        if (directory / IMAGES).exists():
+            import cv2
+
+            with np.load(directory / IMAGES) as frames:
+                images = np.stack([cv2.imdecode(frames[name], cv2.IMREAD_COLOR)[:, :, ::-1] for name in sorted(frames.files)])
+        return record, EpisodeData(states, actions, rewards, terminal, images)
+
+    def quarantine(self, episode_id: str, reason: str) -> Path:
+        target = self.quarantine_dir / f"{episode_id}.{int(time.time())}"
+        shutil.move(str(self.episodes_dir / episode_id), target)
+        (target / "reason.txt").write_text(reason + "\n")
+        LOG.warning("quarantined episode %s: %s", episode_id, reason)
+        return target
+
+    def load_all(self, kind: str | None = None) -> list[tuple[EpisodeRecord, EpisodeData]]:
+        """Every readable episode (optionally of one kind), in id order; bad ones are quarantined."""
+        loaded = []
+        for directory in sorted(p for p in self.episodes_dir.iterdir() if p.is_dir()):
+            try:
+                record, episode = self.load_episode(directory.name)
+            except Exception as err:  # corrupt or partial on disk: keep it aside, with the reason
+                self.quarantine(directory.name, f"{type(err).__name__}: {err}")
+                continue
+            if kind is None or record.kind == kind:
+                loaded.append((record, episode))
+        self._write_index()
+        return loaded
+
+    def records(self) -> list[dict]:
+        """The index, rebuilt from the episode directories when missing or corrupt."""
+        try:
+            index = json.loads((self.root / INDEX).read_text())
+            if isinstance(index, list):
+                return index
+        except (OSError, ValueError):
+            pass
+        return self._write_index()
+
+    def _write_index(self) -> list[dict]:
+        index = []
+        for directory in sorted(p for p in self.episodes_dir.iterdir() if p.is_dir()):
+            try:
+                index.append(json.loads((directory / META).read_text()))
+            except (OSError, ValueError):
+                continue
+        temporary = self.root / f".{INDEX}.tmp"
+        _write_file(temporary, lambda h: h.write(json.dumps(index, indent=1).encode()))
+        os.replace(temporary, self.root / INDEX)
+        return index

@@ -1,0 +1,83 @@
+"""The node graph, declared once.
+
+`launch/finetune.launch.py` turns these specs into `launch_ros.actions.Node`s for a real ROS 2
+install; `parl_robot.launcher` starts the same specs as plain processes for pip-only machines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from parl_robot.nodes.common import NAMESPACE
+
+LAUNCH_ARGUMENTS = {
+    "task": ("cup_to_rack", "task name: config/tasks/<task>.yaml"),
+    "sim": ("true", "true: MuJoCo sim bridge; false: camera + WidowX-250 hardware"),
+    "policy": ("", "policy class override: diffusion | gaussian | transformer"),
+    "robot_model": ("wx250s", "Interbotix robot model (hardware only)"),
+    "ui_port": ("0", "operator page port; 0 disables the page"),
+    "config": ("", "explicit task config file (default: the packaged one for `task`)"),
+    "overlay": ("", "partial config merged over the task config, e.g. cpu_demo"),
+    "store_dir": ("", "episode store directory (default: episodes.store_dir)"),
+    "overrides": ("", 'JSON of dotted config keys, e.g. {"episodes.num_online_episodes": 3}'),
+    "camera_device": ("0", "OpenCV camera index or path (hardware only)"),
+}
+
+
+@dataclass
+class NodeSpec:
+    name: str  # node name, also the log prefix
+    module: str  # python module with main(); its console script is the last dotted part
+    parameters: dict = field(default_factory=dict)
+    ends_launch: bool = False  # its normal exit (code 0) ends the whole graph successfully
+
+    @property
+    def executable(self) -> str:
+        return self.module.rsplit(".", 1)[-1]
+
+
+def _truthy(value: str) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
+    """Specs for `finetune`; `arguments` holds the launch arguments (missing ones take defaults)."""
+    unknown = set(arguments) - set(LAUNCH_ARGUMENTS)
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(LAUNCH_ARGUMENTS)}")
+    args = {key: str(arguments.get(key, default)) for key, (default, _) in LAUNCH_ARGUMENTS.items()}
+    shared = {key: args[key] for key in ("task", "config", "overlay", "policy", "store_dir", "overrides")}
+    sim = _truthy(args["sim"])
+    specs = []
+    if sim:
+        specs.append(NodeSpec("sim_bridge", "parl_robot.nodes.sim_bridge_node", {**shared}))
+    else:
+        specs.append(NodeSpec("camera", "parl_robot.nodes.camera_node", {**shared, "device": args["camera_device"]}))
+        specs.append(
+            NodeSpec("control", "parl_robot.nodes.control_node", {**shared, "backend": "interbotix", "robot_model": args["robot_model"]})
+        )
+    specs += [
+        NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}),
+        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}),
+        NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True),
+    ]
+    if int(args["ui_port"]) > 0:
+        specs.append(NodeSpec("operator_ui", "parl_robot.nodes.operator_ui_node", {**shared, "port": args["ui_port"]}))
+    return specs
+
+
+def ros_arguments(spec: NodeSpec, namespace: str = NAMESPACE) -> list[str]:
+    """`--ros-args` for a plain process: namespace, node name and parameters."""
+    arguments = ["--ros-args", "-r", f"__ns:=/{namespace}", "-r", f"__node:={spec.name}"]
+    for key, value in spec.parameters.items():
+        arguments += ["-p", f"{key}:={_parameter_literal(value)}"]
+    return arguments
+
+
+def _parameter_literal(value) -> str:
+    # rclpy parses -p values as YAML: quote strings so '' and numbers-as-strings stay strings.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"

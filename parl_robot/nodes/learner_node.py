@@ -1,0 +1,347 @@
+"""Learner node: acts at the control rate with PA-RL action optimization and learns in a thread.
+
+Start-up: resume from the last checkpoint and every stored episode (demos -> offline buffer,
+online episodes -> online buffer); without a checkpoint, behaviour-clone the demos and pre-train
+the critic (phase `offline`). Then `warmup` episodes run the pre-trained policy without updates,
+and `online` interleaves critic and distillation updates (UTD `learner.updates_per_step`) with
+acting. Every labelled episode is saved atomically before `saved` is announced; a checkpoint follows.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
+
+from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.nodes import common
+from parl_robot.observation import STATE_DIM, state_vector
+from parl_robot.rl.agent import NumericalInstability, PARLAgent
+from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
+from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
+
+
+class EpisodeRecorder:
+    """Collects (observation, action, reward) of the running episode."""
+
+    def __init__(self):
+        self.states: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.timestamps: list[float] = []
+
+    def observe(self, obs: dict[str, np.ndarray]) -> None:
+        self.states.append(obs["state"])
+        if "image" in obs:
+            self.images.append(obs["image"])
+        self.timestamps.append(time.time())
+
+    def to_episode(self, terminal: bool) -> EpisodeData:
+        return EpisodeData(
+            np.asarray(self.states, np.float32),
+            np.asarray(self.actions, np.float32),
+            np.asarray(self.rewards, np.float32),
+            terminal,
+            np.asarray(self.images) if self.images else None,
+        )
+
+
+class LearnerNode(Node):
+    def __init__(self):
+        super().__init__("learner")
+        torch.set_num_threads(1)
+        self.cfg = common.declare_task_config(self)
+        learner = self.cfg.learner
+        self.store = EpisodeStore(self.cfg.episodes.store_dir)
+        self.checkpoint_dir = Path(self.cfg.episodes.store_dir) / "checkpoints"
+        image_shape = (self.cfg.sim.camera_height, self.cfg.sim.camera_width, 3) if learner.observation == "image" else None
+        self.spec = ObservationSpec(STATE_DIM, image_shape)
+        worst = min(self.cfg.reward.reward_bias, 0.0) / (1 - learner.discount + 1e-6)
+        self.agent = PARLAgent(learner, self.spec, value_range=(worst - 1.0, self.cfg.reward.success_reward + 1.0))
+        self.offline = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
+        self.online = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.phase = "offline"
+        self.offline_progress = 0.0
+        self.online_episodes = 0
+        self.online_successes = 0
+        self.online_transitions = 0
+        self.updates_since_version = 0
+        self.warning = ""
+        self.learning_paused = False
+        # Latest sensor values.
+        self.ee_position: np.ndarray | None = None
+        self.gripper_open: bool | None = None
+        self.object_position: np.ndarray | None = None
+        self.image: np.ndarray | None = None
+        self.latest_reward: float | None = None
+        # Episode in progress.
+        self.running_episode: int | None = None
+        self.recorder: EpisodeRecorder | None = None
+        self.finished_recorder: EpisodeRecorder | None = None
+        self.step = 0
+
+        self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
+        self.stats_pub = self.create_publisher(String, common.LEARNER_STATS, common.EVENT_QOS)
+        self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
+        self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
+        self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
+        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+        self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
+        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        if learner.observation == "image":
+            self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+        self.create_timer(1.0, self.publish_stats)
+        self._restore()
+        self.learning_thread = threading.Thread(target=self._learning_loop, name="learning", daemon=True)
+        self.learning_thread.start()
+
+    # ----- start-up --------------------------------------------------------------------------
+    def _restore(self) -> None:
+        for record, episode in self.store.load_all():
+            if record.task != self.cfg.task.name:
+                continue
+            if record.kind == "demo":
+                self.offline.add_episode(episode)
+            else:
+                self.online.add_episode(episode)
+                self.online_episodes += 1
+                self.online_successes += int(record.success)
+                self.online_transitions += len(episode.actions)
+        state = load_checkpoint(self.checkpoint_dir)
+        if state is not None:
+            self.agent.load_state_dict(state["agent"])
+            self.phase = self._online_phase()
+            self.get_logger().info(
+                f"resumed from checkpoint: policy version {self.agent.stats.policy_version}, "
+                f"{self.online_episodes} online episodes, {len(self.offline)} offline transitions"
+            )
+        elif len(self.offline) == 0:
+            raise RuntimeError(
+                f"no demonstrations in {self.store.root}: record some first "
+                f"(`parl-robot record-demos task:={self.cfg.task.name}`)"
+            )
+        self.get_logger().info(f"loaded {self.offline.episodes_added} demo episodes ({len(self.offline)} transitions)")
+
+    def _online_phase(self) -> str:
+        return "warmup" if self.online_episodes < self.cfg.learner.warmup_episodes else "online"
+
+    # ----- learning --------------------------------------------------------------------------
+    def _batch(self) -> dict[str, np.ndarray]:
+        return sample_mixed(
+            self.offline, self.online, self.cfg.learner.batch_size, self.cfg.learner.online_fraction, self.agent.rng
+        )
+
+    def _offline_pretraining(self) -> None:
+        learner = self.cfg.learner
+        total = learner.offline_policy_steps + learner.offline_critic_steps
+        for step in range(learner.offline_policy_steps):
+            with self.lock:
+                self.agent.behaviour_clone(self._batch())
+            self.offline_progress = (step + 1) / max(total, 1)
+            if self.stop_event.is_set():
+                return
+        for step in range(learner.offline_critic_steps):
+            with self.lock:
+                self.agent.update_critic(self._batch())
+            self.offline_progress = (learner.offline_policy_steps + step + 1) / max(total, 1)
+            if self.stop_event.is_set():
+                return
+        self.get_logger().info(
+            f"offline pre-training done: {learner.offline_policy_steps} BC and {learner.offline_critic_steps} critic "
+            f"updates (BC loss {self.agent.stats.policy_loss:.3f}, critic loss {self.agent.stats.critic_loss:.3f})"
+        )
+        self._checkpoint()
+
+    def _learning_loop(self) -> None:
+        try:
+            if self.phase == "offline":
+                self._offline_pretraining()
+                self.phase = self._online_phase()
+            while not self.stop_event.is_set():
+                target = self.cfg.learner.updates_per_step * self.online_transitions
+                if self.phase != "online" or self.learning_paused or self.agent.stats.critic_updates_online >= target:
+                    time.sleep(0.02)
+                    continue
+                try:
+                    with self.lock:
+                        self.agent.update_critic(self._batch())
+                        self.agent.update_policy(self._batch())
+                except NumericalInstability as err:
+                    self.warning = str(err)
+                    self.learning_paused = True
+                    self.get_logger().error(f"learning paused: {err}")
+                    continue
+                self.agent.stats.critic_updates_online += 1
+                self.updates_since_version += 1
+                if self.agent.stats.critic_updates_online % self.cfg.learner.checkpoint_every_updates == 0:
+                    self._checkpoint()
+        except Exception as err:  # surface the failure and end the node: the launcher stops the graph
+            self.get_logger().fatal(f"learning thread failed: {type(err).__name__}: {err}")
+            self.exit_code = 1
+
+    def _checkpoint(self) -> None:
+        with self.lock:
+            state = {"agent": self.agent.state_dict(), "online_episodes": self.online_episodes}
+        save_checkpoint(self.checkpoint_dir, state)
+
+    # ----- sensors ---------------------------------------------------------------------------
+    def on_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self.ee_position = np.array([p.x, p.y, p.z])
+
+    def on_state(self, msg: JointState) -> None:
+        if "gripper" in msg.name:
+            self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
+
+    def on_objects(self, msg: String) -> None:
+        try:
+            self.object_position = np.asarray(json.loads(msg.data)[self.cfg.reward.object_name], float)
+        except (ValueError, KeyError, TypeError):
+            return
+
+    def on_image(self, msg: Image) -> None:
+        if msg.encoding != "rgb8" or len(msg.data) != msg.height * msg.width * 3:
+            self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
+            return
+        self.image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+
+    def on_reward(self, msg: Float32) -> None:
+        self.latest_reward = float(msg.data)
+
+    def observation(self) -> dict[str, np.ndarray] | None:
+        if self.ee_position is None or self.gripper_open is None or self.object_position is None:
+            return None
+        obs = {"state": state_vector(self.ee_position, self.gripper_open, self.object_position)}
+        if self.cfg.learner.observation == "image":
+            if self.image is None:
+                return None
+            obs["image"] = self.image
+        return obs
+
+    # ----- acting ----------------------------------------------------------------------------
+    def on_control_tick(self) -> None:
+        if self.running_episode is None or self.recorder is None:
+            return
+        obs = self.observation()
+        if obs is None:
+            self.get_logger().warning("no observation yet; not acting")
+            return
+        if self.recorder.actions:
+            self.recorder.rewards.append(self._reward())
+        self.recorder.observe(obs)
+        with self.lock:
+            action, _ = self.agent.act(obs)
+        self.recorder.actions.append(action)
+        msg = Float32MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label="action", size=7, stride=7)]
+        msg.layout.data_offset = self.step
+        msg.data = action.tolist()
+        self.action_pub.publish(msg)
+        self.step += 1
+        if self.phase == "online":
+            self.online_transitions += 1  # the UTD budget grows with every executed step
+
+    def _reward(self) -> float:
+        return self.latest_reward if self.latest_reward is not None else self.cfg.reward.reward_bias
+
+    # ----- episodes --------------------------------------------------------------------------
+    def on_event(self, msg: String) -> None:
+        event = common.parse_event(msg)
+        if event is None:
+            return
+        kind = event["type"]
+        if kind == "start":
+            self.running_episode = int(event.get("episode", 0))
+            self.recorder = EpisodeRecorder()
+            self.step = 0
+        elif kind == "end" and self.recorder is not None:
+            # The last action's outcome: its reward and the state it led to.
+            obs = self.observation()
+            if self.recorder.actions and obs is not None:
+                self.recorder.rewards.append(self._reward())
+                self.recorder.observe(obs)
+            self.finished_recorder, self.recorder = self.recorder, None
+            self.running_episode = None
+        elif kind == "label" and self.finished_recorder is not None:
+            self._save_episode(event)
+        elif kind == "pause":
+            self.learning_paused = True
+        elif kind == "resume":
+            self.learning_paused = False
+            self.warning = ""
+
+    def _save_episode(self, event: dict) -> None:
+        recorder, self.finished_recorder = self.finished_recorder, None
+        success = bool(event.get("success"))
+        if len(recorder.actions) == 0 or len(recorder.states) != len(recorder.actions) + 1:
+            self.get_logger().warning(f"episode {event.get('episode')} has no complete steps; not stored")
+            self.event_pub.publish(common.event_message("saved", episode=event.get("episode"), success=False, path=""))
+            return
+        if success:  # the operator's label overrides the detector on the final reward
+            recorder.rewards[-1] = self.cfg.reward.success_reward + self.cfg.reward.reward_bias
+        episode = recorder.to_episode(terminal=success)
+        if self.updates_since_version:
+            self.agent.stats.policy_version += 1
+            self.updates_since_version = 0
+        record = EpisodeRecord(
+            episode_id=self.store.next_episode_id("online"), kind="online", success=success,
+            label="success" if success else "failure", label_source=str(event.get("source", "detector")),
+            steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
+            config_hash=self.cfg.config_hash(), task=self.cfg.task.name,
+        )
+        path = self.store.save(record, episode, np.asarray(recorder.timestamps))
+        with self.lock:
+            self.online.add_episode(episode)
+        self.online_episodes += 1
+        self.online_successes += int(success)
+        if self.phase == "warmup" and self._online_phase() == "online":
+            self.phase = "online"
+            self.get_logger().info("warm-up done: online updates start")
+        self.event_pub.publish(
+            common.event_message("saved", episode=event.get("episode"), success=success, path=str(path), episode_id=record.episode_id)
+        )
+        self.get_logger().info(
+            f"stored {record.episode_id}: {'success' if success else 'failure'}, {record.steps} steps, "
+            f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
+        )
+        self._checkpoint()
+
+    # ----- stats -----------------------------------------------------------------------------
+    def publish_stats(self) -> None:
+        stats = vars(self.agent.stats).copy()
+        stats.update(
+            phase=self.phase,
+            offline_progress=round(self.offline_progress, 3),
+            online_episodes=self.online_episodes,
+            online_successes=self.online_successes,
+            offline_transitions=len(self.offline),
+            online_transitions=len(self.online),
+            learning_paused=self.learning_paused,
+            warning=self.warning,
+        )
+        self.stats_pub.publish(String(data=json.dumps(stats, default=float)))
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.learning_thread.join(timeout=10.0)
+
+
+def main(args=None) -> int:
+    return common.run_node(LearnerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""MuJoCo sim bridge: stands in for the camera and the arm with the same topics and services.
+
+It is the control node with the sim backend, plus the sim camera (`camera/image_raw`, rgb8) and
+ground-truth object positions (`objects/poses`, JSON {name: [x, y, z]}) that the real setup gets
+from its perception. `sim/reset` re-randomizes the scene (the sim's automatic reset).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from parl_robot.nodes import common
+from parl_robot.nodes.control_node import ControlNode
+from parl_robot.robot.backend import SimArmBackend
+from parl_robot.robot.safety import DOWNWARD_ROTATION
+from parl_robot.sim.world import SimWorld
+
+
+class SimBridgeNode(ControlNode):
+    def __init__(self):
+        self.objects_pub = None
+        super().__init__("sim_bridge")
+        self.rng = np.random.default_rng(self.cfg.sim.seed)
+        self.publish_camera = self.declare_parameter("publish_camera", True).value
+        self.image_pub = self.create_publisher(Image, common.CAMERA_IMAGE, common.SENSOR_QOS)
+        self.objects_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
+        self.create_service(Trigger, common.SRV_SIM_RESET, self.on_reset)
+        self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick)
+        self.reset_scene()
+
+    def _make_backend(self, name: str, robot_model: str) -> SimArmBackend:
+        self.world = SimWorld(self.cfg.task.name, self.cfg.sim)
+        return SimArmBackend(self.world)
+
+    def reset_scene(self) -> None:
+        self.world.reset(self.rng, self.controller.home_position, DOWNWARD_ROTATION)
+        self.controller.go_home()
+        self.after_command()
+
+    def on_reset(self, request, response):
+        if self.controller.status.estopped:
+            response.success, response.message = False, "e-stop latched"
+            return response
+        self.reset_scene()
+        response.success, response.message = True, "scene randomized"
+        return response
+
+    def after_command(self) -> None:
+        super().after_command()
+        self.publish_objects()
+
+    def publish_objects(self) -> None:
+        if self.objects_pub is None:  # still inside ControlNode.__init__
+            return
+        poses = {name: position.round(5).tolist() for name, position in self.world.object_positions().items()}
+        self.objects_pub.publish(String(data=json.dumps(poses)))
+
+    def on_camera_tick(self) -> None:
+        self.publish_objects()
+        if not self.publish_camera:
+            return
+        frame = self.world.render()
+        msg = Image()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "third_person_camera"
+        msg.height, msg.width = frame.shape[:2]
+        msg.encoding = "rgb8"
+        msg.step = frame.shape[1] * 3
+        msg.data = frame.tobytes()
+        self.image_pub.publish(msg)
+
+    def close(self) -> None:
+        self.world.close()
+
+
+def main(args=None) -> int:
+    return common.run_node(SimBridgeNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

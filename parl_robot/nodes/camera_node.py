@@ -1,0 +1,100 @@
+"""USB / third-person camera node: OpenCV capture -> `camera/image_raw` (rgb8, timestamped).
+
+Parameters: `device` (index such as "0" or a path such as /dev/video2), `width`/`height`/`fps`
+requested from the driver, and the output size of the task (`sim.camera_width/height`, the policy
+input) reached by a centre crop to the output aspect ratio and a resize. When frames stop, the node
+reports it and reopens the device once a second until it is back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from parl_robot.nodes import common
+
+RECONNECT_INTERVAL_S = 1.0
+
+
+def crop_and_resize(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre-crop a BGR frame to the target aspect ratio, resize, and convert to RGB."""
+    frame_h, frame_w = frame_bgr.shape[:2]
+    target_ratio = width / height
+    if frame_w / frame_h > target_ratio:
+        crop_w = int(round(frame_h * target_ratio))
+        x0 = (frame_w - crop_w) // 2
+        frame_bgr = frame_bgr[:, x0 : x0 + crop_w]
+    else:
+        crop_h = int(round(frame_w / target_ratio))
+        y0 = (frame_h - crop_h) // 2
+        frame_bgr = frame_bgr[y0 : y0 + crop_h]
+    resized = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def open_capture(device: str, width: int, height: int, fps: float) -> cv2.VideoCapture:
+    source = int(device) if device.isdigit() else device
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise RuntimeError(f"camera '{device}' could not be opened (does the device exist? try `v4l2-ctl --list-devices`)")
+    capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    capture.set(cv2.CAP_PROP_FPS, fps)
+    return capture
+
+
+class CameraNode(Node):
+    def __init__(self):
+        super().__init__("camera")
+        self.cfg = common.declare_task_config(self)
+        self.device = str(self.declare_parameter("device", "0").value)
+        self.capture_width = int(self.declare_parameter("width", 640).value)
+        self.capture_height = int(self.declare_parameter("height", 480).value)
+        self.fps = float(self.declare_parameter("fps", self.cfg.sim.camera_rate_hz).value)
+        self.image_pub = self.create_publisher(Image, common.CAMERA_IMAGE, common.SENSOR_QOS)
+        self.capture = open_capture(self.device, self.capture_width, self.capture_height, self.fps)
+        self.connected = True
+        self.last_reconnect = 0.0
+        self.create_timer(1.0 / self.fps, self.on_tick)
+
+    def on_tick(self) -> None:
+        if not self.connected:
+            if time.monotonic() - self.last_reconnect < RECONNECT_INTERVAL_S:
+                return
+            self.last_reconnect = time.monotonic()
+            try:
+                self.capture = open_capture(self.device, self.capture_width, self.capture_height, self.fps)
+            except RuntimeError:
+                return
+            self.connected = True
+            self.get_logger().info(f"camera '{self.device}' reconnected")
+        ok, frame = self.capture.read()
+        if not ok or frame is None:
+            self.get_logger().error(f"camera '{self.device}' lost; reconnecting")
+            self.capture.release()
+            self.connected = False
+            return
+        rgb = crop_and_resize(frame, self.cfg.sim.camera_width, self.cfg.sim.camera_height)
+        msg = Image()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "third_person_camera"
+        msg.height, msg.width = rgb.shape[:2]
+        msg.encoding = "rgb8"
+        msg.step = rgb.shape[1] * 3
+        msg.data = rgb.tobytes()
+        self.image_pub.publish(msg)
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def main(args=None) -> int:
+    return common.run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""parl_robot: an ament_python ROS 2 package that is also pip-installable (`pip install -e .`)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "parl_robot"
+NODES = ["sim_bridge_node", "control_node", "camera_node", "reward_node", "learner_node", "episode_manager_node"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="PA-RL online fine-tuning of robot policies on a WidowX-250 over ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config/tasks", glob("config/tasks/*.yaml")),
+        (f"share/{PACKAGE}/config/profiles", glob("config/profiles/*.yaml")),
+    ],
+    # torch is installed explicitly (torch==2.13.0, CPU) by scripts/setup_env.sh so that a loose
+    # requirement never pulls a multi-GB CUDA build; any torch >= 2.2 works.
+    install_requires=["numpy>=1.24", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "torch>=2.2"],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={
+        "console_scripts": ["parl-robot = parl_robot.cli:main"]
+        + [f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,58 @@
+import pytest
+
+from parl_robot.config import ConfigError, TASKS, load_config
+
+
+def test_packaged_task_config_loads():
+    cfg = load_config(task="cup_to_rack")
+    assert cfg.task.name == "cup_to_rack"
+    assert (cfg.learner.num_samples, cfg.learner.num_kept, cfg.learner.local_steps) == (32, 10, 10)
+    assert cfg.learner.local_step_size == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"learner.nope": 1}, "unknown key 'learner.nope'"),
+        ({"learner.num_samples": "many"}, "'learner.num_samples' must be an integer, got 'many'"),
+        ({"control.rate_hz": 100}, "'control.rate_hz' = 100 is out of range"),
+        ({"learner.policy": "mlp"}, "'learner.policy' = 'mlp' is not one of"),
+        ({"control.safety_box_low": [0.1, 0.1]}, "'control.safety_box_low' must be a list of 3 numbers"),
+        ({"learner.num_kept": 40}, "'learner.num_kept' (40) must not exceed"),
+        ({"control.safety_box_low": [0.5, 0.0, 0.0]}, "must be below"),
+    ],
+)
+def test_bad_values_name_key_value_and_file(overrides, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(task="cup_to_rack", overrides=overrides)
+    assert fragment in str(err.value)
+    assert "cup_to_rack.yaml" in str(err.value)
+
+
+def test_bad_yaml_file_is_reported(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("learner: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    path.write_text("learner:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'learner.batch_size' = 0 is out of range"):
+        load_config(path)
+
+
+def test_overlay_merges_and_names_itself(tmp_path):
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"])
+    assert cfg.learner.num_samples == 8 and cfg.control.rate_hz == 5.0
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("sim:\n  camera_width: 2\n")
+    with pytest.raises(ConfigError, match=r"o.yaml: 'sim.camera_width' = 2"):
+        load_config(task="cup_to_rack", overlays=[overlay])
+
+
+def test_config_hash_changes_with_content():
+    a = load_config(task="cup_to_rack")
+    b = load_config(task="cup_to_rack", overrides={"learner.batch_size": 128})
+    assert a.config_hash() != b.config_hash() and a.config_hash() == load_config(task="cup_to_rack").config_hash()
+
+
+def test_known_tasks_list():
+    assert "cup_to_rack" in TASKS

@@ -1,0 +1,98 @@
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
+from parl_robot.graph import NodeSpec, finetune_graph, ros_arguments
+from parl_robot.launcher import launch
+from parl_robot.rl.replay_buffer import EpisodeData
+
+
+def make_episode(steps=4, images=False):
+    return EpisodeData(
+        np.random.rand(steps + 1, 7).astype(np.float32), np.random.rand(steps, 7).astype(np.float32),
+        -np.ones(steps, np.float32), False, smooth_frames(steps + 1) if images else None,
+    )
+
+
+def smooth_frames(count):
+    """Camera-like frames (smooth gradients), which JPEG keeps within a few grey levels."""
+    ramp = np.linspace(0, 255, 32)
+    frame = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (32, 1)), np.full((32, 32), 90.0)], axis=-1)
+    return np.stack([np.roll(frame, i, axis=1) for i in range(count)]).astype(np.uint8)
+
+
+def record(store, kind="online", success=False):
+    return EpisodeRecord(store.next_episode_id(kind), kind, success, "success" if success else "failure",
+                         "detector", 0, 3, "abc", "cup_to_rack")
+
+
+def test_save_load_relabel_and_index_rebuild(tmp_path):
+    store = EpisodeStore(tmp_path)
+    episode = make_episode(images=True)
+    path = store.save(record(store), episode)
+    assert path.name == "online_00000" and not any(store.incoming_dir.iterdir())
+    loaded_record, loaded = store.load_episode("online_00000")
+    assert np.array_equal(loaded.actions, episode.actions) and loaded_record.steps == 4
+    assert loaded.images.shape == episode.images.shape
+    assert np.abs(loaded.images.astype(int) - episode.images.astype(int)).mean() < 6  # JPEG, quality 95
+    store.relabel("online_00000", "success")
+    (tmp_path / "index.json").write_text("{corrupt")
+    assert store.records()[0]["label"] == "success" and store.records()[0]["label_source"] == "operator"
+    with pytest.raises(ValueError):
+        store.relabel("online_00000", "maybe")
+
+
+def test_corrupt_episode_is_quarantined_and_rest_loads(tmp_path):
+    store = EpisodeStore(tmp_path)
+    for _ in range(3):
+        store.save(record(store), make_episode())
+    (store.episodes_dir / "online_00001" / "arrays.npz").write_bytes(b"garbage")
+    loaded = store.load_all()
+    assert [r.episode_id for r, _ in loaded] == ["online_00000", "online_00002"]
+    quarantined = list(store.quarantine_dir.iterdir())
+    assert len(quarantined) == 1 and "online_00001" in quarantined[0].name
+    assert (quarantined[0] / "reason.txt").read_text().strip()
+    assert store.next_episode_id("online") == "online_00003"
+
+
+def test_graph_declares_sim_and_hardware_nodes():
+    sim = {spec.name for spec in finetune_graph({"sim": "true"})}
+    hardware = {spec.name for spec in finetune_graph({"sim": "false"})}
+    assert {"sim_bridge", "reward_detector", "learner", "episode_manager"} == sim
+    assert {"camera", "control", "reward_detector", "learner", "episode_manager"} == hardware
+    with pytest.raises(ValueError, match="unknown launch argument"):
+        finetune_graph({"tsak": "x"})
+    args = ros_arguments(NodeSpec("learner", "m", {"task": "cup_to_rack", "policy": ""}))
+    assert args[:5] == ["--ros-args", "-r", "__ns:=/parl", "-r", "__node:=learner"]
+    assert "policy:=''" in args
+
+
+def fake_node(tmp_path, name, code, delay):
+    module = tmp_path / f"fake_{name}.py"
+    module.write_text(f"import sys, time\nprint('hello from {name}', flush=True)\ntime.sleep({delay})\nsys.exit({code})\n")
+    return NodeSpec(name, f"fake_{name}")
+
+
+def test_launcher_stops_everything_when_a_node_dies(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = io.StringIO()
+    specs = [fake_node(tmp_path, "crasher", 3, 0.5), fake_node(tmp_path, "sleeper", 0, 60)]
+    code = launch(specs, out=out, timeout_s=30)
+    text = out.getvalue()
+    assert code == 3
+    assert "[crasher] hello from crasher" in text and "[sleeper] hello from sleeper" in text
+    assert "crasher exited with code 3; stopping all nodes" in text
+
+
+def test_launcher_succeeds_when_the_ending_node_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    done = fake_node(tmp_path, "manager", 0, 0.5)
+    done.ends_launch = True
+    out = io.StringIO()
+    assert launch([done, fake_node(tmp_path, "sleeper", 0, 60)], out=out, timeout_s=30) == 0
+    assert "manager finished" in out.getvalue()

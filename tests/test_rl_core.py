@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import torch
+
+from parl_robot.config import LearnerConfig
+from parl_robot.nets.critic import HLGauss, TwinCritic
+from parl_robot.nets.encoders import ObservationSpec, ResNet18Encoder, random_shift
+from parl_robot.policies import build_policy
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
+from parl_robot.rl.agent import PARLAgent
+from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
+from parl_robot.rl.losses import calql_regularizer, discounted_returns, expectile_loss, td_loss
+from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer
+
+SPEC = ObservationSpec(state_dim=3)
+
+
+def small_cfg(**changes) -> LearnerConfig:
+    base = dict(policy_hidden=64, policy_blocks=2, critic_hidden=64, critic_layers=2, transformer_layers=2,
+                transformer_heads=4, action_bins=32, num_samples=16, num_kept=4, local_steps=5, local_step_size=0.05)
+    base.update(changes)
+    return LearnerConfig(**base)
+
+
+def test_optimizer_never_lowers_q_and_respects_bounds():
+    critic = TwinCritic(SPEC, 2, hidden=32, layers=2)
+    states = {"state": torch.randn(6, 3)}
+    samples = torch.rand(6, 12, 2) * 2 - 1
+    features = critic.encode(states)
+    result = optimize_actions(critic, features, samples, ActionOptimizerConfig(num_kept=4, local_steps=20, step_size=0.5),
+                              dataset_actions=torch.zeros(6, 2))
+    assert result.candidates.shape == (6, 5, 2)
+    assert torch.all(result.q_values >= result.initial_q_values - 1e-6)
+    assert torch.all(result.q_values.max(1).values >= critic.q_values(features, samples).min(0).values.max(1).values - 1e-6)
+    assert result.candidates.abs().max() <= 1.0
+    recomputed = critic.q_values(features, result.actions).min(0).values
+    assert torch.allclose(recomputed, result.q_values.max(1).values, atol=1e-5)
+
+
+def test_calql_regularizer_matches_hand_computation():
+    q_policy = torch.tensor([[[1.0, -3.0]], [[0.0, 2.0]]])  # (2 heads, 1 state, 2 actions)
+    q_data = torch.tensor([[0.5], [1.0]])
+    mc_return = torch.tensor([-1.0])
+    # head 1: mean(max(1,-1), max(-3,-1)) - 0.5 = (1 - 1)/2 - 0.5 = -0.5
+    # head 2: mean(max(0,-1), max(2,-1)) - 1.0 = 1 - 1 = 0
+    assert calql_regularizer(q_policy, q_data, mc_return).item() == pytest.approx(-0.5)
+    assert td_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0])).item() == pytest.approx(1.0)
+    assert expectile_loss(torch.tensor([2.0, -2.0]), 0.9).item() == pytest.approx((0.9 * 4 + 0.1 * 4) / 2)
+
+
+def test_discounted_returns_terminal_and_truncated():
+    assert discounted_returns([-1, -1, 0], 0.5, terminal=True) == pytest.approx([-1.5, -1.0, 0.0])
+    # truncated: the last reward continues forever: -1 / (1 - 0.5) = -2 after the last step
+    assert discounted_returns([-1, -1], 0.5, terminal=False) == pytest.approx([-2.0, -2.0])
+
+
+@pytest.mark.parametrize("policy", ["diffusion", "gaussian", "transformer"])
+def test_policy_loss_decreases_on_fixed_actions(policy):
+    torch.manual_seed(0)
+    model = build_policy(small_cfg(policy=policy), SPEC, action_dim=2)
+    obs = {"state": torch.randn(64, 3)}
+    actions = torch.tanh(obs["state"][:, :2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(150):
+        loss = model.supervised_loss(obs, actions)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10]) or np.mean(losses[-10:]) < np.mean(losses[:10]) - 1.0
+    samples = model.sample(obs, 5)
+    assert samples.shape == (64, 5, 2) and samples.abs().max() <= 1.0
+
+
+def test_hl_gauss_target_is_a_distribution_centred_on_value():
+    head = HLGauss(51, -10.0, 10.0)
+    target = head.target_distribution(torch.tensor([3.0]))
+    assert target.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (target * head.centres).sum().item() == pytest.approx(3.0, abs=0.05)
+
+
+def test_random_shift_and_resnet_encoder_shapes():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    shifted = random_shift(images, pad=2)
+    assert shifted.shape == images.shape
+    encoder = ResNet18Encoder(ObservationSpec(3, (32, 32, 3)), output_dim=16)
+    features = encoder({"image": torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8), "state": torch.zeros(2, 3)})
+    assert features.shape == (2, 16)
+
+
+def bandit_buffer(spec, n=400, seed=0):
+    """One-step bandit: actions from two modes; only the minority mode (+0.6) is rewarded."""
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(spec, 1, 2 * n, discount=0.0)
+    for _ in range(n):
+        good = rng.random() < 0.3
+        action = np.array([[0.6 if good else -0.6]], np.float32) + rng.normal(0, 0.05, (1, 1)).astype(np.float32)
+        reward = np.array([1.0 if good else 0.0], np.float32)
+        buffer.add_episode(EpisodeData(np.zeros((2, spec.state_dim), np.float32), action, reward, terminal=True))
+    return buffer
+
+
+def test_parl_distillation_moves_mass_to_better_mode_while_bc_does_not():
+    spec = ObservationSpec(state_dim=1)
+    buffer = bandit_buffer(spec)
+    rng = np.random.default_rng(0)
+    cfg = small_cfg(policy="diffusion", cql_alpha=0.0, discount=0.0, num_samples=16, num_kept=4, local_steps=3,
+                    batch_size=128, include_dataset_action=True)
+    agent = PARLAgent(cfg, spec, action_dim=1)
+    for _ in range(300):
+        agent.behaviour_clone(buffer.gather(buffer.sample_indices(128, rng)))
+    obs = {"state": torch.zeros(1, 1)}
+    bc_good_fraction = (agent.policy.sample(obs, 400) > 0).float().mean().item()
+    for _ in range(150):
+        agent.update_critic(buffer.gather(buffer.sample_indices(128, rng)))
+    for _ in range(150):
+        agent.update_policy(buffer.gather(buffer.sample_indices(128, rng)))
+    parl_good_fraction = (agent.policy.sample(obs, 400) > 0).float().mean().item()
+    assert bc_good_fraction < 0.5  # BC imitates the data: mostly the unrewarded mode
+    assert parl_good_fraction > 0.8  # PA-RL distils the optimized (rewarded) mode
+
+
+def test_checkpoint_round_trip_reproduces_actions(tmp_path):
+    cfg = small_cfg(policy="diffusion")
+    agent = PARLAgent(cfg, SPEC, action_dim=2)
+    state = np.array([0.1, -0.2, 0.3], np.float32)
+    save_checkpoint(tmp_path, {"agent": agent.state_dict()})
+    torch.manual_seed(123)
+    expected, _ = agent.act({"state": state})
+    restored = PARLAgent(small_cfg(policy="diffusion", seed=7), SPEC, action_dim=2)
+    restored.load_state_dict(load_checkpoint(tmp_path)["agent"])
+    torch.manual_seed(123)
+    actual, _ = restored.act({"state": state})
+    assert np.array_equal(expected, actual)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
+    save_checkpoint(tmp_path, {"value": 1})
+    save_checkpoint(tmp_path, {"value": 2})
+    (tmp_path / "latest.pt").write_bytes(b"torn write")
+    assert load_checkpoint(tmp_path) == {"value": 1}

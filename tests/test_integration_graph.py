@@ -108,7 +108,8 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
     ]
     assert len(intervals) >= EPISODES * 5
     assert abs(1.0 / np.median(intervals) - RATE_HZ) <= 0.2 * RATE_HZ
-    assert max(s["executed_actions"] for s in observer.status) >= len(intervals)
+    # robot/status comes at 1 Hz, so the last few actions may postdate the last report.
+    assert max(s["executed_actions"] for s in observer.status) >= len(observer.action_times) - 2 * RATE_HZ
 
     assert len(observer.rewards) > 0 and set(np.round(observer.rewards, 3)) <= {-1.0, 0.0}
     assert observer.stats[-1]["critic_updates_online"] > 0, observer.stats[-1]

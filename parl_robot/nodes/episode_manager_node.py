@@ -48,6 +48,8 @@ class EpisodeManagerNode(Node):
         self.home_client = self.create_client(Trigger, common.SRV_HOME)
         self.create_timer(0.1, self.tick)
         self._pending_reset = None
+        self._pending_home = None
+        self.finishing = False
 
     def publish(self, kind: str, **fields) -> None:
         self.event_pub.publish(common.event_message(kind, episode=self.episode, state=self.state, **fields))
@@ -86,7 +88,7 @@ class EpisodeManagerNode(Node):
             self._go_home()
             if self.saved >= self.cfg.episodes.num_online_episodes:
                 self.publish("finished", saved=self.saved, successes=self.successes)
-                self.exit_code = 0
+                self.finishing = True  # exit once the arm is home (tick)
                 return
             self.set_state(WAITING_FOR_RESET)
         elif kind in ("pause", "resume"):
@@ -109,7 +111,7 @@ class EpisodeManagerNode(Node):
         return client.call_async(Trigger.Request())
 
     def _go_home(self) -> None:
-        self._call(self.home_client, "home")
+        self._pending_home = self._call(self.home_client, "home")
 
     def _label(self, success: bool, source: str) -> None:
         self.publish("label", success=success, source=source)
@@ -117,6 +119,10 @@ class EpisodeManagerNode(Node):
 
     def tick(self) -> None:
         in_state = time.monotonic() - self.state_since
+        if self.finishing:
+            if self._pending_home is None or self._pending_home.done() or in_state > 10.0:
+                self.exit_code = 0
+            return
         if self.state == WAITING_FOR_RESET and self.cfg.episodes.auto_reset and not self.paused:
             if self._pending_reset is None:
                 self._pending_reset = self._call(self.reset_client, "reset")

@@ -79,14 +79,7 @@ class CameraNode(Node):
             self.connected = False
             return
         rgb = crop_and_resize(frame, self.cfg.sim.camera_width, self.cfg.sim.camera_height)
-        msg = Image()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "third_person_camera"
-        msg.height, msg.width = rgb.shape[:2]
-        msg.encoding = "rgb8"
-        msg.step = rgb.shape[1] * 3
-        msg.data = rgb.tobytes()
-        self.image_pub.publish(msg)
+        self.image_pub.publish(common.rgb_image_message(rgb, self.get_clock().now().to_msg()))
 
     def close(self) -> None:
         self.capture.release()

@@ -7,9 +7,11 @@ import sys
 import time
 from typing import Callable
 
+import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from parl_robot.config import TaskConfig, load_config
@@ -32,6 +34,8 @@ SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"
 SRV_SIM_RESET = "sim/reset"
 
+CAMERA_FRAME_ID = "third_person_camera"
+
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE)
@@ -51,6 +55,25 @@ def declare_task_config(node: Node) -> TaskConfig:
     if store_dir:
         overrides["episodes.store_dir"] = store_dir
     return load_config(config_path or None, task=task, overrides=overrides, overlays=[overlay] if overlay else [])
+
+
+def rgb_image_message(frame: np.ndarray, stamp) -> Image:
+    """sensor_msgs/Image (rgb8) of an (H, W, 3) uint8 frame, as the real camera and the sim publish it."""
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = CAMERA_FRAME_ID
+    msg.height, msg.width = frame.shape[:2]
+    msg.encoding = "rgb8"
+    msg.step = frame.shape[1] * 3
+    msg.data = frame.tobytes()
+    return msg
+
+
+def rgb_image_from_message(msg: Image) -> np.ndarray | None:
+    """The (H, W, 3) uint8 frame of an rgb8 image message; None for any other encoding or size."""
+    if msg.encoding != "rgb8" or len(msg.data) != msg.height * msg.width * 3:
+        return None
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
 
 
 def event_message(kind: str, **fields) -> String:

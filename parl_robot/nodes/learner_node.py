@@ -213,10 +213,11 @@ class LearnerNode(Node):
             return
 
     def on_image(self, msg: Image) -> None:
-        if msg.encoding != "rgb8" or len(msg.data) != msg.height * msg.width * 3:
+        image = common.rgb_image_from_message(msg)
+        if image is None:
             self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
             return
-        self.image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+        self.image = image
 
     def on_reward(self, msg: Float32) -> None:
         self.latest_reward = float(msg.data)

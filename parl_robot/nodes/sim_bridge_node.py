@@ -65,14 +65,7 @@ class SimBridgeNode(ControlNode):
         if not self.publish_camera:
             return
         frame = self.world.render()
-        msg = Image()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "third_person_camera"
-        msg.height, msg.width = frame.shape[:2]
-        msg.encoding = "rgb8"
-        msg.step = frame.shape[1] * 3
-        msg.data = frame.tobytes()
-        self.image_pub.publish(msg)
+        self.image_pub.publish(common.rgb_image_message(frame, self.get_clock().now().to_msg()))
 
     def close(self) -> None:
         self.world.close()

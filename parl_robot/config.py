@@ -72,6 +72,9 @@ class SimConfig:
     object_xy_low: list = _field([0.26, -0.14])
     object_xy_high: list = _field([0.34, -0.06])
     object_yaw_range: float = _field(0.6, low=0.0, high=3.1416)
+    # Distractor objects of the scene: "always" on the table, "never", or "online" = only in
+    # online fine-tuning episodes (the paper's pot_to_sink adds its distractor online only).
+    distractors: str = _field("always", choices=("always", "never", "online"))
     seed: int = 0
 
 

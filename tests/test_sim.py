@@ -1,11 +1,13 @@
+import mujoco
 import numpy as np
 import pytest
 
-from parl_robot.config import TaskConfig
+from parl_robot.config import TaskConfig, load_config
 from parl_robot.perception.success import is_success
 from parl_robot.robot.safety import DOWNWARD_ROTATION, rotation_about_axis
 from parl_robot.sim.demonstrator import ScriptedDemonstrator
 from parl_robot.sim.env import WidowXSimEnv
+from parl_robot.sim.scenes import distractors_active
 from parl_robot.sim.widowx_model import HOME_EE_POSITION
 
 
@@ -77,3 +79,64 @@ def test_render_gives_camera_image(env, cfg):
     image = env.world.render()
     assert image.shape == (cfg.sim.camera_height, cfg.sim.camera_width, 3) and image.dtype == np.uint8
     assert image.std() > 5
+
+
+# ----- all three task scenes, as configured in config/tasks/ ------------------------------------
+ALL_TASKS = ("cup_to_rack", "pot_to_sink", "vegetable_to_sink")
+
+
+def _run_demonstrator(task_cfg: TaskConfig, episodes: int, phase: str = "demo") -> float:
+    env = WidowXSimEnv(task_cfg)
+    demonstrator = ScriptedDemonstrator(task_cfg, seed=3)
+    successes = 0
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=2000 + episode, options={"phase": phase})
+        demonstrator.reset()
+        for _ in range(task_cfg.control.max_episode_steps):
+            obs, _, terminal, truncated, _ = env.step(demonstrator.act(obs["state"]))
+            if terminal or truncated:
+                break
+        successes += terminal
+    env.close()
+    return successes / episodes
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_each_task_scene_resets_in_range_and_demonstrator_succeeds_sometimes(task):
+    task_cfg = load_config(task=task)
+    env = WidowXSimEnv(task_cfg)
+    starts = np.array([env.reset(seed=s)[0]["state"][4:7] for s in range(6)])
+    env.close()
+    assert np.all(starts[:, :2] >= np.array(task_cfg.sim.object_xy_low) - 0.01)
+    assert np.all(starts[:, :2] <= np.array(task_cfg.sim.object_xy_high) + 0.01)
+    # The object starts outside the target region, so an episode is not won at reset.
+    assert not any(is_success(p, True, task_cfg.reward) for p in starts)
+    assert 0.4 <= _run_demonstrator(task_cfg, episodes=20) <= 0.97
+
+
+def test_pot_to_sink_distractor_only_online():
+    task_cfg = load_config(task="pot_to_sink")
+    assert task_cfg.sim.distractors == "online"
+    env = WidowXSimEnv(task_cfg)
+    reach = 0.65  # the WidowX-250's reach is about 0.65 m from the base
+    for phase, expect_on_table in (("demo", False), ("warmup", False), ("online", True)):
+        _, info = env.reset(seed=5, options={"phase": phase})
+        sponge = info["object_positions"]["sponge"]
+        assert (np.linalg.norm(sponge[:2]) < reach) == expect_on_table, phase
+    # Parked out of view: moving the parked sponge does not change a single pixel.
+    env.reset(seed=5, options={"phase": "demo"})
+    before = env.world.render()
+    adr = env.world.object_qpos["sponge"]
+    env.world.data.qpos[adr : adr + 2] += [0.05, 0.05]
+    mujoco.mj_forward(env.world.model, env.world.data)
+    assert np.array_equal(before, env.world.render())
+    with pytest.raises(ValueError, match="phase"):
+        env.reset(seed=5, options={"phse": "online"})
+    env.close()
+
+
+def test_distractor_mode_is_validated():
+    assert distractors_active("always", "demo") and not distractors_active("never", "online")
+    assert distractors_active("online", "online") and not distractors_active("online", "warmup")
+    with pytest.raises(ValueError, match="distractors"):
+        distractors_active("sometimes", "online")

@@ -18,6 +18,7 @@ from parl_robot.nodes import common
 from parl_robot.nodes.control_node import ControlNode
 from parl_robot.robot.backend import SimArmBackend
 from parl_robot.robot.safety import DOWNWARD_ROTATION
+from parl_robot.sim.scenes import distractors_active
 from parl_robot.sim.world import SimWorld
 
 
@@ -30,6 +31,9 @@ class SimBridgeNode(ControlNode):
         self.image_pub = self.create_publisher(Image, common.CAMERA_IMAGE, common.SENSOR_QOS)
         self.objects_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
         self.create_service(Trigger, common.SRV_SIM_RESET, self.on_reset)
+        # The learner's phase decides whether distractors are out (`sim.distractors: online`).
+        self.learner_phase = "offline"
+        self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
         self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick)
         self.reset_scene()
 
@@ -37,8 +41,17 @@ class SimBridgeNode(ControlNode):
         self.world = SimWorld(self.cfg.task.name, self.cfg.sim)
         return SimArmBackend(self.world)
 
+    def on_learner_stats(self, msg: String) -> None:
+        try:
+            phase = json.loads(msg.data).get("phase")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(phase, str):
+            self.learner_phase = phase
+
     def reset_scene(self) -> None:
-        self.world.reset(self.rng, self.controller.home_position, DOWNWARD_ROTATION)
+        distractors = distractors_active(self.cfg.sim.distractors, self.learner_phase)
+        self.world.reset(self.rng, self.controller.home_position, DOWNWARD_ROTATION, distractors=distractors)
         self.controller.go_home()
         self.after_command()
 

@@ -13,6 +13,7 @@ from parl_robot.config import TaskConfig
 from parl_robot.observation import state_vector
 from parl_robot.perception.success import is_success, step_reward
 from parl_robot.robot.safety import DOWNWARD_ROTATION, CommandIntegrator, SafetyLimits
+from parl_robot.sim.scenes import distractors_active
 from parl_robot.sim.world import SimWorld
 
 
@@ -44,10 +45,18 @@ class WidowXSimEnv:
             self.world.object_position(self.object_name), self.world.gripper_open, self.cfg.reward
         )
 
-    def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Gymnasium reset. `options={"phase": "demo" | "offline_eval" | "warmup" | "online"}` decides,
+        with `sim.distractors`, whether the scene's distractors are on the table (default "online")."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        self.world.reset(self.rng, self.home_position, DOWNWARD_ROTATION)
+        unknown = set(options or {}) - {"phase"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; only 'phase' is accepted")
+        phase = (options or {}).get("phase", "online")
+        self.world.reset(
+            self.rng, self.home_position, DOWNWARD_ROTATION, distractors=distractors_active(self.cfg.sim.distractors, phase)
+        )
         self.integrator.reset(self.home_position, DOWNWARD_ROTATION, gripper_open=True)
         self.steps = 0
         return self.observation(), {"object_positions": self.world.object_positions()}

@@ -18,7 +18,7 @@ def record_demos(cfg: TaskConfig, store: EpisodeStore, count: int, seed: int = 0
     successes = 0
     try:
         for index in range(count):
-            obs, _ = env.reset(seed=seed * 100_003 + index)
+            obs, _ = env.reset(seed=seed * 100_003 + index, options={"phase": "demo"})
             demonstrator.reset()
             states, frames, actions, rewards = [obs["state"]], [obs.get("image")], [], []
             terminal = False

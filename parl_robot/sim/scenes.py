@@ -31,7 +31,7 @@ SCENE_OBJECTS: dict[str, tuple[MovableObject, ...]] = {
         MovableObject("sponge", 'type="box" size="0.025 0.015 0.01" rgba="0.95 0.85 0.2 1"', 0.01, 0.012),
     ),
     "vegetable_to_sink": (
-        MovableObject("vegetable", 'type="capsule" size="0.018 0.03" rgba="0.9 0.45 0.1 1"', 0.018, 0.02),
+        MovableObject("vegetable", 'type="capsule" size="0.018 0.03" euler="0 90 0" rgba="0.9 0.45 0.1 1"', 0.018, 0.02),
         MovableObject("spoon", 'type="box" size="0.04 0.008 0.005" rgba="0.8 0.8 0.85 1"', 0.005, 0.008),
     ),
 }
@@ -51,8 +51,20 @@ SCENE_FIXTURES: dict[str, tuple[tuple[str, str, tuple[float, float, float]], ...
     ),
 }
 
+# Where a switched-off distractor waits: on the table, out of the arm's reach and outside the
+# camera's view (behind and beside the camera), so it neither shows in images nor blocks a grasp.
+DISTRACTOR_PARKING_XY = np.array([0.78, -0.75])
+
 CAMERA_POSITION = np.array([0.85, -0.35, 0.55])
 CAMERA_TARGET = np.array([0.30, 0.0, 0.05])
+
+
+def distractors_active(mode: str, phase: str) -> bool:
+    """Whether distractors are on the table for an episode of `phase` ("demo", "offline_eval",
+    "warmup" or "online") under `sim.distractors` = "always" | "never" | "online"."""
+    if mode not in ("always", "never", "online"):
+        raise ValueError(f"sim.distractors must be always, never or online, got {mode!r}")
+    return mode == "always" or (mode == "online" and phase == "online")
 
 
 def scene_mjcf(task: str, physics_dt: float) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 
 from parl_robot.config import SimConfig
 from parl_robot.robot.safety import EECommand, rotation_error
-from parl_robot.sim.scenes import SCENE_OBJECTS, scene_mjcf
+from parl_robot.sim.scenes import DISTRACTOR_PARKING_XY, SCENE_OBJECTS, scene_mjcf
 from parl_robot.sim.widowx_model import GRIPPER_SITE, JOINT_LIMITS_RAD, JOINT_NAMES, JOINT_VELOCITY_LIMIT
 
 FINGER_OPEN = 0.0
@@ -152,11 +152,24 @@ class SimWorld:
         self.data.qvel[dof : dof + 6] = 0.0
 
     # ----- reset -----------------------------------------------------------------------------
-    def reset(self, rng: np.random.Generator, home_position: np.ndarray, home_rotation: np.ndarray) -> None:
+    def reset(
+        self,
+        rng: np.random.Generator,
+        home_position: np.ndarray,
+        home_rotation: np.ndarray,
+        distractors: bool = True,
+    ) -> None:
+        """Re-randomize the task object (and distractors, or park them out of view) and home the arm."""
         mujoco.mj_resetData(self.model, self.data)
         self.grasped = None
         placed: list[np.ndarray] = []
         for i, obj in enumerate(self.objects):
+            if i > 0 and not distractors:
+                adr = self.object_qpos[obj.name]
+                parking = DISTRACTOR_PARKING_XY + np.array([0.0, 0.1 * i])
+                self.data.qpos[adr : adr + 3] = [parking[0], parking[1], obj.half_height + 0.002]
+                self.data.qpos[adr + 3 : adr + 7] = [1.0, 0.0, 0.0, 0.0]
+                continue
             for _ in range(100):
                 if i == 0:
                     xy = rng.uniform(self.sim_config.object_xy_low, self.sim_config.object_xy_high)

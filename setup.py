@@ -13,7 +13,8 @@ setup(
     description="PA-RL online fine-tuning of robot policies on a WidowX-250 over ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "operator_ui", "operator_ui.*"]),
+    package_data={"operator_ui": ["templates/*.html", "static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -24,10 +25,11 @@ setup(
     # torch is installed explicitly (torch==2.13.0, CPU) by scripts/setup_env.sh so that a loose
     # requirement never pulls a multi-GB CUDA build; any torch >= 2.2 works.
     install_requires=["numpy>=1.24", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "torch>=2.2"],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "selenium>=4.15"]},
     entry_points={
         "console_scripts": ["parl-robot = parl_robot.cli:main"]
-        + [f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES],
+        + [f"{node} = {PACKAGE}.nodes.{node}:main" for node in NODES]
+        + ["operator_ui_node = operator_ui.operator_ui_node:main"],
     },
     zip_safe=False,
 )

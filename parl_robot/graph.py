@@ -62,7 +62,7 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True),
     ]
     if int(args["ui_port"]) > 0:
-        specs.append(NodeSpec("operator_ui", "parl_robot.nodes.operator_ui_node", {**shared, "port": args["ui_port"]}))
+        specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]}))
     return specs
 
 

@@ -96,3 +96,27 @@ def test_launcher_succeeds_when_the_ending_node_finishes(tmp_path, monkeypatch):
     out = io.StringIO()
     assert launch([done, fake_node(tmp_path, "sleeper", 0, 60)], out=out, timeout_s=30) == 0
     assert "manager finished" in out.getvalue()
+
+
+def test_operator_relabel_rewrites_final_reward_and_replay_buffer(tmp_path):
+    from parl_robot.nets.encoders import ObservationSpec
+    from parl_robot.rl.replay_buffer import ReplayBuffer
+
+    store = EpisodeStore(tmp_path)
+    episode = make_episode()  # a failure: every reward -1, not terminal
+    store.save(record(store), episode)
+    relabelled = store.relabel("online_00000", "success", final_reward=0.0)
+    assert relabelled.success and relabelled.label_source == "operator"
+    _, loaded = store.load_episode("online_00000")
+    assert loaded.terminal and loaded.rewards[-1] == 0.0 and np.all(loaded.rewards[:-1] == episode.rewards[:-1])
+
+    # The same correction inside a replay buffer whose cursor wrapped through the episode.
+    buffer = ReplayBuffer(ObservationSpec(episode.states.shape[1]), 7, capacity=6, discount=0.5)
+    buffer.add_episode(make_episode(steps=3))
+    serial = buffer.add_episode(episode)  # 4 steps: slots 3, 4, 5, 0
+    assert buffer.relabel_episode(serial, loaded.rewards, loaded.terminal)
+    last = 0  # the episode's final transition landed in slot 0 after the wrap
+    assert buffer.dones[last] == 1.0 and buffer.rewards[last] == 0.0 and buffer.mc_returns[last] == 0.0
+    assert buffer.mc_returns[3] == pytest.approx(-1 - 0.5 - 0.25)  # -1 + 0.5 * (-1 + 0.5 * (-1 + 0.5 * 0))
+    buffer.add_episode(make_episode(steps=3))  # overwrites part of it: no longer correctable in memory
+    assert not buffer.relabel_episode(serial, loaded.rewards, loaded.terminal)

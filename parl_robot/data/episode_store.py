@@ -25,6 +25,7 @@ LOG = logging.getLogger(__name__)
 META = "meta.json"
 ARRAYS = "arrays.npz"
 IMAGES = "images.npz"
+THUMBNAIL = "thumbnail.jpg"
 INDEX = "index.json"
 
 
@@ -40,6 +41,7 @@ class EpisodeRecord:
     config_hash: str
     task: str
     created: float = field(default_factory=time.time)
+    phase: str = ""  # learner phase the episode ran in: "demo" | "warmup" | "online" ("" = older stores)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -71,7 +73,14 @@ class EpisodeStore:
         numbers = [int(name.split("_")[1]) for name in existing if name.split("_")[1].isdigit()]
         return f"{kind}_{(max(numbers) + 1) if numbers else 0:05d}"
 
-    def save(self, record: EpisodeRecord, episode: EpisodeData, timestamps: np.ndarray | None = None) -> Path:
+    def save(
+        self,
+        record: EpisodeRecord,
+        episode: EpisodeData,
+        timestamps: np.ndarray | None = None,
+        thumbnail: np.ndarray | None = None,
+    ) -> Path:
+        """Write one episode atomically; `thumbnail` (RGB uint8) is the frame shown on the operator page."""
         final_dir = self.episodes_dir / record.episode_id
         if final_dir.exists():
             raise FileExistsError(f"episode {record.episode_id} already stored at {final_dir}")
@@ -96,6 +105,11 @@ class EpisodeStore:
                 for i, image in enumerate(episode.images)
             }
             _write_file(staging / IMAGES, lambda h: np.savez(h, **encoded))
+        if thumbnail is not None:
+            import cv2
+
+            jpeg = cv2.imencode(".jpg", np.ascontiguousarray(thumbnail[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
+            _write_file(staging / THUMBNAIL, lambda h: h.write(jpeg.tobytes()))
         record.steps = steps
         _write_file(staging / META, lambda h: h.write(json.dumps(vars(record), indent=2).encode()))
         _fsync_dir(staging)
@@ -104,19 +118,42 @@ class EpisodeStore:
         self._write_index()
         return final_dir
 
-    def relabel(self, episode_id: str, label: str, source: str = "operator") -> EpisodeRecord:
+    def relabel(
+        self, episode_id: str, label: str, source: str = "operator", final_reward: float | None = None
+    ) -> EpisodeRecord:
+        """Change an episode's label. With `final_reward` the stored rewards follow the label too: the
+        last step gets `final_reward` and the episode is terminal iff labelled success. Each file is
+        replaced atomically (arrays first, so a crash between the two leaves the old label, not a mix)."""
         if label not in ("success", "failure"):
             raise ValueError(f"label must be 'success' or 'failure', got {label!r}")
-        meta_path = self.episodes_dir / episode_id / META
+        directory = self.episodes_dir / episode_id
+        meta_path = directory / META
         if not meta_path.is_file():
             raise KeyError(f"no stored episode '{episode_id}'")
         record = EpisodeRecord(**json.loads(meta_path.read_text()))
+        if final_reward is not None and record.steps > 0:
+            with np.load(directory / ARRAYS) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            arrays["rewards"] = arrays["rewards"].copy()
+            arrays["rewards"][-1] = final_reward
+            arrays["terminal"] = np.asarray(label == "success")
+            temporary_arrays = directory / f".{ARRAYS}.tmp"
+            _write_file(temporary_arrays, lambda h: np.savez_compressed(h, **arrays))
+            os.replace(temporary_arrays, directory / ARRAYS)
         record.label, record.label_source, record.success = label, source, label == "success"
-        temporary = meta_path.with_suffix(".tmp")
+        temporary = directory / f".{META}.tmp"
         _write_file(temporary, lambda h: h.write(json.dumps(vars(record), indent=2).encode()))
         os.replace(temporary, meta_path)
+        _fsync_dir(directory)
         self._write_index()
         return record
+
+    def thumbnail_path(self, episode_id: str) -> Path | None:
+        """The episode's thumbnail JPEG, if it has one (ids are checked so no path escapes the store)."""
+        if not episode_id or "/" in episode_id or "\\" in episode_id or episode_id.startswith("."):
+            return None
+        path = self.episodes_dir / episode_id / THUMBNAIL
+        return path if path.is_file() else None
 
     def load_episode(self, episode_id: str) -> tuple[EpisodeRecord, EpisodeData]:
         directory = self.episodes_dir / episode_id

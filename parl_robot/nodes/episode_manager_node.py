@@ -76,7 +76,8 @@ class EpisodeManagerNode(Node):
         if kind == "reset_done" and self.state == WAITING_FOR_RESET and event.get("source") == "operator":
             self.set_state(READY)
         elif kind == "label" and self.state == AWAITING_LABEL and event.get("source") == "operator":
-            self._label(bool(event.get("success")), "operator")
+            # The operator's label event itself reaches the learner, which saves the episode.
+            self.set_state(SAVING)
         elif kind == "saved" and self.state == SAVING and event.get("episode") == self.episode:
             self.saved += 1
             self.successes += int(bool(event.get("success")))
@@ -93,6 +94,9 @@ class EpisodeManagerNode(Node):
             self.set_state(WAITING_FOR_RESET)
         elif kind in ("pause", "resume"):
             self.paused = kind == "pause"
+        elif kind == "estop":  # no new episode starts until the operator clears and resumes
+            self.paused = True
+            self.get_logger().error("e-stop: episodes paused; clear the e-stop and resume to continue")
         elif kind == "discard" and self.state in (RUNNING, AWAITING_LABEL):
             self.publish("discarded")
             self.set_state(WAITING_FOR_RESET)

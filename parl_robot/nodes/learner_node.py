@@ -80,6 +80,7 @@ class LearnerNode(Node):
         self.updates_since_version = 0
         self.warning = ""
         self.learning_paused = False
+        self.buffer_serials: dict[str, int] = {}  # online episode id -> its serial in self.online
         # Latest sensor values.
         self.ee_position: np.ndarray | None = None
         self.gripper_open: bool | None = None
@@ -88,6 +89,7 @@ class LearnerNode(Node):
         self.latest_reward: float | None = None
         # Episode in progress.
         self.running_episode: int | None = None
+        self.finished_episode: int | None = None
         self.recorder: EpisodeRecorder | None = None
         self.finished_recorder: EpisodeRecorder | None = None
         self.step = 0
@@ -100,8 +102,8 @@ class LearnerNode(Node):
         self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
         self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
         self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
-        if learner.observation == "image":
-            self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
         self.create_timer(1.0, self.publish_stats)
         self._restore()
@@ -116,7 +118,7 @@ class LearnerNode(Node):
             if record.kind == "demo":
                 self.offline.add_episode(episode)
             else:
-                self.online.add_episode(episode)
+                self.buffer_serials[record.episode_id] = self.online.add_episode(episode)
                 self.online_episodes += 1
                 self.online_successes += int(record.success)
                 self.online_transitions += len(episode.actions)
@@ -275,9 +277,13 @@ class LearnerNode(Node):
                 self.recorder.rewards.append(self._reward())
                 self.recorder.observe(obs)
             self.finished_recorder, self.recorder = self.recorder, None
-            self.running_episode = None
-        elif kind == "label" and self.finished_recorder is not None:
+            self.finished_episode, self.running_episode = self.running_episode, None
+        elif kind == "label" and self.finished_recorder is not None and event.get("episode") == self.finished_episode:
             self._save_episode(event)
+        elif kind == "discarded":  # the operator threw the episode away: nothing is stored
+            self.recorder = self.finished_recorder = None
+        elif kind == "relabel":
+            self._relabel(event)
         elif kind == "pause":
             self.learning_paused = True
         elif kind == "resume":
@@ -301,11 +307,11 @@ class LearnerNode(Node):
             episode_id=self.store.next_episode_id("online"), kind="online", success=success,
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
             steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
-            config_hash=self.cfg.config_hash(), task=self.cfg.task.name,
+            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.phase,
         )
-        path = self.store.save(record, episode, np.asarray(recorder.timestamps))
+        path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         with self.lock:
-            self.online.add_episode(episode)
+            self.buffer_serials[record.episode_id] = self.online.add_episode(episode)
         self.online_episodes += 1
         self.online_successes += int(success)
         if self.phase == "warmup" and self._online_phase() == "online":
@@ -319,6 +325,27 @@ class LearnerNode(Node):
             f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
         )
         self._checkpoint()
+
+    def _relabel(self, event: dict) -> None:
+        """Operator's corrected label for a stored episode: store (meta + final reward) and replay buffer."""
+        episode_id, label = event.get("episode_id"), event.get("label")
+        try:
+            if not isinstance(episode_id, str) or label not in ("success", "failure"):
+                raise ValueError(f"relabel needs episode_id (str) and label success|failure, got {episode_id!r}, {label!r}")
+            before = next((r for r in self.store.records() if r.get("episode_id") == episode_id), None)
+            final_reward = self.cfg.reward.reward_bias + (self.cfg.reward.success_reward if label == "success" else 0.0)
+            record = self.store.relabel(episode_id, label, source=str(event.get("source", "operator")), final_reward=final_reward)
+            _, episode = self.store.load_episode(episode_id)
+        except (ValueError, KeyError, OSError) as err:
+            self.get_logger().warning(f"relabel refused: {err}")
+            self.event_pub.publish(common.event_message("relabel_failed", episode_id=episode_id, reason=str(err)))
+            return
+        with self.lock:
+            in_buffer = self.online.relabel_episode(self.buffer_serials.get(episode_id, -1), episode.rewards, episode.terminal)
+        if record.kind == "online" and before is not None:
+            self.online_successes += int(record.success) - int(bool(before.get("success")))
+        self.get_logger().info(f"{episode_id} relabelled {label} by the operator (replay buffer updated: {in_buffer})")
+        self.event_pub.publish(common.event_message("relabeled", episode_id=episode_id, label=label, in_buffer=in_buffer))
 
     # ----- stats -----------------------------------------------------------------------------
     def publish_stats(self) -> None:

@@ -34,6 +34,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, np.float32)
         self.dones = np.zeros(capacity, np.float32)
         self.mc_returns = np.zeros(capacity, np.float32)
+        self.owner = np.full(capacity, -1, np.int64)  # serial of the episode each slot holds
         self.size = 0
         self.cursor = 0
         self.episodes_added = 0
@@ -41,10 +42,12 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add_episode(self, episode: EpisodeData) -> None:
+    def add_episode(self, episode: EpisodeData) -> int:
+        """Append an episode's transitions (overwriting the oldest when full); returns its serial."""
         steps = len(episode.actions)
+        serial = self.episodes_added
         if steps == 0:
-            return
+            return -1
         returns = discounted_returns(episode.rewards, self.discount, episode.terminal)
         for t in range(steps):
             i = self.cursor
@@ -57,9 +60,24 @@ class ReplayBuffer:
             self.rewards[i] = episode.rewards[t]
             self.dones[i] = float(episode.terminal and t == steps - 1)
             self.mc_returns[i] = returns[t]
+            self.owner[i] = serial
             self.cursor = (self.cursor + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
         self.episodes_added += 1
+        return serial
+
+    def relabel_episode(self, serial: int, rewards: np.ndarray, terminal: bool) -> bool:
+        """Replace a resident episode's rewards and terminal flag (an operator's corrected label),
+        recomputing its Monte-Carlo returns. False when it was never added or has been overwritten."""
+        slots = np.flatnonzero(self.owner[: self.size] == serial)
+        if serial < 0 or len(slots) != len(rewards):
+            return False
+        order = slots if len(slots) < 2 or np.all(np.diff(slots) == 1) else np.roll(slots, -int(np.argmax(np.diff(slots) != 1)) - 1)
+        self.rewards[order] = rewards
+        self.dones[order] = 0.0
+        self.dones[order[-1]] = float(terminal)
+        self.mc_returns[order] = discounted_returns(np.asarray(rewards, np.float32), self.discount, terminal)
+        return True
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         if self.size == 0:

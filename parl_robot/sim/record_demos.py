@@ -39,9 +39,9 @@ def record_demos(cfg: TaskConfig, store: EpisodeStore, count: int, seed: int = 0
             record = EpisodeRecord(
                 episode_id=store.next_episode_id("demo"), kind="demo", success=terminal,
                 label="success" if terminal else "failure", label_source="demonstrator", steps=len(actions),
-                policy_version=-1, config_hash=cfg.config_hash(), task=cfg.task.name,
+                policy_version=-1, config_hash=cfg.config_hash(), task=cfg.task.name, phase="demo",
             )
-            store.save(record, episode)
+            store.save(record, episode, thumbnail=frames[-1] if images else env.world.render())
             log(f"demo {index + 1}/{count}: {'success' if terminal else 'failure'} in {len(actions)} steps")
     finally:
         env.close()

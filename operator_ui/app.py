@@ -1,0 +1,250 @@
+"""The operator page's Flask app: one HTML page plus a small JSON API.
+
+Every request is checked against the token when one is set (header `X-Operator-Token`, query
+`token` or the cookie the page gets on first load); `create_app` refuses to serve a non-loopback
+host without a token. Malformed or unknown requests get a 4xx JSON error and change nothing.
+
+API (all JSON unless noted):
+  GET  /api/status                    episode state, step, reward, learner stats, robot status, warnings
+  GET  /api/camera.jpg                newest camera frame (image/jpeg); 503 when there is none
+  GET  /api/curve                     success per episode, moving average, per-phase rates
+  GET  /api/episodes?limit=N          recent stored episodes (newest first) with labels
+  GET  /api/episodes/<id>/thumbnail.jpg
+  POST /api/episodes/<id>/label       {"label": "success" | "failure"}  (learner relabels store + buffer)
+  POST /api/reset_done                operator confirms the scene is reset; the episode starts
+  POST /api/label                     {"success": bool}: label the finished episode, or override the
+                                      detector's label of the last saved one
+  POST /api/discard | /api/pause | /api/resume | /api/home | /api/estop | /api/estop_clear
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import Protocol
+
+from flask import Flask, Response, jsonify, render_template, request, send_file
+from werkzeug.exceptions import HTTPException
+
+from operator_ui.state import OperatorState, success_curve
+from parl_robot.data.episode_store import EpisodeStore
+
+TOKEN_HEADER = "X-Operator-Token"
+TOKEN_COOKIE = "operator_token"
+MAX_BODY_BYTES = 4096
+
+
+class GraphCommands(Protocol):
+    """What the page may ask of the ROS graph (implemented by the bridge node)."""
+
+    def publish_event(self, kind: str, **fields) -> None: ...
+
+    def call_service(self, name: str, timeout_s: float = 3.0) -> tuple[bool, str]: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, token: str = "", host: str = "127.0.0.1") -> Flask:
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"operator page on host {host!r} (not loopback) needs a token: set ui.token in the config "
+            "or the PARL_UI_TOKEN environment variable"
+        )
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    # ----- guards ----------------------------------------------------------------------------
+    @app.before_request
+    def check_token():
+        if not token:
+            return None
+        offered = request.headers.get(TOKEN_HEADER) or request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            return _error(401, "missing or wrong operator token (header X-Operator-Token or ?token=)")
+        return None
+
+    @app.errorhandler(ApiError)
+    def api_error(err: ApiError):
+        return _error(err.status, err.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        return _error(err.code or 500, err.description or err.name)
+
+    def body(allowed: dict[str, type], required: tuple[str, ...] = ()) -> dict:
+        """The JSON object of a POST: empty is {}; anything else must be an object of allowed keys."""
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            data = {}
+        else:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise ApiError(400, "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, f"body must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ApiError(400, f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+        for key in required:
+            if key not in data:
+                raise ApiError(400, f"missing field '{key}'")
+        for key, value in data.items():
+            if type(value) is not allowed[key]:  # bool is not int and 1 is not True here
+                raise ApiError(400, f"field '{key}' must be {allowed[key].__name__}, got {json.dumps(value)}")
+        return data
+
+    def require_state(*states: str) -> None:
+        current = state.snapshot()["episode_state"]
+        if current not in states:
+            raise ApiError(409, f"not possible while the episode is '{current}' (needs {' or '.join(states)})")
+
+    def require_learner() -> None:
+        if not state.learner_alive():
+            raise ApiError(503, "the learner is not running: labels of stored episodes cannot be changed now")
+
+    # ----- page and reads --------------------------------------------------------------------
+    @app.get("/")
+    def index():
+        response = Response(render_template("index.html", task=state.task, instruction=state.instruction))
+        if token and request.args.get("token"):
+            response.set_cookie(TOKEN_COOKIE, request.args["token"], httponly=True, samesite="Strict")
+        return response
+
+    @app.get("/api/status")
+    def status():
+        return jsonify(state.snapshot())
+
+    @app.get("/api/camera.jpg")
+    def camera():
+        jpeg = state.latest_jpeg()
+        if jpeg is None:
+            raise ApiError(503, "no camera image yet")
+        return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/curve")
+    def curve():
+        return jsonify(success_curve(store.records()))
+
+    @app.get("/api/episodes")
+    def episodes():
+        limit_text = request.args.get("limit", "20")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+            raise ApiError(400, f"limit must be an integer in 1..500, got {limit_text!r}")
+        records = sorted(store.records(), key=lambda r: r.get("created", 0.0), reverse=True)[: int(limit_text)]
+        keys = ("episode_id", "kind", "phase", "success", "label", "label_source", "steps", "policy_version", "created")
+        return jsonify(
+            [
+                {**{key: record.get(key) for key in keys}, "has_thumbnail": store.thumbnail_path(record["episode_id"]) is not None}
+                for record in records
+                if isinstance(record.get("episode_id"), str)
+            ]
+        )
+
+    @app.get("/api/episodes/<episode_id>/thumbnail.jpg")
+    def thumbnail(episode_id: str):
+        path = store.thumbnail_path(episode_id)
+        if path is None:
+            raise ApiError(404, f"no thumbnail for episode '{episode_id}'")
+        return send_file(path, mimetype="image/jpeg")
+
+    # ----- commands --------------------------------------------------------------------------
+    @app.post("/api/episodes/<episode_id>/label")
+    def relabel(episode_id: str):
+        data = body({"label": str}, required=("label",))
+        if data["label"] not in ("success", "failure"):
+            raise ApiError(400, f"label must be 'success' or 'failure', got {data['label']!r}")
+        if not any(r.get("episode_id") == episode_id for r in store.records()):
+            raise ApiError(404, f"no stored episode '{episode_id}'")
+        require_learner()
+        graph.publish_event("relabel", episode_id=episode_id, label=data["label"], source="operator")
+        return jsonify(ok=True, episode_id=episode_id, label=data["label"]), 202
+
+    @app.post("/api/reset_done")
+    def reset_done():
+        body({})
+        require_state("waiting_for_reset")
+        graph.publish_event("reset_done", source="operator")
+        return jsonify(ok=True)
+
+    @app.post("/api/label")
+    def label():
+        data = body({"success": bool}, required=("success",))
+        snapshot = state.snapshot()
+        if snapshot["episode_state"] == "awaiting_label":
+            graph.publish_event("label", success=data["success"], source="operator", episode=snapshot["episode"])
+            return jsonify(ok=True, action="label", episode=snapshot["episode"])
+        episode_id = snapshot["last_saved_episode_id"]
+        if episode_id is None:
+            raise ApiError(409, "no finished episode to label yet")
+        require_learner()
+        label_text = "success" if data["success"] else "failure"
+        graph.publish_event("relabel", episode_id=episode_id, label=label_text, source="operator")
+        return jsonify(ok=True, action="relabel", episode_id=episode_id, label=label_text), 202
+
+    @app.post("/api/discard")
+    def discard():
+        body({})
+        require_state("running", "awaiting_label")
+        graph.publish_event("discard", source="operator")
+        return jsonify(ok=True)
+
+    @app.post("/api/pause")
+    def pause():
+        body({})
+        graph.publish_event("pause", source="operator")
+        return jsonify(ok=True)
+
+    @app.post("/api/resume")
+    def resume():
+        body({})
+        graph.publish_event("resume", source="operator")
+        return jsonify(ok=True)
+
+    @app.post("/api/home")
+    def home():
+        body({})
+        if state.snapshot()["episode_state"] == "running":
+            raise ApiError(409, "the episode is running: discard it or e-stop first")
+        return _service_result(graph.call_service("robot/home", timeout_s=15.0))
+
+    @app.post("/api/estop")
+    def estop():
+        # No body check, no state check: an e-stop must never be refused for form.
+        ok, message = graph.call_service("robot/estop", timeout_s=2.0)
+        graph.publish_event("estop", source="operator")
+        return _service_result((ok, message))
+
+    @app.post("/api/estop_clear")
+    def estop_clear():
+        body({})
+        return _service_result(graph.call_service("robot/estop_clear"))
+
+    return app
+
+
+def _service_result(result: tuple[bool, str]):
+    ok, message = result
+    if not ok:
+        return _error(503, message)
+    return jsonify(ok=True, message=message)
+
+
+def _error(status: int, message: str):
+    response = jsonify(error=message, status=status)
+    response.status_code = status
+    return response

@@ -1,0 +1,135 @@
+"""The operator page's rclpy bridge: subscribes to what the page shows, publishes its commands.
+
+Runs the ROS executor in a background thread and the Flask server (werkzeug, threaded) in the
+main thread. Parameters: the shared task-config parameters, plus `port` (0 = `ui.port`) and
+`host` ("" = `ui.host`). The token comes from `ui.token` or the `PARL_UI_TOKEN` environment variable.
+E-stop calls the control node's `robot/estop` service directly, so it works without the learner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32, Float32MultiArray, String
+from std_srvs.srv import Trigger
+from werkzeug.serving import make_server
+
+from operator_ui.app import create_app
+from operator_ui.state import OperatorState
+from parl_robot.data.episode_store import EpisodeStore
+from parl_robot.nodes import common
+
+SERVICES = (common.SRV_ESTOP, common.SRV_ESTOP_CLEAR, common.SRV_HOME)
+
+
+class OperatorBridgeNode(Node):
+    def __init__(self):
+        super().__init__("operator_ui")
+        self.cfg = common.declare_task_config(self)
+        # Launch arguments arrive as strings; "0" means "take ui.port from the config".
+        port_text = str(self.declare_parameter("port", "0").value)
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise ValueError(f"parameter port must be an integer in 0..65535, got {port_text!r}")
+        self.port = int(port_text) or self.cfg.ui.port
+        self.host = str(self.declare_parameter("host", "").value) or self.cfg.ui.host
+        self.token = os.environ.get("PARL_UI_TOKEN", "") or self.cfg.ui.token
+        self.state = OperatorState(self.cfg.task.name, self.cfg.task.instruction, self.cfg.control.max_episode_steps)
+        self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
+        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        self.create_subscription(String, common.LEARNER_STATS, self.on_stats, common.EVENT_QOS)
+        self.create_subscription(String, common.ROBOT_STATUS, self.on_status, common.EVENT_QOS)
+        self.create_subscription(Float32, common.REWARD, lambda m: self.state.on_reward(m.data), common.COMMAND_QOS)
+        self.create_subscription(Bool, common.REWARD_SUCCESS, lambda m: self.state.on_success(m.data), common.COMMAND_QOS)
+        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, lambda m: self.state.on_action(), common.COMMAND_QOS)
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}
+
+    # ----- subscriptions ---------------------------------------------------------------------
+    def on_event(self, msg: String) -> None:
+        event = common.parse_event(msg)
+        if event is not None:
+            self.state.on_event(event)
+
+    def on_stats(self, msg: String) -> None:
+        stats = _json_object(msg.data)
+        if stats is not None:
+            self.state.on_stats(stats)
+
+    def on_status(self, msg: String) -> None:
+        status = _json_object(msg.data)
+        if status is not None:
+            self.state.on_status(status)
+
+    def on_image(self, msg: Image) -> None:
+        image = common.rgb_image_from_message(msg)
+        if image is not None:
+            self.state.on_image(image)
+
+    # ----- GraphCommands (called from request threads) ---------------------------------------
+    def publish_event(self, kind: str, **fields) -> None:
+        self.event_pub.publish(common.event_message(kind, **fields))
+
+    def call_service(self, name: str, timeout_s: float = 3.0) -> tuple[bool, str]:
+        client = self.clients_by_name.get(name)
+        if client is None:
+            return False, f"unknown service {name}"
+        if not client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
+            return False, f"service {client.srv_name} is not available (is the control node running?)"
+        done = threading.Event()
+        future = client.call_async(Trigger.Request())
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            future.cancel()
+            return False, f"service {client.srv_name} did not answer within {timeout_s:.0f} s"
+        response = future.result()
+        return bool(response.success), str(response.message)
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = OperatorBridgeNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="ros", daemon=True)
+    spinner.start()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per poll
+    try:
+        app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host)
+        server = make_server(node.host, node.port, app, threaded=True)
+    except (ValueError, OSError) as err:
+        print(f"fatal: operator page cannot start: {err}", file=sys.stderr, flush=True)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    node.get_logger().info(f"operator page on http://{node.host}:{server.server_port}/" + ("  (token required)" if node.token else ""))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,9 +14,14 @@ class RecordingBackend:
     def __init__(self):
         self.commands = []
         self.homes = 0
+        self.holds = 0
 
     def execute(self, command, duration):
         self.commands.append(command)
+        return True
+
+    def hold(self):
+        self.holds += 1
 
     def go_home(self, position, rotation):
         self.homes += 1

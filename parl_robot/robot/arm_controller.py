@@ -48,13 +48,20 @@ class ArmController:
             self.status.rejected_actions += 1
             self.status.last_error = "e-stop latched"
             return None
+        previous = self.integrator.command
         try:
             command = self.integrator.apply(values)
         except ActionError as err:
             self.status.rejected_actions += 1
             self.status.last_error = str(err)
             return None
-        self.backend.execute(command, self.period)
+        if not self.backend.execute(command, self.period):
+            # No IK solution within the joint limits: the arm did not move, so neither does the command.
+            self.integrator.command = previous
+            self.status.rejected_actions += 1
+            self.status.last_error = f"no IK solution for {np.round(command.position, 3).tolist()}; holding"
+            return None
+        self.status.last_error = ""
         now = self.clock()
         self.last_action_time = now
         self._executed_times.append(now)
@@ -79,6 +86,7 @@ class ArmController:
     def estop(self) -> None:
         self.status.estopped = True
         self.status.holding = True
+        self.backend.hold()  # stop now, do not finish the last commanded motion
 
     def clear_estop(self) -> None:
         self.status.estopped = False

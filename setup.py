@@ -5,7 +5,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "parl_robot"
-NODES = ["sim_bridge_node", "control_node", "camera_node", "reward_node", "learner_node", "episode_manager_node"]
+NODES = ["sim_bridge_node", "control_node", "camera_node", "reward_node", "learner_node", "episode_manager_node",
+         "object_detector_node"]
 
 setup(
     name=PACKAGE,

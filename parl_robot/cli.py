@@ -3,6 +3,7 @@
     parl-robot launch finetune task:=cup_to_rack sim:=true [overlay:=cpu_demo] [store_dir:=DIR]
     parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
     parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
+    parl-robot calibrate {intrinsics|extrinsics|task} ...   (camera + workspace, see perception/calibrate_cli.py)
 
 Arguments use the `name:=value` form of `ros2 launch`.
 """
@@ -101,7 +102,7 @@ def command_demo(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["launch", "record-demos", "demo"])
+    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate"])
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(argv[:1])
     rest = argv[1:]
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_launch(rest)
         if parsed.command == "record-demos":
             return command_record_demos(rest)
+        if parsed.command == "calibrate":
+            from parl_robot.perception.calibrate_cli import main as calibrate_main
+
+            return calibrate_main(rest, parse_assignments)
         return command_demo(rest)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -154,6 +154,24 @@ class UIConfig:
 
 
 @dataclass
+class PerceptionConfig:
+    """How the hardware graph knows where the task object is (the sim publishes ground truth)."""
+
+    # "colour": largest blob in an HSV range; "aruco": an ArUco marker stuck on top of the object.
+    detector: str = _field("colour", choices=("colour", "aruco"))
+    # Camera model from `parl-robot calibrate`: intrinsics + robot->camera pose of the published images.
+    calibration_file: str = "calibration/camera.yaml"
+    # HSV (OpenCV: H 0-179, S and V 0-255) range of the task object's colour.
+    object_hsv_low: list = _field([95, 120, 50])
+    object_hsv_high: list = _field([125, 255, 255])
+    # Height above the table of the plane the blob's centroid is mapped onto (about the object's centre).
+    object_plane_height_m: float = _field(0.04, low=0.0, high=0.5)
+    min_blob_area_px: int = _field(15, low=1, high=1_000_000)
+    object_marker_id: int = _field(0, low=0, high=999)
+    aruco_dictionary: str = _field("DICT_4X4_50", choices=("DICT_4X4_50", "DICT_5X5_100", "DICT_6X6_250", "DICT_ARUCO_ORIGINAL"))
+
+
+@dataclass
 class TaskConfig:
     task: TaskInfo = field(default_factory=TaskInfo)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -162,6 +180,7 @@ class TaskConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
     def __post_init__(self) -> None:
         _check_lengths(self)
@@ -184,6 +203,8 @@ _VECTOR_LENGTHS = {
     "sim.object_xy_high": 2,
     "reward.target_low": 3,
     "reward.target_high": 3,
+    "perception.object_hsv_low": 3,
+    "perception.object_hsv_high": 3,
 }
 
 
@@ -203,6 +224,7 @@ def _check_lengths(cfg: TaskConfig, source: str = "<defaults>") -> None:
         ("control.safety_box_low", "control.safety_box_high"),
         ("sim.object_xy_low", "sim.object_xy_high"),
         ("reward.target_low", "reward.target_high"),
+        ("perception.object_hsv_low", "perception.object_hsv_high"),
     ):
         low, high = _get_path(cfg, low_key), _get_path(cfg, high_key)
         if any(lo >= hi for lo, hi in zip(low, high)):

@@ -56,6 +56,7 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         specs.append(
             NodeSpec("control", "parl_robot.nodes.control_node", {**shared, "backend": "interbotix", "robot_model": args["robot_model"]})
         )
+        specs.append(NodeSpec("object_detector", "parl_robot.nodes.object_detector_node", {**shared}))
     specs += [
         NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}),
         NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}),

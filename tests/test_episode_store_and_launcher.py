@@ -63,7 +63,7 @@ def test_graph_declares_sim_and_hardware_nodes():
     sim = {spec.name for spec in finetune_graph({"sim": "true"})}
     hardware = {spec.name for spec in finetune_graph({"sim": "false"})}
     assert {"sim_bridge", "reward_detector", "learner", "episode_manager"} == sim
-    assert {"camera", "control", "reward_detector", "learner", "episode_manager"} == hardware
+    assert {"camera", "control", "object_detector", "reward_detector", "learner", "episode_manager"} == hardware
     with pytest.raises(ValueError, match="unknown launch argument"):
         finetune_graph({"tsak": "x"})
     args = ros_arguments(NodeSpec("learner", "m", {"task": "cup_to_rack", "policy": ""}))

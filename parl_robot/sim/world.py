@@ -198,6 +198,23 @@ class SimWorld:
         self._renderer.update_scene(self.data, camera="third_person")
         return self._renderer.render().copy()
 
+    def camera_model(self, width: int | None = None, height: int | None = None):
+        """The third-person camera as a calibrated `CameraModel` (exact: read from the MuJoCo model),
+        so the hardware perception code can be tested on rendered frames with known object poses."""
+        from parl_robot.perception.calibration import CameraModel
+
+        width = width or self.sim_config.camera_width
+        height = height or self.sim_config.camera_height
+        camera = self.model.camera("third_person")
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
+        position = self.data.cam_xpos[camera.id].copy()
+        axes = self.data.cam_xmat[camera.id].reshape(3, 3)  # columns: camera x (right), y (up), z (backward)
+        focal = (height / 2) / np.tan(np.deg2rad(self.model.cam_fovy[camera.id]) / 2)
+        camera_matrix = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
+        rotation = np.stack([axes[:, 0], -axes[:, 1], -axes[:, 2]])  # OpenCV: x right, y down, z forward
+        return CameraModel(camera_matrix, np.zeros(5), width, height, rotation, -rotation @ position, 0.0)
+
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()

@@ -1,0 +1,69 @@
+"""Object detector node (hardware graph): the task object's position from the calibrated camera.
+
+Consumes `camera/image_raw` (rgb8, the images the camera node publishes after crop/resize) and
+publishes `objects/poses` (JSON {object_name: [x, y, z]} in the robot base frame) — the same
+message the sim bridge publishes from ground truth, so the reward detector and the learner do not
+know which one they listen to. Detection: `perception.detector` (colour blob or ArUco marker),
+with the camera model in `perception.calibration_file` (written by `parl-robot calibrate`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from parl_robot.nodes import common
+from parl_robot.perception.calibration import CameraModel
+from parl_robot.perception.object_detector import detect_object
+
+MISSING_WARNING_PERIOD_S = 5.0
+
+
+class ObjectDetectorNode(Node):
+    def __init__(self):
+        super().__init__("object_detector")
+        self.cfg = common.declare_task_config(self)
+        path = Path(self.cfg.perception.calibration_file)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no camera calibration at {path.resolve()}: run `parl-robot calibrate intrinsics ...` and "
+                "`parl-robot calibrate extrinsics ...` (README, Hardware setup) or set perception.calibration_file"
+            )
+        self.camera = CameraModel.load(path)
+        self.poses_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.last_seen = time.monotonic()
+        self.last_warning = 0.0
+
+    def on_image(self, msg: Image) -> None:
+        image = common.rgb_image_from_message(msg)
+        if image is None:
+            self.get_logger().warning(f"ignoring image with encoding {msg.encoding}")
+            return
+        try:
+            detection = detect_object(image, self.camera, self.cfg.perception)
+        except ValueError as err:
+            self.get_logger().error(str(err))
+            return
+        now = time.monotonic()
+        if detection is None:
+            if now - self.last_seen > 1.0 and now - self.last_warning > MISSING_WARNING_PERIOD_S:
+                self.get_logger().warning(f"'{self.cfg.reward.object_name}' not seen for {now - self.last_seen:.1f} s")
+                self.last_warning = now
+            return
+        self.last_seen = now
+        poses = {self.cfg.reward.object_name: detection.position.round(4).tolist()}
+        self.poses_pub.publish(String(data=json.dumps(poses)))
+
+
+def main(args=None) -> int:
+    return common.run_node(ObjectDetectorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

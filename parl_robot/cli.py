@@ -3,6 +3,7 @@
     parl-robot launch finetune task:=cup_to_rack sim:=true [overlay:=cpu_demo] [store_dir:=DIR]
     parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
     parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
+    parl-robot export store_dir:=DIR out:=FILE.hdf5 [kind:=demo]   /  parl-robot import store_dir:=DIR in:=FILE.hdf5
     parl-robot calibrate {intrinsics|extrinsics|task} ...   (camera + workspace, see perception/calibrate_cli.py)
 
 Arguments use the `name:=value` form of `ros2 launch`.
@@ -99,10 +100,29 @@ def command_demo(argv: list[str]) -> int:
     return code
 
 
+def command_export_import(command: str, argv: list[str]) -> int:
+    from parl_robot.data.episode_store import EpisodeStore
+    from parl_robot.data.hdf5_export import export_hdf5, import_hdf5
+
+    args = parse_assignments(argv)
+    unknown = set(args) - {"store_dir", "out", "in", "kind"}
+    if unknown or "store_dir" not in args or ("out" if command == "export" else "in") not in args:
+        raise ValueError(f"usage: parl-robot {command} store_dir:=DIR {'out' if command == 'export' else 'in'}:=FILE.hdf5 [kind:=demo|online]"
+                         + (f" (unknown: {sorted(unknown)})" if unknown else ""))
+    store = EpisodeStore(args["store_dir"])
+    if command == "export":
+        count = export_hdf5(store, args["out"], args.get("kind") or None)
+        print(f"exported {count} episodes from {args['store_dir']} to {args['out']}")
+    else:
+        added = import_hdf5(store, args["in"], args.get("kind") or None)
+        print(f"imported {len(added)} episodes into {args['store_dir']}: {', '.join(added) or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate"])
+    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import"])
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(argv[:1])
     rest = argv[1:]
@@ -111,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_launch(rest)
         if parsed.command == "record-demos":
             return command_record_demos(rest)
+        if parsed.command in ("export", "import"):
+            return command_export_import(parsed.command, rest)
         if parsed.command == "calibrate":
             from parl_robot.perception.calibrate_cli import main as calibrate_main
 

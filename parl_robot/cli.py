@@ -17,7 +17,7 @@ import sys
 import time
 
 from parl_robot.config import ConfigError, load_config
-from parl_robot.graph import LAUNCH_ARGUMENTS, finetune_graph
+from parl_robot.graph import finetune_graph
 
 GRAPHS = {"finetune": finetune_graph}
 

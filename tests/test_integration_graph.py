@@ -5,19 +5,17 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from std_msgs.msg import Float32, Float32MultiArray, String  # noqa: E402
 
 from parl_robot.config import load_config  # noqa: E402
 from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
-from parl_robot.nodes import common  # noqa: E402
 from parl_robot.sim.record_demos import record_demos  # noqa: E402
+from graph_harness import Observer  # noqa: E402
 
 RATE_HZ = 5.0
 EPISODES = 3
@@ -30,43 +28,6 @@ OVERRIDES = {
     "control.max_episode_steps": 15,
     "control.rate_hz": RATE_HZ,
 }
-
-
-class Observer:
-    """A node in the test process that records what crosses the graph."""
-
-    def __init__(self, domain_id: int):
-        self.context = rclpy.context.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("test_observer", namespace=common.NAMESPACE, context=self.context)
-        self.action_times: list[tuple[float, int]] = []
-        self.rewards: list[float] = []
-        self.stats: list[dict] = []
-        self.status: list[dict] = []
-        self.node.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self._on_action, common.COMMAND_QOS)
-        self.node.create_subscription(Float32, common.REWARD, lambda m: self.rewards.append(m.data), common.COMMAND_QOS)
-        self.node.create_subscription(String, common.LEARNER_STATS, lambda m: self.stats.append(json.loads(m.data)), common.EVENT_QOS)
-        self.node.create_subscription(String, common.ROBOT_STATUS, lambda m: self.status.append(json.loads(m.data)), common.EVENT_QOS)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.running = True
-        self.thread.start()
-
-    def _on_action(self, msg):
-        assert len(msg.data) == 7
-        self.action_times.append((time.monotonic(), msg.layout.data_offset))
-
-    def _spin(self):
-        while self.running and self.context.ok():
-            self.executor.spin_once(timeout_sec=0.1)
-
-    def close(self):
-        self.running = False
-        self.thread.join(timeout=5)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 def test_sim_graph_runs_episodes_over_dds(tmp_path):
@@ -106,6 +67,7 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
         for (earlier, step_a), (later, step_b) in zip(observer.action_times, observer.action_times[1:])
         if step_b == step_a + 1
     ]
+    assert observer.malformed_actions == []
     assert len(intervals) >= EPISODES * 5
     assert abs(1.0 / np.median(intervals) - RATE_HZ) <= 0.2 * RATE_HZ
     # robot/status comes at 1 Hz, so the last few actions may postdate the last report.

@@ -24,6 +24,7 @@ READY = "ready"
 RUNNING = "running"
 AWAITING_LABEL = "awaiting_label"
 SAVING = "saving"
+LEARNER_TIMEOUT_S = 3.0  # learner stats come at 1 Hz
 
 
 class EpisodeManagerNode(Node):
@@ -50,6 +51,7 @@ class EpisodeManagerNode(Node):
         self._pending_reset = None
         self._pending_home = None
         self.finishing = False
+        self.learner_seen: float | None = None
 
     def publish(self, kind: str, **fields) -> None:
         self.event_pub.publish(common.event_message(kind, episode=self.episode, state=self.state, **fields))
@@ -64,6 +66,7 @@ class EpisodeManagerNode(Node):
             phase = json.loads(msg.data).get("phase")
         except (ValueError, AttributeError):
             return
+        self.learner_seen = time.monotonic()
         if self.state == WAITING_FOR_LEARNER and phase in ("warmup", "online"):
             self.get_logger().info("learner ready")
             self.set_state(WAITING_FOR_RESET)
@@ -123,6 +126,14 @@ class EpisodeManagerNode(Node):
 
     def tick(self) -> None:
         in_state = time.monotonic() - self.state_since
+        learner_silent = self.learner_seen is not None and time.monotonic() - self.learner_seen > LEARNER_TIMEOUT_S
+        if learner_silent and self.state in (READY, RUNNING, AWAITING_LABEL, SAVING) and not self.finishing:
+            # The learner died: its in-memory episode is gone. Drop it, hold, and wait for the restart,
+            # which resumes from the checkpoint and the saved episodes.
+            self.get_logger().error(f"learner silent for {LEARNER_TIMEOUT_S:.0f} s: episode {self.episode} discarded")
+            self.publish("discarded", reason="learner lost")
+            self.set_state(WAITING_FOR_LEARNER)
+            return
         if self.finishing:
             if self._pending_home is None or self._pending_home.done() or in_state > 10.0:
                 self.exit_code = 0

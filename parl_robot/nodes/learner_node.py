@@ -87,6 +87,8 @@ class LearnerNode(Node):
         self.object_position: np.ndarray | None = None
         self.image: np.ndarray | None = None
         self.latest_reward: float | None = None
+        self.input_times: dict[str, float] = {}  # arrival time of the latest pose / objects / image
+        self.stale_since: float | None = None
         # Episode in progress.
         self.running_episode: int | None = None
         self.finished_episode: int | None = None
@@ -201,6 +203,7 @@ class LearnerNode(Node):
 
     # ----- sensors ---------------------------------------------------------------------------
     def on_pose(self, msg: PoseStamped) -> None:
+        self.input_times["robot/ee_pose"] = time.monotonic()
         p = msg.pose.position
         self.ee_position = np.array([p.x, p.y, p.z])
 
@@ -213,6 +216,7 @@ class LearnerNode(Node):
             self.object_position = np.asarray(json.loads(msg.data)[self.cfg.reward.object_name], float)
         except (ValueError, KeyError, TypeError):
             return
+        self.input_times["objects/poses"] = time.monotonic()
 
     def on_image(self, msg: Image) -> None:
         image = common.rgb_image_from_message(msg)
@@ -220,9 +224,17 @@ class LearnerNode(Node):
             self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
             return
         self.image = image
+        self.input_times["camera/image_raw"] = time.monotonic()
 
     def on_reward(self, msg: Float32) -> None:
         self.latest_reward = float(msg.data)
+
+    def stale_inputs(self) -> list[str]:
+        """Inputs the policy needs that are older than `learner.max_observation_age_s` (or missing).
+        The robot pose comes only when the arm moves, so it is not required to be fresh."""
+        needed = ["objects/poses"] + (["camera/image_raw"] if self.cfg.learner.observation == "image" else [])
+        now = time.monotonic()
+        return [name for name in needed if now - self.input_times.get(name, -np.inf) > self.cfg.learner.max_observation_age_s]
 
     def observation(self) -> dict[str, np.ndarray] | None:
         if self.ee_position is None or self.gripper_open is None or self.object_position is None:
@@ -238,10 +250,22 @@ class LearnerNode(Node):
     def on_control_tick(self) -> None:
         if self.running_episode is None or self.recorder is None:
             return
-        obs = self.observation()
+        stale = self.stale_inputs()
+        obs = None if stale else self.observation()
         if obs is None:
-            self.get_logger().warning("no observation yet; not acting")
+            # Never act on old data: without actions the control node's watchdog holds the arm.
+            now = time.monotonic()
+            if self.stale_since is None:
+                self.stale_since = now
+                self.get_logger().warning(f"not acting: no fresh {', '.join(stale) or 'observation'}; the arm holds")
+            if now - self.stale_since > 1.0:
+                self.warning = f"not acting: no fresh {', '.join(stale) or 'observation'} for {now - self.stale_since:.0f} s (camera lost?)"
             return
+        if self.stale_since is not None:
+            self.get_logger().info("inputs fresh again: acting")
+            self.stale_since = None
+            if self.warning.startswith("not acting"):
+                self.warning = ""
         if self.recorder.actions:
             self.recorder.rewards.append(self._reward())
         self.recorder.observe(obs)

@@ -28,6 +28,9 @@ class SimBridgeNode(ControlNode):
         super().__init__("sim_bridge")
         self.rng = np.random.default_rng(self.cfg.sim.seed)
         self.publish_camera = self.declare_parameter("publish_camera", True).value
+        # `camera_connected:=false` (settable while running, e.g. `ros2 param set`) simulates a camera
+        # that drops out: no images and, as on hardware where poses come from the camera, no object poses.
+        self.declare_parameter("camera_connected", True)
         self.image_pub = self.create_publisher(Image, common.CAMERA_IMAGE, common.SENSOR_QOS)
         self.objects_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
         self.create_service(Trigger, common.SRV_SIM_RESET, self.on_reset)
@@ -67,15 +70,18 @@ class SimBridgeNode(ControlNode):
         super().after_command()
         self.publish_objects()
 
+    def camera_connected(self) -> bool:
+        return bool(self.get_parameter("camera_connected").value)
+
     def publish_objects(self) -> None:
-        if self.objects_pub is None:  # still inside ControlNode.__init__
+        if self.objects_pub is None or not self.camera_connected():  # inside ControlNode.__init__, or dropped
             return
         poses = {name: position.round(5).tolist() for name, position in self.world.object_positions().items()}
         self.objects_pub.publish(String(data=json.dumps(poses)))
 
     def on_camera_tick(self) -> None:
         self.publish_objects()
-        if not self.publish_camera:
+        if not self.publish_camera or not self.camera_connected():
             return
         frame = self.world.render()
         self.image_pub.publish(common.rgb_image_message(frame, self.get_clock().now().to_msg()))

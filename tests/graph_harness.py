@@ -1,0 +1,93 @@
+"""Helpers for tests that run the node graph as real processes over Fast DDS."""
+
+import json
+import os
+import random
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from std_msgs.msg import Float32, Float32MultiArray, String
+
+from parl_robot.nodes import common
+
+
+def isolated_ros_env() -> tuple[int, dict]:
+    """A random ROS_DOMAIN_ID on localhost only, so parallel test runs never hear each other."""
+    domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    return domain_id, env
+
+
+class Observer:
+    """A node in the test process that records what crosses the graph."""
+
+    def __init__(self, domain_id: int):
+        self.context = rclpy.context.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("test_observer", namespace=common.NAMESPACE, context=self.context)
+        self.action_times: list[tuple[float, int]] = []
+        self.rewards: list[float] = []
+        self.stats: list[dict] = []
+        self.status: list[dict] = []
+        self.node.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self._on_action, common.COMMAND_QOS)
+        self.node.create_subscription(Float32, common.REWARD, lambda m: self.rewards.append(m.data), common.COMMAND_QOS)
+        self.node.create_subscription(String, common.LEARNER_STATS, lambda m: self.stats.append(json.loads(m.data)), common.EVENT_QOS)
+        self.node.create_subscription(String, common.ROBOT_STATUS, lambda m: self.status.append(json.loads(m.data)), common.EVENT_QOS)
+        self.events: list[dict] = []
+        self.malformed_actions: list[list[float]] = []
+        self.node.create_subscription(String, common.EPISODE_EVENT, lambda m: self.events.append(json.loads(m.data)), common.EVENT_QOS)
+        self.action_pub = self.node.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.running = True
+        self.thread.start()
+
+    def _on_action(self, msg):
+        if len(msg.data) != 7:  # recorded, not asserted here: an assert would kill the spin thread
+            self.malformed_actions.append(list(msg.data))
+            return
+        self.action_times.append((time.monotonic(), msg.layout.data_offset))
+
+    def _spin(self):
+        while self.running and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
+    def wait_for(self, condition, timeout: float, what: str, log=lambda: ""):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log()[-3000:]}")
+
+    def latest_status(self) -> dict:
+        return self.status[-1] if self.status else {}
+
+    def state(self) -> str | None:
+        states = [e.get("state") for e in self.events if "state" in e]
+        return states[-1] if states else None
+
+    def set_parameter(self, node_name: str, name: str, value: bool) -> None:
+        """Set a bool parameter of a running node through its `set_parameters` service."""
+        client = self.node.create_client(SetParameters, f"/{common.NAMESPACE}/{node_name}/set_parameters")
+        assert client.wait_for_service(timeout_sec=10.0), f"{node_name} has no parameter service"
+        request = SetParameters.Request(parameters=[Parameter(
+            name=name, value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value))])
+        future = client.call_async(request)
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert future.done() and future.result().results[0].successful, f"setting {node_name}.{name} failed"
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+

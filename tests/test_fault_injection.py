@@ -1,0 +1,186 @@
+"""Fault injection on the sim graph with real processes: a learner killed mid-episode, a camera
+that drops out, malformed actions. The arm must hold, nothing stored may be lost or duplicated."""
+
+import io
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension  # noqa: E402
+
+from graph_harness import Observer, isolated_ros_env  # noqa: E402
+from parl_robot.config import load_config  # noqa: E402
+from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
+from parl_robot.graph import finetune_graph  # noqa: E402
+from parl_robot.launcher import start_node, stop_nodes  # noqa: E402
+from parl_robot.sim.record_demos import record_demos  # noqa: E402
+
+OVERRIDES = {
+    "learner.warmup_episodes": 1,
+    "learner.offline_policy_steps": 40,
+    "learner.offline_critic_steps": 20,
+    "learner.updates_per_step": 0.5,
+    "control.max_episode_steps": 12,
+}
+
+
+class Graph:
+    """The finetune graph's nodes as processes, each restartable, with one shared log."""
+
+    def __init__(self, tmp_path, episodes: int, ui_port: int = 0):
+        self.store_dir = tmp_path / "store"
+        cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(self.store_dir)})
+        self.store = EpisodeStore(self.store_dir)
+        record_demos(cfg, self.store, 3, log=lambda *_: None)
+        arguments = {"task": "cup_to_rack", "sim": "true", "overlay": "cpu_demo", "store_dir": str(self.store_dir),
+                     "overrides": json.dumps({**OVERRIDES, "episodes.num_online_episodes": episodes}), "ui_port": str(ui_port)}
+        self.specs = {spec.name: spec for spec in finetune_graph(arguments)}
+        self.domain_id, self.env = isolated_ros_env()
+        self.log, self.lock = io.StringIO(), threading.Lock()
+        self.nodes = {}
+        self.observer = Observer(self.domain_id)
+
+    def start(self, name: str) -> None:
+        self.nodes[name] = start_node(self.specs[name], len(self.nodes), self.env, self.log, self.lock, colour=False)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.nodes[name].process.pid, signal.SIGKILL)
+        self.nodes[name].process.wait(timeout=10)
+
+    def wait_for(self, condition, timeout: float, what: str) -> None:
+        self.observer.wait_for(condition, timeout, what, log=self.log.getvalue)
+
+    def close(self) -> None:
+        stop_nodes(list(self.nodes.values()))
+        self.observer.close()
+
+
+def _online_ids(store):
+    return sorted(r["episode_id"] for r in store.records() if r["kind"] == "online")
+
+
+def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path):
+    graph = Graph(tmp_path, episodes=4)
+    try:
+        for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
+            graph.start(name)
+        graph.wait_for(lambda: len(_online_ids(graph.store)) >= 1, 120, "first stored episode")
+        # Kill the learner a few steps into the next episode.
+        graph.wait_for(lambda: graph.observer.state() == "running", 30, "next episode running")
+        started = len(graph.observer.action_times)
+        graph.wait_for(lambda: len(graph.observer.action_times) >= started + 3, 10, "a few actions")
+        before_kill = _online_ids(graph.store)
+        graph.kill("learner")
+        killed_at = time.monotonic()
+        # The watchdog holds the arm within 2 control periods; nothing is executed after that.
+        graph.wait_for(lambda: graph.observer.latest_status().get("holding") is True
+                       and graph.observer.status[-1] is not None, 5, "arm holding")
+        executed = graph.observer.latest_status()["executed_actions"]
+        time.sleep(2.5)
+        assert graph.observer.latest_status()["executed_actions"] == executed
+        assert all(t <= killed_at + 0.05 for t, _ in graph.observer.action_times)
+        # The manager drops the lost episode and waits for the learner to come back.
+        graph.wait_for(lambda: any(e["type"] == "discarded" and e.get("reason") == "learner lost"
+                                   for e in graph.observer.events), 10, "episode discarded")
+        versions_before = [r["policy_version"] for r in graph.store.records() if r["kind"] == "online"]
+
+        graph.start("learner")
+        graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 180, "run to finish")
+        assert graph.nodes["episode_manager"].process.returncode == 0, graph.log.getvalue()[-3000:]
+    finally:
+        graph.close()
+    log = graph.log.getvalue()
+    assert "resumed from checkpoint" in log, log[-3000:]
+    online = _online_ids(graph.store)
+    assert online[: len(before_kill)] == before_kill  # nothing lost
+    assert online == [f"online_{i:05d}" for i in range(len(online))] and len(online) == 4  # nothing duplicated
+    records = [r for r in graph.store.records() if r["kind"] == "online"]
+    versions = [r["policy_version"] for r in records]
+    assert versions[: len(versions_before)] == versions_before and versions == sorted(versions)  # numbering continues
+    assert len(graph.store.load_all()) == 3 + 4 and not any(graph.store.quarantine_dir.iterdir())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_camera_dropout_pauses_control_and_page_warns_then_recovers(tmp_path):
+    port = _free_port()
+    graph = Graph(tmp_path, episodes=20, ui_port=port)
+
+    def page_warnings() -> set[str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2) as response:
+                return {w["code"] for w in json.load(response)["warnings"]}
+        except OSError:
+            return {"page_unreachable"}
+
+    try:
+        for name in ("sim_bridge", "reward_detector", "learner", "episode_manager", "operator_ui"):
+            graph.start(name)
+        graph.wait_for(lambda: graph.observer.state() == "running" and len(graph.observer.action_times) > 3, 120,
+                       "an episode running")
+        graph.observer.set_parameter("sim_bridge", "camera_connected", False)
+        dropped_at = time.monotonic()
+        graph.wait_for(lambda: "camera_lost" in page_warnings(), 10, "operator page camera warning")
+        graph.wait_for(lambda: graph.observer.latest_status().get("holding") is True, 5, "arm holding")
+        # Allow actions already on their way (one control period plus the staleness limit).
+        quiet_from = dropped_at + 0.5 + 0.3
+        time.sleep(2.0)
+        assert not [t for t, _ in graph.observer.action_times if t > quiet_from], "actions sent without a camera"
+        assert "learner_warning" in page_warnings()  # the learner says why it stopped acting
+
+        graph.observer.set_parameter("sim_bridge", "camera_connected", True)
+        resumed_from = len(graph.observer.action_times)
+        graph.wait_for(lambda: len(graph.observer.action_times) > resumed_from + 2, 20, "acting again")
+        graph.wait_for(lambda: not {"camera_lost", "learner_warning"} & page_warnings(), 10, "warnings cleared")
+    finally:
+        graph.close()
+
+
+def _action(values, step=0):
+    msg = Float32MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label="action", size=len(values), stride=len(values))]
+    msg.layout.data_offset = step
+    msg.data = [float(v) for v in values]
+    return msg
+
+
+def test_malformed_actions_are_rejected_logged_and_arm_holds(tmp_path):
+    graph = Graph(tmp_path, episodes=1)
+    try:
+        graph.start("sim_bridge")
+        graph.wait_for(lambda: graph.observer.status, 30, "control node status")
+        poses = []
+        from geometry_msgs.msg import PoseStamped
+
+        from parl_robot.nodes import common
+
+        graph.observer.node.create_subscription(
+            PoseStamped, common.ROBOT_EE_POSE, lambda m: poses.append([m.pose.position.x, m.pose.position.y, m.pose.position.z]),
+            common.SENSOR_QOS)
+        graph.wait_for(lambda: poses, 10, "ee pose")
+        home = np.array(poses[-1])
+        for bad in ([0.5] * 6, [0.5] * 8, [float("nan"), 0, 0, 0, 0, 0, 1], [float("inf"), 0, 0, 0, 0, 0, 1]):
+            graph.observer.action_pub.publish(_action(bad))
+            time.sleep(0.1)
+        graph.wait_for(lambda: graph.observer.latest_status().get("rejected_actions", 0) >= 4, 5, "rejections reported")
+        status = graph.observer.latest_status()
+        assert status["executed_actions"] == 0 and status["holding"] is True and status["last_error"]
+        assert np.allclose(poses[-1], home, atol=1e-4)  # the arm did not move
+        log = graph.log.getvalue()
+        assert log.count("refused:") >= 4, log[-2000:]
+        graph.observer.action_pub.publish(_action([1, 0, 0, 0, 0, 0, 1]))  # a valid one still works
+        graph.wait_for(lambda: graph.observer.latest_status().get("executed_actions") == 1, 5, "valid action executed")
+    finally:
+        graph.close()

@@ -29,6 +29,7 @@ REWARD = "reward"
 REWARD_SUCCESS = "reward/success"
 EPISODE_EVENT = "episode/event"
 LEARNER_STATS = "learner/stats"
+LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_ms, image_stamp
 SRV_ESTOP = "robot/estop"
 SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"

@@ -86,6 +86,7 @@ class LearnerNode(Node):
         self.gripper_open: bool | None = None
         self.object_position: np.ndarray | None = None
         self.image: np.ndarray | None = None
+        self.image_stamp: float | None = None  # header stamp (s) of self.image
         self.latest_reward: float | None = None
         self.input_times: dict[str, float] = {}  # arrival time of the latest pose / objects / image
         self.stale_since: float | None = None
@@ -99,6 +100,7 @@ class LearnerNode(Node):
         self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
         self.stats_pub = self.create_publisher(String, common.LEARNER_STATS, common.EVENT_QOS)
         self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
+        self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
         self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
         self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
@@ -224,6 +226,7 @@ class LearnerNode(Node):
             self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
             return
         self.image = image
+        self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.input_times["camera/image_raw"] = time.monotonic()
 
     def on_reward(self, msg: Float32) -> None:
@@ -250,6 +253,7 @@ class LearnerNode(Node):
     def on_control_tick(self) -> None:
         if self.running_episode is None or self.recorder is None:
             return
+        tick_wall, tick_start = time.time(), time.perf_counter()
         stale = self.stale_inputs()
         obs = None if stale else self.observation()
         if obs is None:
@@ -277,6 +281,11 @@ class LearnerNode(Node):
         msg.layout.data_offset = self.step
         msg.data = action.tolist()
         self.action_pub.publish(msg)
+        # Per-step timing for benchmarks/control_loop.py and for "why is my loop slow" questions.
+        self.timing_pub.publish(String(data=json.dumps({
+            "step": self.step, "tick_time": tick_wall, "compute_ms": round((time.perf_counter() - tick_start) * 1e3, 3),
+            "image_stamp": self.image_stamp if self.cfg.learner.observation == "image" else None,
+        })))
         self.step += 1
         if self.phase == "online":
             self.online_transitions += 1  # the UTD budget grows with every executed step

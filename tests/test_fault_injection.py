@@ -92,6 +92,8 @@ def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path
                                    for e in graph.observer.events), 10, "episode discarded")
         versions_before = [r["policy_version"] for r in graph.store.records() if r["kind"] == "online"]
 
+        # A file corrupted on disk while the learner is down: the restart quarantines it, loads the rest.
+        (graph.store.episodes_dir / "demo_00001" / "arrays.npz").write_bytes(b"\x00 torn write")
         graph.start("learner")
         graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 180, "run to finish")
         assert graph.nodes["episode_manager"].process.returncode == 0, graph.log.getvalue()[-3000:]
@@ -105,7 +107,10 @@ def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path
     records = [r for r in graph.store.records() if r["kind"] == "online"]
     versions = [r["policy_version"] for r in records]
     assert versions[: len(versions_before)] == versions_before and versions == sorted(versions)  # numbering continues
-    assert len(graph.store.load_all()) == 3 + 4 and not any(graph.store.quarantine_dir.iterdir())
+    quarantined = list(graph.store.quarantine_dir.iterdir())
+    assert [q.name.split(".")[0] for q in quarantined] == ["demo_00001"]
+    assert "Error" in (quarantined[0] / "reason.txt").read_text() and "quarantined unreadable episode demo_00001" in log
+    assert len(graph.store.load_all()) == 2 + 4
 
 
 def _free_port() -> int:

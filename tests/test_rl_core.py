@@ -140,3 +140,54 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     save_checkpoint(tmp_path, {"value": 2})
     (tmp_path / "latest.pt").write_bytes(b"torn write")
     assert load_checkpoint(tmp_path) == {"value": 1}
+
+
+def _batch(rng, size=16, reward=-1.0):
+    return {
+        "state": rng.normal(size=(size, 3)).astype(np.float32), "next_state": rng.normal(size=(size, 3)).astype(np.float32),
+        "action": rng.uniform(-1, 1, (size, 2)).astype(np.float32), "reward": np.full(size, reward, np.float32),
+        "done": np.zeros(size, np.float32), "mc_return": np.full(size, -5.0, np.float32),
+    }
+
+
+def test_nan_or_exploding_q_stops_the_update_and_keeps_the_weights():
+    from parl_robot.rl.agent import Q_EXPLOSION_LIMIT, NumericalInstability
+
+    rng = np.random.default_rng(0)
+    agent = PARLAgent(small_cfg(policy="diffusion", local_steps=0), SPEC, action_dim=2)
+    agent.update_critic(_batch(rng))
+    before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    with pytest.raises(NumericalInstability, match="critic loss is nan; update skipped"):
+        agent.update_critic(_batch(rng, reward=float("nan")))
+    assert all(torch.equal(before[k], v) for k, v in agent.critic.state_dict().items())
+    # Blow up the critic's output layer: |Q| beyond the limit is refused with the HL-Gauss hint.
+    with torch.no_grad():
+        for parameter in agent.critic.parameters():
+            parameter.mul_(0).add_(Q_EXPLOSION_LIMIT)
+    exploded = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    with pytest.raises(NumericalInstability, match="hl_gauss_bins"):
+        agent.update_critic(_batch(rng))
+    assert all(torch.equal(exploded[k], v) for k, v in agent.critic.state_dict().items())
+
+
+def test_concurrent_checkpoints_from_two_threads_never_collide(tmp_path):
+    """The learner saves from its learning thread and its ROS thread; the soak benchmark once caught
+    the latest -> previous rotation of one racing the other's."""
+    import threading
+
+    errors = []
+
+    def save_many(tag):
+        try:
+            for i in range(40):
+                save_checkpoint(tmp_path, {"tag": tag, "i": i})
+        except Exception as err:  # noqa: BLE001 - any failure is the finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=save_many, args=(tag,)) for tag in ("learning", "episodes")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and load_checkpoint(tmp_path)["i"] == 39
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]

@@ -116,7 +116,12 @@ class LearnerNode(Node):
 
     # ----- start-up --------------------------------------------------------------------------
     def _restore(self) -> None:
-        for record, episode in self.store.load_all():
+        quarantined_before = set(self.store.quarantine_dir.iterdir())
+        loaded = self.store.load_all()
+        for directory in sorted(set(self.store.quarantine_dir.iterdir()) - quarantined_before):
+            reason = (directory / "reason.txt").read_text().strip() if (directory / "reason.txt").is_file() else "?"
+            self.get_logger().error(f"quarantined unreadable episode {directory.name} ({reason}); the others load")
+        for record, episode in loaded:
             if record.task != self.cfg.task.name:
                 continue
             if record.kind == "demo":

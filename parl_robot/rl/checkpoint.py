@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import torch
 
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
+# The learner checkpoints from its learning thread (every N updates) and after each saved episode:
+# the latest -> previous -> latest rotation must not interleave (found by benchmarks/soak.py).
+_SAVE_LOCK = threading.Lock()
 
 
 def save_checkpoint(directory: str | Path, state: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     latest = directory / LATEST
-    temporary = directory / f".{LATEST}.tmp"
+    temporary = directory / f".{LATEST}.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(temporary, "wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    if latest.exists():
-        os.replace(latest, directory / PREVIOUS)
-    os.replace(temporary, latest)
+    with _SAVE_LOCK:
+        if latest.exists():
+            os.replace(latest, directory / PREVIOUS)
+        os.replace(temporary, latest)
     return latest
 
 

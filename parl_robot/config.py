@@ -133,6 +133,10 @@ class LearnerConfig:
     online_fraction: float = _field(0.5, low=0.0, high=1.0)
     replay_capacity: int = _field(100_000, low=100, high=100_000_000)
     checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)
+    # How the policy learns online: "distill" (PA-RL: supervised loss on optimized actions) or
+    # "reparameterized" (the standard Cal-QL actor: maximize Q - alpha log pi; tanh-Gaussian only).
+    policy_update: str = _field("distill", choices=("distill", "reparameterized"))
+    entropy_alpha: float = _field(0.01, low=0.0, high=10.0)
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)
     seed: int = 0

@@ -191,3 +191,24 @@ def test_concurrent_checkpoints_from_two_threads_never_collide(tmp_path):
         thread.join()
     assert errors == [] and load_checkpoint(tmp_path)["i"] == 39
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]
+
+
+def test_reparameterized_actor_baseline_climbs_q_and_leaves_the_critic_alone():
+    rng = np.random.default_rng(0)
+    agent = PARLAgent(small_cfg(policy="gaussian", policy_update="reparameterized", entropy_alpha=0.0), SPEC, action_dim=2)
+    batch = _batch(rng, size=64)
+    obs = agent.observation_tensors(batch)
+
+    def policy_q():
+        with torch.no_grad():
+            actions = agent.policy.sample(obs, 16)
+            return agent.critic.q_values(agent.critic.encode(obs), actions).min(dim=0).values.mean().item()
+
+    critic_before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    start = policy_q()
+    for _ in range(60):
+        agent.update_policy(batch)
+    assert policy_q() > start
+    assert all(torch.equal(critic_before[k], v) for k, v in agent.critic.state_dict().items())
+    with pytest.raises(ValueError, match="needs the gaussian policy"):
+        PARLAgent(small_cfg(policy="diffusion", policy_update="reparameterized"), SPEC, action_dim=2).update_policy(batch)

@@ -22,14 +22,37 @@ class ObservationSpec:
     image_shape: tuple[int, int, int] | None = None  # (H, W, 3) when images are used
 
 
+class StateNormalizer(nn.Module):
+    """Standardizes the low-dimensional state with dataset statistics (buffers: saved in checkpoints).
+
+    Positions on the table vary by a few centimetres around ~0.3 m; without this the networks see
+    nearly constant inputs and cannot resolve where the object is relative to the gripper."""
+
+    def __init__(self, state_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(state_dim))
+        self.register_buffer("std", torch.ones(state_dim))
+
+    def fit(self, states: torch.Tensor, min_std: float = 1e-2) -> None:
+        states = torch.as_tensor(states, dtype=torch.float32, device=self.mean.device).reshape(-1, self.mean.shape[0])
+        if len(states) < 2:
+            raise ValueError(f"need at least 2 states to fit the normalizer, got {len(states)}")
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0).clamp_min(min_std))  # binary or constant dims stay well-scaled
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return (state - self.mean) / self.std
+
+
 class StateEncoder(nn.Module):
     def __init__(self, state_dim: int, hidden: int = 256, output_dim: int = 256):
         super().__init__()
+        self.normalize = StateNormalizer(state_dim)
         self.net = mlp(state_dim, hidden, output_dim, layers=1)
         self.output_dim = output_dim
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.net(obs["state"])
+        return self.net(self.normalize(obs["state"]))
 
 
 def random_shift(images: torch.Tensor, pad: int = 4) -> torch.Tensor:
@@ -83,6 +106,7 @@ class ResNet18Encoder(nn.Module):
             stages += [BasicBlock(in_channels, out_channels, stride), BasicBlock(out_channels, out_channels, 1)]
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
+        self.normalize = StateNormalizer(spec.state_dim)
         self.project = nn.Sequential(nn.Linear(512 + spec.state_dim, output_dim), nn.LayerNorm(output_dim), nn.Tanh())
         self.output_dim = output_dim
 
@@ -91,7 +115,7 @@ class ResNet18Encoder(nn.Module):
         if self.training and self.shift_pad > 0:
             images = random_shift(images, self.shift_pad)
         pooled = self.stages(self.stem(images)).mean(dim=(2, 3))  # (batch, 512)
-        return self.project(torch.cat([pooled, obs["state"]], dim=-1))
+        return self.project(torch.cat([pooled, self.normalize(obs["state"])], dim=-1))
 
 
 def build_encoder(spec: ObservationSpec, observation: str, hidden: int = 256) -> nn.Module:

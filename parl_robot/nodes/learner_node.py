@@ -157,6 +157,8 @@ class LearnerNode(Node):
 
     def _offline_pretraining(self) -> None:
         learner = self.cfg.learner
+        with self.lock:  # state statistics of the demonstrations (then saved with every checkpoint)
+            self.agent.fit_state_normalization(self.offline.states[: len(self.offline)])
         total = learner.offline_policy_steps + learner.offline_critic_steps
         for step in range(learner.offline_policy_steps):
             with self.lock:

@@ -16,7 +16,7 @@ import torch
 
 from parl_robot.config import LearnerConfig
 from parl_robot.nets.critic import TwinCritic, ValueNetwork
-from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.nets.encoders import ObservationSpec, StateNormalizer
 from parl_robot.policies import build_policy
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
 from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
@@ -177,7 +177,10 @@ class PARLAgent:
         return loss.item()
 
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
-        """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss."""
+        """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss.
+        With `policy_update: reparameterized` the standard Cal-QL actor update instead."""
+        if self.cfg.policy_update == "reparameterized":
+            return self.update_actor_reparameterized(batch)
         obs = self.observation_tensors(batch)
         dataset_actions = torch.as_tensor(batch["action"], device=self.device)
         optimized = self.optimized_actions(obs, dataset_actions if self.cfg.include_dataset_action else None)
@@ -188,11 +191,38 @@ class PARLAgent:
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
         return loss.item()
 
+    def update_actor_reparameterized(self, batch: dict[str, np.ndarray]) -> float:
+        """SAC/Cal-QL actor loss E[alpha log pi(a|s) - min Q(s, a)], a ~ pi reparameterized (the baseline
+        PA-RL is compared against; needs a policy with `rsample_with_log_prob`, i.e. tanh-Gaussian)."""
+        if not hasattr(self.policy, "rsample_with_log_prob"):
+            raise ValueError(f"policy_update 'reparameterized' needs the gaussian policy, not {self.cfg.policy!r}")
+        obs = self.observation_tensors(batch)
+        actions, log_prob = self.policy.rsample_with_log_prob(obs)
+        features = self.critic.encode(obs)
+        q = self.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)
+        loss = (self.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
+        self._step(self.policy_optimizer, loss, "actor")
+        self.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
+        self.stats.policy_updates += 1
+        self.stats.policy_loss = loss.item()
+        self.stats.q_optimized = q.mean().item()
+        return loss.item()
+
     def _soft_update_target(self) -> None:
         rate = self.cfg.target_update_rate
         with torch.no_grad():
             for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
                 target.lerp_(source, rate)
+
+    def fit_state_normalization(self, states: np.ndarray) -> None:
+        """Set every state normalizer (policy, critics, targets, value) from dataset states — once,
+        before offline training; the statistics then travel in checkpoints with the weights."""
+        for network in (self.policy, self.critic, self.target_critic, self.value):
+            if network is None:
+                continue
+            for module in network.modules():
+                if isinstance(module, StateNormalizer):
+                    module.fit(torch.as_tensor(np.asarray(states), dtype=torch.float32))
 
     # ----- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict:

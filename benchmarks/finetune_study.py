@@ -1,0 +1,245 @@
+"""Sim fine-tuning study: PA-RL against baselines and ablations on the MuJoCo tasks.
+
+    python benchmarks/finetune_study.py [--task cup_to_rack] [--methods all] [--seeds 0 1 2]
+        [--demos 10] [--warmup 20] [--online 100] [--workers 2] [--out benchmarks/results/finetune_study]
+    python benchmarks/finetune_study.py --smoke      # seconds: the CI-sized version
+
+Each run (method x seed) uses the learning core directly on `WidowXSimEnv` — the algorithm, not
+the ROS plumbing (tests/test_integration_graph.py covers the graph):
+  1. record `--demos` scripted noisy demonstrations (the offline data; same seed -> same demos);
+  2. offline: fit state statistics, behaviour-clone the policy, pre-train the critic;
+  3. `--warmup` episodes with the pre-trained agent, no updates (their success = the offline start);
+  4. `--online` episodes: every executed step adds `updates_per_step` critic + policy updates
+     (50/50 offline/online batches), acting with the method's rule.
+Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
+seed) and <out>.png (success vs episodes, moving average over 10), and prints a table.
+
+Methods: parl_diffusion (PA-RL + Cal-QL, diffusion), parl_transformer (PA-RL, token transformer),
+calql_gaussian (Cal-QL with a reparameterized tanh-Gaussian actor, the standard baseline),
+rerank_only (IDQL-style: critic re-ranks policy samples, the policy is never updated online),
+filtered_bc (behaviour cloning on demos + successful online episodes, no critic at act time).
+Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
+actions under the same critic instead of policy samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+METHODS: dict[str, dict] = {
+    "parl_diffusion": {"policy": "diffusion"},
+    "parl_transformer": {"policy": "transformer"},
+    "calql_gaussian": {"policy": "gaussian", "policy_update": "reparameterized", "num_samples": 1, "num_kept": 1,
+                       "local_steps": 0, "include_dataset_action": False},
+    "rerank_only": {"policy": "diffusion", "local_steps": 0, "_no_policy_updates": True},
+    "filtered_bc": {"policy": "diffusion", "num_samples": 1, "num_kept": 1, "local_steps": 0, "_filtered_bc": True},
+    "no_local": {"policy": "diffusion", "local_steps": 0},
+    "no_global": {"policy": "diffusion", "num_samples": 1, "num_kept": 1},
+    "cem_random": {"policy": "diffusion", "_cem": True},
+}
+BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
+ABLATIONS = ("no_local", "no_global", "cem_random")
+
+
+def cem_action(agent, obs, iterations: int = 3, population: int = 32, elites: int = 6) -> np.ndarray:
+    """Cross-entropy method from uniform random actions under the agent's critic (ablation)."""
+    import torch
+
+    with torch.no_grad():
+        tensors = {"state": torch.as_tensor(obs["state"], dtype=torch.float32)[None]}
+        features = agent.critic.encode(tensors)
+        mean, std = torch.zeros(7), torch.ones(7)
+        candidates = torch.rand(population, 7) * 2 - 1
+        for _ in range(iterations):
+            q = agent.critic.q_values(features, candidates[None]).min(dim=0).values[0]
+            top = candidates[q.topk(elites).indices]
+            mean, std = top.mean(0), top.std(0).clamp_min(0.05)
+            candidates = (mean + std * torch.randn(population, 7)).clamp(-1, 1)
+        return mean.clamp(-1, 1).numpy().astype(np.float32)
+
+
+def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int, profile: str,
+        learner_overrides: dict | None = None) -> dict:
+    import torch
+
+    from parl_robot.config import load_config
+    from parl_robot.nets.encoders import ObservationSpec
+    from parl_robot.observation import STATE_DIM
+    from parl_robot.rl.agent import PARLAgent
+    from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
+    from parl_robot.sim.demonstrator import ScriptedDemonstrator
+    from parl_robot.sim.env import WidowXSimEnv
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    options = METHODS[method]
+    cfg = load_config(task=task, overlays=[profile] if profile else [])
+    learner = replace(cfg.learner, seed=seed, **{k: v for k, v in options.items() if not k.startswith("_")},
+                      **(learner_overrides or {}))
+    env = WidowXSimEnv(cfg)
+    spec = ObservationSpec(STATE_DIM)
+    offline = ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount)
+    online_buffer = ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount)
+    demonstrator = ScriptedDemonstrator(cfg, seed=seed)
+    demo_successes = 0
+    for index in range(demos):
+        obs, _ = env.reset(seed=seed * 100_003 + index, options={"phase": "demo"})
+        demonstrator.reset()
+        states, actions, rewards, terminal = [obs["state"]], [], [], False
+        for _ in range(cfg.control.max_episode_steps):
+            action = demonstrator.act(obs["state"])
+            obs, reward, terminal, truncated, _ = env.step(action)
+            states.append(obs["state"]), actions.append(action), rewards.append(reward)
+            if terminal or truncated:
+                break
+        demo_successes += int(terminal)
+        offline.add_episode(EpisodeData(np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards, np.float32), terminal))
+    worst = min(cfg.reward.reward_bias, 0.0) / (1 - learner.discount + 1e-6)
+    agent = PARLAgent(learner, spec, value_range=(worst - 1.0, cfg.reward.success_reward + 1.0))
+    agent.fit_state_normalization(offline.states[: len(offline)])
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for _ in range(learner.offline_policy_steps):
+        agent.behaviour_clone(offline.gather(offline.sample_indices(learner.batch_size, rng)))
+    for _ in range(learner.offline_critic_steps):
+        agent.update_critic(offline.gather(offline.sample_indices(learner.batch_size, rng)))
+    offline_seconds = time.perf_counter() - started
+
+    def act(obs) -> np.ndarray:
+        if options.get("_cem"):
+            return cem_action(agent, obs)
+        return agent.act(obs)[0]
+
+    curve, updates = [], 0
+    for episode in range(warmup + online):
+        phase = "warmup" if episode < warmup else "online"
+        obs, _ = env.reset(seed=10_000_000 + seed * 10_007 + episode, options={"phase": phase})
+        states, actions, rewards, terminal = [obs["state"]], [], [], False
+        for _ in range(cfg.control.max_episode_steps):
+            action = act(obs)
+            obs, reward, terminal, truncated, _ = env.step(action)
+            states.append(obs["state"]), actions.append(action), rewards.append(reward)
+            if phase == "online" and len(online_buffer) > 0:
+                for _ in range(max(1, round(learner.updates_per_step))):
+                    batch = sample_mixed(offline, online_buffer, learner.batch_size, learner.online_fraction, rng)
+                    agent.update_critic(batch)
+                    if not options.get("_no_policy_updates"):
+                        if options.get("_filtered_bc"):
+                            agent.behaviour_clone(_successful_batch(offline, online_buffer, learner.batch_size, rng))
+                        else:
+                            agent.update_policy(batch)
+                    updates += 1
+            if terminal or truncated:
+                break
+        episode_data = EpisodeData(np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards, np.float32), terminal)
+        online_buffer.add_episode(episode_data)
+        curve.append({"episode": episode, "phase": phase, "success": bool(terminal), "steps": len(actions),
+                      "wall_clock_s": round(time.perf_counter() - started, 2), "updates": updates})
+    env.close()
+    warm = [c["success"] for c in curve if c["phase"] == "warmup"]
+    last = [c["success"] for c in curve if c["phase"] == "online"][-20:]
+    return {"method": method, "seed": seed, "task": task, "demo_success_rate": demo_successes / max(demos, 1),
+            "offline_seconds": round(offline_seconds, 1), "offline_start": float(np.mean(warm)) if warm else None,
+            "final_20": float(np.mean(last)) if last else None, "curve": curve}
+
+
+def _successful_batch(offline, online_buffer, batch_size, rng) -> dict:
+    """Filtered BC batch: demos plus transitions of successful online episodes (MC return above the
+    all-failure value marks them)."""
+    from parl_robot.rl.replay_buffer import sample_mixed
+
+    batch = sample_mixed(offline, online_buffer, batch_size * 2, 0.5, rng)
+    keep = batch["mc_return"] > batch["mc_return"].min() + 1e-6
+    if keep.sum() < 2:
+        return sample_mixed(offline, online_buffer, batch_size, 0.0, rng)
+    return {key: value[keep][:batch_size] for key, value in batch.items()}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for method in dict.fromkeys(r["method"] for r in results):
+        runs = [np.array([c["success"] for c in r["curve"]], float) for r in results if r["method"] == method]
+        length = min(len(x) for x in runs)
+        mean = np.mean([x[:length] for x in runs], axis=0)
+        smooth = np.convolve(mean, np.ones(10) / 10, mode="valid") if length >= 10 else mean
+        ax.plot(np.arange(len(smooth)) + (length - len(smooth)), smooth, label=f"{method} ({len(runs)} seeds)")
+    warmup = sum(1 for c in results[0]["curve"] if c["phase"] == "warmup")
+    ax.axvline(warmup - 0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("episode (warm-up | online)")
+    ax.set_ylabel("success (moving average over 10)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{results[0]['task']}: sim fine-tuning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="cup_to_rack")
+    parser.add_argument("--methods", nargs="+", default=["all"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--demos", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--online", type=int, default=100)
+    parser.add_argument("--profile", default="cpu_demo", help="config overlay ('' = the task file's paper sizes)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny CI version: 2 methods, 1 seed, a few episodes")
+    parser.add_argument("--out", default="benchmarks/results/finetune_study")
+    args = parser.parse_args()
+    overrides = None
+    if args.smoke:
+        args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
+        overrides = {"offline_policy_steps": 20, "offline_critic_steps": 10}
+    methods = list(BASELINES + ABLATIONS) if args.methods == ["all"] else args.methods
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown method(s) {sorted(unknown)}; known: {sorted(METHODS)}")
+    jobs = [(args.task, m, s, args.demos, args.warmup, args.online, args.profile, overrides) for m in methods for s in args.seeds]
+    started = time.perf_counter()
+    if args.workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(args.workers) as pool:
+            results = list(pool.map(run, *zip(*jobs)))
+    else:
+        results = [run(*job) for job in jobs]
+    print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
+    summary = {}
+    for method in methods:
+        runs = [r for r in results if r["method"] == method]
+        start = float(np.mean([r["offline_start"] for r in runs if r["offline_start"] is not None] or [np.nan]))
+        final = float(np.mean([r["final_20"] for r in runs if r["final_20"] is not None] or [np.nan]))
+        minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
+        summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start), "seeds": len(runs)}
+        print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results,
+                                                    "wall_clock_s": round(time.perf_counter() - started, 1)}, indent=1))
+    try:
+        plot(results, out.with_suffix(".png"))
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install matplotlib)")
+    print(f"wrote {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""CI-sized versions of the benchmark scripts: they run end to end and report what they should."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("method", ["parl_diffusion", "calql_gaussian", "filtered_bc", "cem_random"])
+def test_finetune_study_runs_each_kind_of_method(method):
+    study = _load("finetune_study")
+    result = study.run("cup_to_rack", method, seed=0, demos=2, warmup=1, online=1, profile="cpu_demo",
+                       learner_overrides={"offline_policy_steps": 20, "offline_critic_steps": 10})
+    assert [c["phase"] for c in result["curve"]] == ["warmup", "online"]
+    assert result["curve"][-1]["updates"] > 0 or method == "filtered_bc" and result["curve"][-1]["steps"] == 0
+    assert 0.0 <= result["demo_success_rate"] <= 1.0 and result["offline_start"] in (0.0, 1.0)
+
+
+def test_finetune_study_rejects_unknown_methods(monkeypatch, tmp_path):
+    study = _load("finetune_study")
+    monkeypatch.setattr(sys, "argv", ["finetune_study.py", "--methods", "magic", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="unknown method"):
+        study.main()

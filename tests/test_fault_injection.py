@@ -78,15 +78,17 @@ def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path
         started = len(graph.observer.action_times)
         graph.wait_for(lambda: len(graph.observer.action_times) >= started + 3, 10, "a few actions")
         before_kill = _online_ids(graph.store)
+        statuses_before_kill = len(graph.observer.status)
         graph.kill("learner")
         killed_at = time.monotonic()
-        # The watchdog holds the arm within 2 control periods; nothing is executed after that.
-        graph.wait_for(lambda: graph.observer.latest_status().get("holding") is True
-                       and graph.observer.status[-1] is not None, 5, "arm holding")
+        # The watchdog holds the arm within 2 control periods; nothing is executed after that. Status
+        # comes at 1 Hz: judge only reports sent after the kill (the second one is surely after it).
+        graph.wait_for(lambda: len(graph.observer.status) >= statuses_before_kill + 2
+                       and graph.observer.latest_status().get("holding") is True, 6, "arm holding")
         executed = graph.observer.latest_status()["executed_actions"]
         time.sleep(2.5)
         assert graph.observer.latest_status()["executed_actions"] == executed
-        assert all(t <= killed_at + 0.05 for t, _ in graph.observer.action_times)
+        assert all(t <= killed_at + 0.3 for t, _ in graph.observer.action_times)  # only ones already in flight
         # The manager drops the lost episode and waits for the learner to come back.
         graph.wait_for(lambda: any(e["type"] == "discarded" and e.get("reason") == "learner lost"
                                    for e in graph.observer.events), 10, "episode discarded")
@@ -139,9 +141,9 @@ def test_camera_dropout_pauses_control_and_page_warns_then_recovers(tmp_path):
         dropped_at = time.monotonic()
         graph.wait_for(lambda: "camera_lost" in page_warnings(), 10, "operator page camera warning")
         graph.wait_for(lambda: graph.observer.latest_status().get("holding") is True, 5, "arm holding")
-        # Allow actions already on their way (one control period plus the staleness limit).
-        quiet_from = dropped_at + 0.5 + 0.3
-        time.sleep(2.0)
+        # Allow actions already on their way (staleness limit 0.5 s, one control period, scheduling slack).
+        quiet_from = dropped_at + 0.5 + 0.2 + 0.5
+        time.sleep(2.5)
         assert not [t for t, _ in graph.observer.action_times if t > quiet_from], "actions sent without a camera"
         assert "learner_warning" in page_warnings()  # the learner says why it stopped acting
 

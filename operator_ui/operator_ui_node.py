@@ -8,7 +8,6 @@ E-stop calls the control node's `robot/estop` service directly, so it works with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -59,12 +58,12 @@ class OperatorBridgeNode(Node):
             self.state.on_event(event)
 
     def on_stats(self, msg: String) -> None:
-        stats = _json_object(msg.data)
+        stats = common.parse_json_object(msg)
         if stats is not None:
             self.state.on_stats(stats)
 
     def on_status(self, msg: String) -> None:
-        status = _json_object(msg.data)
+        status = common.parse_json_object(msg)
         if status is not None:
             self.state.on_status(status)
 
@@ -91,14 +90,6 @@ class OperatorBridgeNode(Node):
             return False, f"service {client.srv_name} did not answer within {timeout_s:.0f} s"
         response = future.result()
         return bool(response.success), str(response.message)
-
-
-def _json_object(text: str) -> dict | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def main(args=None) -> int:

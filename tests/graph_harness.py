@@ -1,8 +1,11 @@
 """Helpers for tests that run the node graph as real processes over Fast DDS."""
 
+import io
 import json
 import os
 import random
+import signal
+import socket
 import threading
 import time
 
@@ -11,7 +14,18 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from std_msgs.msg import Float32, Float32MultiArray, String
 
+from parl_robot.config import load_config
+from parl_robot.data.episode_store import EpisodeStore
+from parl_robot.graph import finetune_graph
+from parl_robot.launcher import start_node, stop_nodes
 from parl_robot.nodes import common
+from parl_robot.sim.record_demos import record_demos
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def isolated_ros_env() -> tuple[int, dict]:
@@ -91,3 +105,34 @@ class Observer:
         rclpy.shutdown(context=self.context)
 
 
+class Graph:
+    """The cup_to_rack sim finetune graph (cpu_demo profile, 3 recorded demos) as processes, each
+    started (and restartable) by name, with one shared log and an observer node."""
+
+    def __init__(self, tmp_path, overrides: dict, ui_port: int = 0, demos: int = 3):
+        self.store_dir = tmp_path / "store"
+        cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(self.store_dir)})
+        self.cfg = cfg
+        self.store = EpisodeStore(self.store_dir)
+        record_demos(cfg, self.store, demos, log=lambda *_: None)
+        arguments = {"task": "cup_to_rack", "sim": "true", "overlay": "cpu_demo", "store_dir": str(self.store_dir),
+                     "overrides": json.dumps(overrides), "ui_port": str(ui_port)}
+        self.specs = {spec.name: spec for spec in finetune_graph(arguments)}
+        self.domain_id, self.env = isolated_ros_env()
+        self.log, self.lock = io.StringIO(), threading.Lock()
+        self.nodes = {}
+        self.observer = Observer(self.domain_id)
+
+    def start(self, name: str) -> None:
+        self.nodes[name] = start_node(self.specs[name], len(self.nodes), self.env, self.log, self.lock, colour=False)
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.nodes[name].process.pid, signal.SIGKILL)
+        self.nodes[name].process.wait(timeout=10)
+
+    def wait_for(self, condition, timeout: float, what: str) -> None:
+        self.observer.wait_for(condition, timeout, what, log=self.log.getvalue)
+
+    def close(self) -> None:
+        stop_nodes(list(self.nodes.values()))
+        self.observer.close()

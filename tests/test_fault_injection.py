@@ -1,12 +1,7 @@
 """Fault injection on the sim graph with real processes: a learner killed mid-episode, a camera
 that drops out, malformed actions. The arm must hold, nothing stored may be lost or duplicated."""
 
-import io
 import json
-import os
-import signal
-import socket
-import threading
 import time
 import urllib.request
 
@@ -16,12 +11,7 @@ import pytest
 pytest.importorskip("rclpy")
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension  # noqa: E402
 
-from graph_harness import Observer, isolated_ros_env  # noqa: E402
-from parl_robot.config import load_config  # noqa: E402
-from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
-from parl_robot.graph import finetune_graph  # noqa: E402
-from parl_robot.launcher import start_node, stop_nodes  # noqa: E402
-from parl_robot.sim.record_demos import record_demos  # noqa: E402
+from graph_harness import Graph, free_port  # noqa: E402
 
 OVERRIDES = {
     "learner.warmup_episodes": 1,
@@ -32,43 +22,12 @@ OVERRIDES = {
 }
 
 
-class Graph:
-    """The finetune graph's nodes as processes, each restartable, with one shared log."""
-
-    def __init__(self, tmp_path, episodes: int, ui_port: int = 0):
-        self.store_dir = tmp_path / "store"
-        cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(self.store_dir)})
-        self.store = EpisodeStore(self.store_dir)
-        record_demos(cfg, self.store, 3, log=lambda *_: None)
-        arguments = {"task": "cup_to_rack", "sim": "true", "overlay": "cpu_demo", "store_dir": str(self.store_dir),
-                     "overrides": json.dumps({**OVERRIDES, "episodes.num_online_episodes": episodes}), "ui_port": str(ui_port)}
-        self.specs = {spec.name: spec for spec in finetune_graph(arguments)}
-        self.domain_id, self.env = isolated_ros_env()
-        self.log, self.lock = io.StringIO(), threading.Lock()
-        self.nodes = {}
-        self.observer = Observer(self.domain_id)
-
-    def start(self, name: str) -> None:
-        self.nodes[name] = start_node(self.specs[name], len(self.nodes), self.env, self.log, self.lock, colour=False)
-
-    def kill(self, name: str) -> None:
-        os.killpg(self.nodes[name].process.pid, signal.SIGKILL)
-        self.nodes[name].process.wait(timeout=10)
-
-    def wait_for(self, condition, timeout: float, what: str) -> None:
-        self.observer.wait_for(condition, timeout, what, log=self.log.getvalue)
-
-    def close(self) -> None:
-        stop_nodes(list(self.nodes.values()))
-        self.observer.close()
-
-
 def _online_ids(store):
     return sorted(r["episode_id"] for r in store.records() if r["kind"] == "online")
 
 
 def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path):
-    graph = Graph(tmp_path, episodes=4)
+    graph = Graph(tmp_path, {**OVERRIDES, "episodes.num_online_episodes": 4})
     try:
         for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
             graph.start(name)
@@ -115,15 +74,9 @@ def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path
     assert len(graph.store.load_all()) == 2 + 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_camera_dropout_pauses_control_and_page_warns_then_recovers(tmp_path):
-    port = _free_port()
-    graph = Graph(tmp_path, episodes=20, ui_port=port)
+    port = free_port()
+    graph = Graph(tmp_path, {**OVERRIDES, "episodes.num_online_episodes": 20}, ui_port=port)
 
     def page_warnings() -> set[str]:
         try:
@@ -164,7 +117,7 @@ def _action(values, step=0):
 
 
 def test_malformed_actions_are_rejected_logged_and_arm_holds(tmp_path):
-    graph = Graph(tmp_path, episodes=1)
+    graph = Graph(tmp_path, {**OVERRIDES, "episodes.num_online_episodes": 1})
     try:
         graph.start("sim_bridge")
         graph.wait_for(lambda: graph.observer.status, 30, "control node status")

@@ -16,3 +16,14 @@ def test_rgb_image_message_round_trip_and_rejects_other_encodings():
     assert rgb_image_from_message(msg) is None
     msg.encoding, msg.height = "rgb8", 13
     assert rgb_image_from_message(msg) is None
+
+
+def test_json_messages_parse_to_objects_or_none():
+    from std_msgs.msg import String
+
+    from parl_robot.nodes.common import parse_event, parse_json_object
+
+    assert parse_json_object(String(data='{"phase": "online"}')) == {"phase": "online"}
+    assert parse_json_object(String(data="[1, 2]")) is None and parse_json_object(String(data="{nope")) is None
+    assert parse_event(String(data='{"type": "start", "episode": 3}'))["episode"] == 3
+    assert parse_event(String(data='{"episode": 3}')) is None

@@ -5,14 +5,7 @@ label and the success curve update; then, with the learner killed, the e-stop st
 arm. Screenshots go to the test's tmp dir.
 """
 
-import io
-import json
-import os
-import random
 import shutil
-import signal
-import socket
-import threading
 import time
 
 import pytest
@@ -23,11 +16,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from parl_robot.config import load_config  # noqa: E402
-from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
-from parl_robot.graph import finetune_graph  # noqa: E402
-from parl_robot.launcher import start_node, stop_nodes  # noqa: E402
-from parl_robot.sim.record_demos import record_demos  # noqa: E402
+from graph_harness import Graph, free_port  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -44,12 +33,6 @@ OVERRIDES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def browser():
     options = webdriver.ChromeOptions()
@@ -62,20 +45,11 @@ def browser():
 
 
 def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
-    store_dir = tmp_path / "store"
-    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
-    store = EpisodeStore(store_dir)
-    record_demos(cfg, store, 3, log=lambda *_: None)
-    port = _free_port()
-    specs = finetune_graph(
-        {"task": "cup_to_rack", "sim": "true", "overlay": "cpu_demo", "store_dir": str(store_dir),
-         "overrides": json.dumps(OVERRIDES), "ui_port": str(port)}
-    )
-    domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    log = io.StringIO()
-    nodes = [start_node(spec, i, env, log, threading.Lock(), colour=False) for i, spec in enumerate(specs)]
-    by_name = {node.spec.name: node for node in nodes}
+    port = free_port()
+    graph = Graph(tmp_path, OVERRIDES, ui_port=port)
+    for name in graph.specs:
+        graph.start(name)
+    cfg, store, log = graph.cfg, graph.store, graph.log
 
     def shot(name: str) -> None:
         browser.save_screenshot(str(tmp_path / f"{name}.png"))
@@ -131,12 +105,12 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
         wait_for(lambda d: "0/1" in text("phase-rates"), "curve after relabel")
 
         # The learner dies: the page says so, and the e-stop still reaches the arm.
-        os.killpg(by_name["learner"].process.pid, signal.SIGKILL)
+        graph.kill("learner")
         wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="learner_lost"]'), "learner warning", 20)
         browser.find_element(By.ID, "btn-estop").click()
         wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="estop"]'), "e-stop latched", 10)
         assert "estop: ok" in text("message")
         shot("5_estop_without_learner")
     finally:
-        stop_nodes(nodes)
+        graph.close()
     assert (tmp_path / "5_estop_without_learner.png").stat().st_size > 10_000

@@ -161,6 +161,7 @@ class EpisodeStore:
         with np.load(directory / ARRAYS) as arrays:
             states, actions, rewards = arrays["states"], arrays["actions"], arrays["rewards"]
             terminal = bool(arrays["terminal"])
+            timestamps = arrays["timestamps"] if "timestamps" in arrays.files else None
         if len(states) != len(actions) + 1 or len(rewards) != len(actions) or record.steps != len(actions):
             raise ValueError(f"inconsistent lengths: {len(states)} states, {len(actions)} actions, {len(rewards)} rewards")
         if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions)) and np.all(np.isfinite(rewards))):
@@ -171,7 +172,7 @@ class EpisodeStore:
 
             with np.load(directory / IMAGES) as frames:
                 images = np.stack([cv2.imdecode(frames[name], cv2.IMREAD_COLOR)[:, :, ::-1] for name in sorted(frames.files)])
-        return record, EpisodeData(states, actions, rewards, terminal, images)
+        return record, EpisodeData(states, actions, rewards, terminal, images, timestamps)
 
     def quarantine(self, episode_id: str, reason: str) -> Path:
         target = self.quarantine_dir / f"{episode_id}.{int(time.time())}"

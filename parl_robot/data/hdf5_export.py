@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parl_robot.data.episode_store import ARRAYS, EpisodeRecord, EpisodeStore
+from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.rl.replay_buffer import EpisodeData
 
 FORMAT = "parl_robot.hdf5"
@@ -63,8 +63,7 @@ def export_hdf5(store: EpisodeStore, path: str | Path, kind: str | None = None) 
             if episode.terminal and steps:
                 dones[-1] = 1
             group.create_dataset("dones", data=dones)
-            with np.load(store.episodes_dir / record.episode_id / ARRAYS) as arrays:
-                timestamps = arrays["timestamps"] if "timestamps" in arrays.files else np.zeros(steps + 1)
+            timestamps = episode.timestamps if episode.timestamps is not None else np.zeros(steps + 1)
             group.create_dataset("timestamps", data=np.asarray(timestamps, np.float64))
             group.create_dataset("obs/state", data=episode.states.astype(np.float32))
             if episode.images is not None:

@@ -81,12 +81,18 @@ def event_message(kind: str, **fields) -> String:
     return String(data=json.dumps({"type": kind, "time": time.time(), **fields}))
 
 
-def parse_event(msg: String) -> dict | None:
+def parse_json_object(msg: String) -> dict | None:
+    """The JSON object a String message carries (events, learner stats, robot status), or None."""
     try:
-        event = json.loads(msg.data)
+        value = json.loads(msg.data)
     except ValueError:
         return None
-    return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None
+    return value if isinstance(value, dict) else None
+
+
+def parse_event(msg: String) -> dict | None:
+    event = parse_json_object(msg)
+    return event if event is not None and isinstance(event.get("type"), str) else None
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:

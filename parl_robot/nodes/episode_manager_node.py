@@ -9,7 +9,6 @@ episodes the node announces `finished` and exits 0, which ends the launch.
 
 from __future__ import annotations
 
-import json
 import time
 
 from rclpy.node import Node
@@ -62,10 +61,10 @@ class EpisodeManagerNode(Node):
         self.publish("state")
 
     def on_learner_stats(self, msg: String) -> None:
-        try:
-            phase = json.loads(msg.data).get("phase")
-        except (ValueError, AttributeError):
+        stats = common.parse_json_object(msg)
+        if stats is None:
             return
+        phase = stats.get("phase")
         self.learner_seen = time.monotonic()
         if self.state == WAITING_FOR_LEARNER and phase in ("warmup", "online"):
             self.get_logger().info("learner ready")

@@ -45,10 +45,7 @@ class SimBridgeNode(ControlNode):
         return SimArmBackend(self.world)
 
     def on_learner_stats(self, msg: String) -> None:
-        try:
-            phase = json.loads(msg.data).get("phase")
-        except (ValueError, AttributeError):
-            return
+        phase = (common.parse_json_object(msg) or {}).get("phase")
         if isinstance(phase, str):
             self.learner_phase = phase
 

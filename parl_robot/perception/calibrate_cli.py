@@ -25,6 +25,7 @@ import yaml
 
 from parl_robot.perception.calibration import (
     CalibrationError, CameraModel, calibrate_extrinsics, calibrate_intrinsics, find_aruco_centre, task_workspace_overlay,
+    write_yaml_atomic,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -37,14 +38,6 @@ def _read_image(path: Path) -> np.ndarray:
     return image[:, :, ::-1].copy()
 
 
-def _write_yaml(path: Path, data: dict, header: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(f"# {header}\n" + yaml.safe_dump(data, sort_keys=False))
-    temporary.replace(path)
-    return path
-
-
 def intrinsics(args: dict[str, str]) -> str:
     directory = Path(args["images"])
     paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if directory.is_dir() else []
@@ -54,7 +47,7 @@ def intrinsics(args: dict[str, str]) -> str:
     images = [_read_image(p) for p in paths]
     camera_matrix, distortion, rms, used = calibrate_intrinsics(images, (cols, rows), float(args.get("square", "0.025")))
     height, width = images[0].shape[:2]
-    out = _write_yaml(
+    out = write_yaml_atomic(
         Path(args.get("out", "calibration/intrinsics.yaml")),
         {"image_width": width, "image_height": height, "camera_matrix": np.round(camera_matrix, 6).tolist(),
          "distortion": np.round(distortion, 8).tolist(), "reprojection_error_px": round(rms, 4), "views": used},
@@ -98,7 +91,7 @@ def task(args: dict[str, str]) -> str:
     name = args["task"]
     document = yaml.safe_load(Path(args["points"]).read_text())
     overlay = task_workspace_overlay(document["target"], document["workspace"])
-    out = _write_yaml(Path(args.get("out", f"calibration/tasks/{name}.yaml")), overlay,
+    out = write_yaml_atomic(Path(args.get("out", f"calibration/tasks/{name}.yaml")), overlay,
                       f"{name}: target region and safety box touched on the real setup (config overlay)")
     return f"target {overlay['reward']} and safety box {overlay['control']} -> {out}"
 

@@ -22,6 +22,16 @@ class CalibrationError(ValueError):
     pass
 
 
+def write_yaml_atomic(path: str | Path, data: dict, header: str) -> Path:
+    """Write `data` as YAML under a `# header` line: to a temporary file, then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(f"# {header}\n" + yaml.safe_dump(data, sort_keys=False))
+    temporary.replace(path)
+    return path
+
+
 @dataclass
 class CameraModel:
     camera_matrix: np.ndarray  # (3, 3) K
@@ -72,12 +82,7 @@ class CameraModel:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text("# parl_robot camera calibration (robot base frame -> OpenCV camera frame)\n" + yaml.safe_dump(self.to_dict(), sort_keys=False))
-        temporary.replace(path)
-        return path
+        return write_yaml_atomic(path, self.to_dict(), "parl_robot camera calibration (robot base frame -> OpenCV camera frame)")
 
     @classmethod
     def load(cls, path: str | Path) -> "CameraModel":

@@ -19,6 +19,7 @@ class EpisodeData:
     rewards: np.ndarray  # (steps,) float32
     terminal: bool  # ended in success (no bootstrapping past the last step)
     images: np.ndarray | None = None  # (steps + 1, H, W, 3) uint8
+    timestamps: np.ndarray | None = None  # (steps + 1,) wall-clock seconds, when loaded from a store
 
 
 class ReplayBuffer:

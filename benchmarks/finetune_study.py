@@ -79,6 +79,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     from parl_robot.nets.encoders import ObservationSpec
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
+    from parl_robot.rl.losses import achievable_returns
     from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
     from parl_robot.sim.demonstrator import ScriptedDemonstrator
     from parl_robot.sim.env import WidowXSimEnv
@@ -107,8 +108,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
                 break
         demo_successes += int(terminal)
         offline.add_episode(EpisodeData(np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards, np.float32), terminal))
-    worst = min(cfg.reward.reward_bias, 0.0) / (1 - learner.discount + 1e-6)
-    agent = PARLAgent(learner, spec, value_range=(worst - 1.0, cfg.reward.success_reward + 1.0))
+    agent = PARLAgent(learner, spec, value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.discount))
     agent.fit_state_normalization(offline.states[: len(offline)])
     rng = np.random.default_rng(seed)
     started = time.perf_counter()

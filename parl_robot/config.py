@@ -104,7 +104,10 @@ class LearnerConfig:
     local_steps: int = _field(10, low=0, high=1000)  # T
     local_step_size: float = _field(3e-4, low=0.0, high=10.0)  # alpha
     include_dataset_action: bool = True
-    selection: str = _field("argmax", choices=("argmax", "softmax"))
+    selection: str = _field("argmax", choices=("argmax", "softmax"))  # acting
+    # Distillation targets: a sample from softmax(Q / temperature) over the candidates (the reference
+    # implementation's default) or the argmax candidate.
+    distill_selection: str = _field("softmax", choices=("argmax", "softmax"))
     softmax_temperature: float = _field(1.0, low=1e-6, high=1e6)
     # Critic.
     critic: str = _field("calql", choices=("calql", "iql"))
@@ -119,7 +122,8 @@ class LearnerConfig:
     hl_gauss_bins: int = _field(0, low=0, high=1024)  # 0 = scalar critic
     critic_lr: float = _field(3e-4, low=0.0, high=1.0)
     # Policy.
-    policy_lr: float = _field(3e-4, low=0.0, high=1.0)
+    policy_lr: float = _field(3e-4, low=0.0, high=1.0)  # behaviour cloning (offline start, filtered BC)
+    distill_lr: float = _field(5e-5, low=0.0, high=1.0)  # online distillation of optimized actions
     policy_hidden: int = _field(256, low=8, high=8192)
     policy_blocks: int = _field(3, low=1, high=32)
     diffusion_steps: int = _field(5, low=1, high=1000)

@@ -11,7 +11,7 @@ from parl_robot.policies import build_policy
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
-from parl_robot.rl.losses import calql_regularizer, discounted_returns, expectile_loss, td_loss
+from parl_robot.rl.losses import achievable_returns, calql_regularizer, discounted_returns, expectile_loss, td_loss
 from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer
 
 SPEC = ObservationSpec(state_dim=3)
@@ -65,6 +65,26 @@ def test_discounted_returns_terminal_and_truncated():
     assert discounted_returns([-1, -1, 0], 0.5, terminal=True) == pytest.approx([-1.5, -1.0, 0.0])
     # truncated: the last reward continues forever: -1 / (1 - 0.5) = -2 after the last step
     assert discounted_returns([-1, -1], 0.5, terminal=False) == pytest.approx([-2.0, -2.0])
+
+
+
+@pytest.mark.parametrize("success_reward, reward_bias", [(1.0, -1.0), (1.0, 0.0), (4.0, -2.0)])
+def test_achievable_returns_bound_every_episode_and_are_tight(success_reward, reward_bias):
+    discount = 0.9
+    low, high = achievable_returns(success_reward, reward_bias, discount)
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(200):
+        steps = int(rng.integers(1, 60))
+        success = bool(rng.random() < 0.5)
+        rewards = [reward_bias] * steps
+        rewards[-1] += success_reward * success
+        seen += discounted_returns(rewards, discount, terminal=success)
+    assert low - 1e-6 <= min(seen) and max(seen) <= high + 1e-6
+    assert high == pytest.approx(max(seen), abs=1e-6)  # a one-step success reaches the top
+    assert low == pytest.approx(min(reward_bias, 0.0) / (1 - discount))  # never-ending failure the bottom
+    with pytest.raises(ValueError, match="discount"):
+        achievable_returns(success_reward, reward_bias, 1.0)
 
 
 @pytest.mark.parametrize("policy", ["diffusion", "gaussian", "transformer"])

@@ -27,6 +27,7 @@ from parl_robot.nodes import common
 from parl_robot.observation import STATE_DIM, state_vector
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
+from parl_robot.rl.losses import achievable_returns
 from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
 
 
@@ -66,11 +67,10 @@ class LearnerNode(Node):
         self.checkpoint_dir = Path(self.cfg.episodes.store_dir) / "checkpoints"
         image_shape = (self.cfg.sim.camera_height, self.cfg.sim.camera_width, 3) if learner.observation == "image" else None
         self.spec = ObservationSpec(STATE_DIM, image_shape)
-        worst = min(self.cfg.reward.reward_bias, 0.0) / (1 - learner.discount + 1e-6)
         self.agent = PARLAgent(
             learner,
             self.spec,
-            value_range=(worst - 1.0, self.cfg.reward.success_reward + 1.0),
+            value_range=achievable_returns(self.cfg.reward.success_reward, self.cfg.reward.reward_bias, learner.discount),
             instruction=self.cfg.task.instruction,
             action_scale=self.cfg.control.action_scale,
         )

@@ -9,7 +9,7 @@ No ROS here: nodes and benchmarks drive it.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -86,6 +86,7 @@ class PARLAgent:
             selection=cfg.selection,
             temperature=cfg.softmax_temperature,
         )
+        self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
         self.value_range = value_range
         self.stats = UpdateStats()
         self.caches: list[tuple[ReplayBuffer, ActionCache]] = []
@@ -104,14 +105,15 @@ class PARLAgent:
         obs: dict[str, torch.Tensor],
         dataset_actions: torch.Tensor | None = None,
         samples: torch.Tensor | None = None,
+        optimizer_cfg: ActionOptimizerConfig | None = None,
     ) -> OptimizedActions:
         """π_opt for a batch of states: k policy samples (or the given cached ones), top m by Q, T
-        accepted-only ascent steps."""
+        accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
         if samples is None:
             samples = self.policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
-        return optimize_actions(self.critic, features, samples, self.optimizer_cfg, dataset_actions)
+        return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
 
     def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Action for one state (unbatched arrays) and its Q value."""
@@ -172,9 +174,12 @@ class PARLAgent:
         return seconds
 
     # ----- updates ---------------------------------------------------------------------------
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str, lr: float | None = None) -> None:
         if not torch.isfinite(loss):
             raise NumericalInstability(f"{what} loss is {loss.item()}; update skipped, weights kept")
+        if lr is not None:  # one optimizer, two rates: behaviour cloning and distillation
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -183,7 +188,7 @@ class PARLAgent:
         obs = self.observation_tensors(batch)
         actions = torch.as_tensor(batch["action"], device=self.device)
         loss = self.policy.supervised_loss(obs, actions)
-        self._step(self.policy_optimizer, loss, "behaviour cloning")
+        self._step(self.policy_optimizer, loss, "behaviour cloning", self.cfg.policy_lr)
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
@@ -260,9 +265,10 @@ class PARLAgent:
             obs,
             dataset_actions if self.cfg.include_dataset_action else None,
             self.cached_samples(batch, "policy_samples", self.cfg.num_samples),
+            self.distill_optimizer_cfg,
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
-        self._step(self.policy_optimizer, loss, "distillation")
+        self._step(self.policy_optimizer, loss, "distillation", self.cfg.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
@@ -278,7 +284,7 @@ class PARLAgent:
         features = self.critic.encode(obs)
         q = self.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)
         loss = (self.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
-        self._step(self.policy_optimizer, loss, "actor")
+        self._step(self.policy_optimizer, loss, "actor", self.cfg.policy_lr)
         self.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()

@@ -43,6 +43,19 @@ def expectile_loss(difference: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * difference.pow(2)).mean()
 
 
+def achievable_returns(success_reward: float, reward_bias: float, discount: float) -> tuple[float, float]:
+    """Bounds on any discounted return with step reward `success_reward * success + reward_bias`,
+    success ending the episode: every step earns the failure reward except possibly the last.
+    (−1/(1 − γ), 0) for the binary tasks. TD targets are clipped to it and an HL-Gauss head's support
+    spans it, so the critic cannot rate an action above the best outcome the task allows — the
+    over-estimates the action optimizer would otherwise find and distil."""
+    if not 0.0 <= discount < 1.0:
+        raise ValueError(f"discount must be in [0, 1) for bounded returns, got {discount}")
+    fail, success = reward_bias, success_reward + reward_bias
+    horizon = 1.0 / (1.0 - discount)
+    return min(fail, 0.0) * horizon + min(success, 0.0), max(fail, 0.0) * horizon + max(success, 0.0)
+
+
 def discounted_returns(rewards: torch.Tensor | list, discount: float, terminal: bool) -> list[float]:
     """Monte-Carlo return-to-go per step. A truncated (non-terminal) episode's tail is assumed to
     keep its last reward forever, the conservative choice for sparse −1/0 rewards (as Cal-QL does)."""

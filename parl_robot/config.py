@@ -124,6 +124,11 @@ class LearnerConfig:
     # Policy.
     policy_lr: float = _field(3e-4, low=0.0, high=1.0)  # behaviour cloning (offline start, filtered BC)
     distill_lr: float = _field(5e-5, low=0.0, high=1.0)  # online distillation of optimized actions
+    # Actions are sampled from an exponential moving average of the policy weights (as the PA-RL
+    # reference's DDPM samples with its target parameters): distillation trains on the policy's own
+    # samples, and without the lag that loop amplifies its own sampling errors. 0 = no average
+    # (required for openvla: it would be a second 7B copy).
+    policy_ema_rate: float = _field(0.005, low=0.0, high=1.0)
     policy_hidden: int = _field(256, low=8, high=8192)
     policy_blocks: int = _field(3, low=1, high=32)
     diffusion_steps: int = _field(5, low=1, high=1000)
@@ -259,6 +264,11 @@ def _check_lengths(cfg: TaskConfig, source: str = "<defaults>") -> None:
         )
     if cfg.learner.policy == "openvla" and cfg.learner.observation != "image":
         raise ConfigError(f"{source}: 'learner.policy' openvla reads camera images; set 'learner.observation' to image")
+    if cfg.learner.policy == "openvla" and cfg.learner.policy_ema_rate > 0:
+        raise ConfigError(
+            f"{source}: 'learner.policy_ema_rate' must be 0 for openvla (an averaged copy of 7B weights "
+            "does not fit beside them); config/profiles/openvla.yaml sets it"
+        )
     if cfg.learner.action_cache_size and cfg.learner.action_cache_size < cfg.learner.num_samples:
         raise ConfigError(
             f"{source}: 'learner.action_cache_size' ({cfg.learner.action_cache_size}) must be 0 or at least "

@@ -56,3 +56,10 @@ def test_config_hash_changes_with_content():
 
 def test_known_tasks_list():
     assert "cup_to_rack" in TASKS
+
+
+def test_openvla_refuses_a_policy_moving_average():
+    with pytest.raises(ConfigError, match="'learner.policy_ema_rate' must be 0 for openvla"):
+        load_config(task="cup_to_rack", overrides={"learner.policy": "openvla", "learner.observation": "image"})
+    cfg = load_config(task="cup_to_rack", overlays=["openvla"])
+    assert cfg.learner.policy_ema_rate == 0.0 and cfg.learner.distill_lr == cfg.learner.policy_lr

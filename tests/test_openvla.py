@@ -43,7 +43,8 @@ def tiny_dir(tmp_path_factory):
 def tiny_cfg(path, **overrides) -> LearnerConfig:
     base = dict(policy="openvla", observation="image", openvla_path=str(path), openvla_dtype="float32", lora_rank=8,
                 lora_alpha=16.0, num_samples=4, num_kept=2, local_steps=2, local_step_size=0.01, action_cache_size=4,
-                cql_num_actions=2, batch_size=4, critic_hidden=32, critic_layers=1, policy_lr=3e-3, seed=0)
+                cql_num_actions=2, batch_size=4, critic_hidden=32, critic_layers=1, policy_lr=3e-3, distill_lr=3e-3,
+                policy_ema_rate=0.0, seed=0)
     return replace(LearnerConfig(), **{**base, **overrides})
 
 

@@ -139,7 +139,7 @@ def test_parl_distillation_moves_mass_to_better_mode_while_bc_does_not():
     buffer = bandit_buffer(spec)
     rng = np.random.default_rng(0)
     cfg = small_cfg(policy="diffusion", cql_alpha=0.0, discount=0.0, num_samples=16, num_kept=4, local_steps=3,
-                    batch_size=128, include_dataset_action=True)
+                    batch_size=128, include_dataset_action=True, distill_lr=3e-4)
     agent = PARLAgent(cfg, spec, action_dim=1)
     for _ in range(300):
         agent.behaviour_clone(buffer.gather(buffer.sample_indices(128, rng)))
@@ -158,6 +158,9 @@ def test_checkpoint_round_trip_reproduces_actions(tmp_path):
     cfg = small_cfg(policy="diffusion")
     agent = PARLAgent(cfg, SPEC, action_dim=2)
     state = np.array([0.1, -0.2, 0.3], np.float32)
+    batch = {"state": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32), "action": np.full((8, 2), 0.5, np.float32)}
+    for _ in range(3):  # the averaged sampling weights now differ from the trained ones
+        agent.behaviour_clone(batch)
     save_checkpoint(tmp_path, {"agent": agent.state_dict()})
     torch.manual_seed(123)
     expected, _ = agent.act({"state": state})
@@ -166,6 +169,21 @@ def test_checkpoint_round_trip_reproduces_actions(tmp_path):
     torch.manual_seed(123)
     actual, _ = restored.act({"state": state})
     assert np.array_equal(expected, actual)
+
+
+def test_actions_are_sampled_from_a_warmed_up_moving_average_of_the_policy():
+    agent = PARLAgent(small_cfg(policy="diffusion", policy_ema_rate=0.5), SPEC, action_dim=2)
+    initial = [p.detach().clone() for p in agent.policy.parameters()]
+    batch = {"state": np.ones((8, 3), np.float32), "action": np.full((8, 2), 0.5, np.float32)}
+    agent.behaviour_clone(batch)
+    assert agent.sampling_policy is agent.policy_ema
+    decay = min(1 - 0.5, 1 / 10)  # the warm-up term wins on the first update
+    for average, start, trained in zip(agent.policy_ema.parameters(), initial, agent.policy.parameters()):
+        torch.testing.assert_close(average, decay * start + (1 - decay) * trained.detach())
+    assert not any(p.requires_grad for p in agent.policy_ema.parameters())
+    plain = PARLAgent(small_cfg(policy="diffusion", policy_ema_rate=0.0), SPEC, action_dim=2)
+    assert plain.policy_ema is None and plain.sampling_policy is plain.policy
+    assert "policy_ema" not in plain.state_dict()
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):

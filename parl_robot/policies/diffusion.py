@@ -55,6 +55,12 @@ class DiffusionPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, obs: Observation, num_samples: int) -> torch.Tensor:
+        """Ancestral DDPM sampling with the clean-action estimate clipped to the action bounds at every
+        step (x0-clipping, as diffusers' `clip_sample`). Clipping x_t itself instead is wrong for this
+        schedule: the last cosine beta is 0.999, so the first reverse step divides the noise-prediction
+        error by sqrt(alpha) = 0.03 and the clipped x_t then carries almost nothing of the model's
+        prediction; the samples are biased, and re-training on them (distillation) compounds the bias
+        until the policy collapses."""
         features = self.encoder(obs)  # (batch, F), once per state
         batch = features.shape[0]
         features = repeat_features(features, num_samples)  # (batch * n, F)
@@ -62,11 +68,18 @@ class DiffusionPolicy(nn.Module):
         for step in reversed(range(self.diffusion_steps)):
             steps = torch.full((actions.shape[0],), step, device=actions.device)
             noise = self.predict_noise(features, actions, steps)
-            alpha, alpha_bar = self.alphas[step], self.alphas_cumprod[step]
-            actions = (actions - (1 - alpha) / torch.sqrt(1 - alpha_bar) * noise) / torch.sqrt(alpha)
-            if step > 0:
-                actions = actions + torch.sqrt(self.posterior_variance[step]) * torch.randn_like(actions)
-            actions = actions.clamp(-1.0, 1.0)
+            alpha_bar = self.alphas_cumprod[step]
+            alpha_bar_prev = self.alphas_cumprod[step - 1] if step > 0 else torch.ones_like(alpha_bar)
+            clean = ((actions - torch.sqrt(1 - alpha_bar) * noise) / torch.sqrt(alpha_bar)).clamp(-1.0, 1.0)
+            if step == 0:
+                actions = clean
+                break
+            # Posterior q(x_{t-1} | x_t, x_0) mean and variance (Ho et al. 2020, eq. 7).
+            mean = (
+                self.betas[step] * torch.sqrt(alpha_bar_prev) / (1 - alpha_bar) * clean
+                + (1 - alpha_bar_prev) * torch.sqrt(self.alphas[step]) / (1 - alpha_bar) * actions
+            )
+            actions = mean + torch.sqrt(self.posterior_variance[step]) * torch.randn_like(actions)
         return actions.view(batch, num_samples, self.action_dim)
 
     def supervised_loss(self, obs: Observation, actions: torch.Tensor) -> torch.Tensor:

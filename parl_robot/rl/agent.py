@@ -36,6 +36,7 @@ class UpdateStats:
     policy_updates: int = 0
     bc_updates: int = 0
     critic_updates_online: int = 0
+    ema_updates: int = 0
     policy_version: int = 0
     critic_loss: float = float("nan")
     policy_loss: float = float("nan")
@@ -66,6 +67,8 @@ class PARLAgent:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.policy = build_policy(cfg, spec, action_dim, instruction, action_scale).to(self.device)
+        # Sampling copy: an exponential moving average of the trained weights (see policy_ema_rate).
+        self.policy_ema = copy.deepcopy(self.policy).requires_grad_(False) if cfg.policy_ema_rate > 0 else None
         self.critic = TwinCritic(
             spec, action_dim, cfg.observation, cfg.critic_hidden, cfg.critic_layers, cfg.hl_gauss_bins, value_range
         ).to(self.device)
@@ -99,6 +102,11 @@ class PARLAgent:
             obs["image"] = torch.as_tensor(batch[f"{prefix}image"], device=self.device)
         return obs
 
+    @property
+    def sampling_policy(self) -> torch.nn.Module:
+        """The weights actions are sampled from: the moving average when there is one."""
+        return self.policy_ema if self.policy_ema is not None else self.policy
+
     # ----- acting ----------------------------------------------------------------------------
     def optimized_actions(
         self,
@@ -110,14 +118,14 @@ class PARLAgent:
         """π_opt for a batch of states: k policy samples (or the given cached ones), top m by Q, T
         accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
         if samples is None:
-            samples = self.policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
+            samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
         return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
 
     def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Action for one state (unbatched arrays) and its Q value."""
-        self.policy.eval()
+        self.sampling_policy.eval()
         self.critic.eval()
         try:
             obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
@@ -126,7 +134,7 @@ class PARLAgent:
             best_q = float(result.q_values.max())
             return result.actions[0].cpu().numpy().astype(np.float32), best_q
         finally:
-            self.policy.train()
+            self.sampling_policy.train()
             self.critic.train()
 
     def cached_samples(self, batch: dict[str, np.ndarray], key: str, count: int) -> torch.Tensor | None:
@@ -143,7 +151,7 @@ class PARLAgent:
 
         def sample(batch: dict[str, np.ndarray], prefix: str, count: int) -> np.ndarray:
             with torch.no_grad():
-                return self.policy.sample(self.observation_tensors(batch, prefix), count).float().cpu().numpy()
+                return self.sampling_policy.sample(self.observation_tensors(batch, prefix), count).float().cpu().numpy()
 
         return sample
 
@@ -165,11 +173,11 @@ class PARLAgent:
         epoch = max(1, -(-resident // self.cfg.batch_size))
         if self.stats.policy_updates - self.policy_updates_at_rebuild < epoch:
             return 0.0
-        self.policy.eval()
+        self.sampling_policy.eval()
         try:
             seconds = sum(cache.rebuild(buffer, [self.policy_sampler()], progress=progress) for buffer, cache in self.caches)
         finally:
-            self.policy.train()
+            self.sampling_policy.train()
         self.policy_updates_at_rebuild = self.stats.policy_updates
         return seconds
 
@@ -189,6 +197,7 @@ class PARLAgent:
         actions = torch.as_tensor(batch["action"], device=self.device)
         loss = self.policy.supervised_loss(obs, actions)
         self._step(self.policy_optimizer, loss, "behaviour cloning", self.cfg.policy_lr)
+        self._update_policy_ema()
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
@@ -245,7 +254,7 @@ class PARLAgent:
         policy_actions = self.cached_samples(batch, "policy_samples", count)
         if policy_actions is None:
             with torch.no_grad():
-                policy_actions = self.policy.sample(obs, count)  # (batch, n, A)
+                policy_actions = self.sampling_policy.sample(obs, count)  # (batch, n, A)
         policy_actions = policy_actions.float()
         random_actions = torch.rand_like(policy_actions) * 2.0 - 1.0  # uniform on [-1, 1]^A
         q_policy = self.critic.q_values(features, policy_actions)  # (2, batch, n)
@@ -269,6 +278,7 @@ class PARLAgent:
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
         self._step(self.policy_optimizer, loss, "distillation", self.cfg.distill_lr)
+        self._update_policy_ema()
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
@@ -285,11 +295,26 @@ class PARLAgent:
         q = self.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)
         loss = (self.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
         self._step(self.policy_optimizer, loss, "actor", self.cfg.policy_lr)
+        self._update_policy_ema()
         self.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = q.mean().item()
         return loss.item()
+
+    def _update_policy_ema(self) -> None:
+        """ema <- d·ema + (1 − d)·policy with d = min(1 − rate, (1 + n) / (10 + n)): the warm-up term lets
+        the average follow a short offline phase instead of remembering the random initialisation."""
+        if self.policy_ema is None:
+            return
+        updates = self.stats.ema_updates
+        decay = min(1.0 - self.cfg.policy_ema_rate, (1 + updates) / (10 + updates))
+        with torch.no_grad():
+            for average, weight in zip(self.policy_ema.parameters(), self.policy.parameters()):
+                average.lerp_(weight, 1.0 - decay)
+            for average, buffer in zip(self.policy_ema.buffers(), self.policy.buffers()):
+                average.copy_(buffer)
+        self.stats.ema_updates = updates + 1
 
     def _soft_update_target(self) -> None:
         rate = self.cfg.target_update_rate
@@ -300,7 +325,7 @@ class PARLAgent:
     def fit_state_normalization(self, states: np.ndarray) -> None:
         """Set every state normalizer (policy, critics, targets, value) from dataset states — once,
         before offline training; the statistics then travel in checkpoints with the weights."""
-        for network in (self.policy, self.critic, self.target_critic, self.value):
+        for network in (self.policy, self.policy_ema, self.critic, self.target_critic, self.value):
             if network is None:
                 continue
             for module in network.modules():
@@ -321,12 +346,16 @@ class PARLAgent:
         }
         if self.value is not None:
             state["value"] = self.value.state_dict()
+        if self.policy_ema is not None:
+            state["policy_ema"] = self.policy_ema.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
+        if self.policy_ema is not None:  # checkpoints from before the average: start it at the weights
+            self.policy_ema.load_state_dict(state.get("policy_ema", state["policy"]))
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         if self.value is not None:

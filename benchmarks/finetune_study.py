@@ -19,7 +19,8 @@ calql_gaussian (Cal-QL with a reparameterized tanh-Gaussian actor, the standard 
 rerank_only (IDQL-style: critic re-ranks policy samples, the policy is never updated online),
 filtered_bc (behaviour cloning on demos + successful online episodes, no critic at act time).
 Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
-actions under the same critic instead of policy samples).
+actions under the same critic instead of policy samples). Diagnostic: parl_offline_distill (online
+critic updates as usual, distillation batches from the demo states only).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ METHODS: dict[str, dict] = {
     "no_local": {"policy": "diffusion", "local_steps": 0},
     "no_global": {"policy": "diffusion", "num_samples": 1, "num_kept": 1},
     "cem_random": {"policy": "diffusion", "_cem": True},
+    "parl_offline_distill": {"policy": "diffusion", "_distill_offline_only": True},
 }
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
 ABLATIONS = ("no_local", "no_global", "cem_random")
@@ -139,6 +141,8 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
                     if not options.get("_no_policy_updates"):
                         if options.get("_filtered_bc"):
                             agent.behaviour_clone(_successful_batch(offline, online_buffer, learner.batch_size, rng))
+                        elif options.get("_distill_offline_only"):  # diagnostic: distil on demo states only
+                            agent.update_policy(offline.gather(offline.sample_indices(learner.batch_size, rng)))
                         else:
                             agent.update_policy(batch)
                     updates += 1

@@ -109,10 +109,12 @@ def learner_throughput(device: str, updates: int) -> dict:
     from parl_robot.nets.encoders import ObservationSpec
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
+    from parl_robot.rl.losses import achievable_returns
 
     cfg = load_config(task="cup_to_rack", overrides={"learner.observation": "image", "learner.device": device})
     spec = ObservationSpec(STATE_DIM, (128, 128, 3))
-    agent = PARLAgent(cfg.learner, spec, value_range=(-40.0, 2.0))
+    value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, cfg.learner.discount)
+    agent = PARLAgent(cfg.learner, spec, value_range=value_range)
     rng = np.random.default_rng(0)
     batch_size = cfg.learner.batch_size
     batch = {

@@ -43,8 +43,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 METHODS: dict[str, dict] = {
     "parl_diffusion": {"policy": "diffusion"},
     "parl_transformer": {"policy": "transformer"},
-    "calql_gaussian": {"policy": "gaussian", "policy_update": "reparameterized", "policy_ema_rate": 0.0, "num_samples": 1, "num_kept": 1,
-                       "local_steps": 0, "include_dataset_action": False},
+    "calql_gaussian": {"policy": "gaussian", "policy_update": "reparameterized", "policy_ema_rate": 0.0,
+                       "num_samples": 1, "num_kept": 1, "local_steps": 0, "include_dataset_action": False},
     "rerank_only": {"policy": "diffusion", "local_steps": 0, "_no_policy_updates": True},
     "filtered_bc": {"policy": "diffusion", "num_samples": 1, "num_kept": 1, "local_steps": 0, "_filtered_bc": True},
     "no_local": {"policy": "diffusion", "local_steps": 0},

@@ -67,7 +67,6 @@ def test_discounted_returns_terminal_and_truncated():
     assert discounted_returns([-1, -1], 0.5, terminal=False) == pytest.approx([-2.0, -2.0])
 
 
-
 @pytest.mark.parametrize("success_reward, reward_bias", [(1.0, -1.0), (1.0, 0.0), (4.0, -2.0)])
 def test_achievable_returns_bound_every_episode_and_are_tight(success_reward, reward_bias):
     discount = 0.9

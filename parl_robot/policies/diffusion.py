@@ -69,11 +69,11 @@ class DiffusionPolicy(nn.Module):
             steps = torch.full((actions.shape[0],), step, device=actions.device)
             noise = self.predict_noise(features, actions, steps)
             alpha_bar = self.alphas_cumprod[step]
-            alpha_bar_prev = self.alphas_cumprod[step - 1] if step > 0 else torch.ones_like(alpha_bar)
             clean = ((actions - torch.sqrt(1 - alpha_bar) * noise) / torch.sqrt(alpha_bar)).clamp(-1.0, 1.0)
             if step == 0:
                 actions = clean
                 break
+            alpha_bar_prev = self.alphas_cumprod[step - 1]
             # Posterior q(x_{t-1} | x_t, x_0) mean and variance (Ho et al. 2020, eq. 7).
             mean = (
                 self.betas[step] * torch.sqrt(alpha_bar_prev) / (1 - alpha_bar) * clean

@@ -44,6 +44,16 @@ class UpdateStats:
     q_optimized: float = float("nan")
 
 
+def _move_toward(average: torch.nn.Module, source: torch.nn.Module, fraction: float) -> None:
+    """Polyak step for target critics and the policy average: parameters move `fraction` of the way to
+    the source's; buffers (state statistics, schedules) are copied."""
+    with torch.no_grad():
+        for mine, theirs in zip(average.parameters(), source.parameters()):
+            mine.lerp_(theirs, fraction)
+        for mine, theirs in zip(average.buffers(), source.buffers()):
+            mine.copy_(theirs)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -182,22 +192,31 @@ class PARLAgent:
         return seconds
 
     # ----- updates ---------------------------------------------------------------------------
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str, lr: float | None = None) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> None:
         if not torch.isfinite(loss):
             raise NumericalInstability(f"{what} loss is {loss.item()}; update skipped, weights kept")
-        if lr is not None:  # one optimizer, two rates: behaviour cloning and distillation
-            for group in optimizer.param_groups:
-                group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    def _policy_step(self, loss: torch.Tensor, what: str, lr: float) -> None:
+        """One policy optimizer, two rates (behaviour cloning, distillation); then the sampling average
+        follows: ema <- d·ema + (1 − d)·policy, d = min(1 − rate, (1 + n) / (10 + n)) — the warm-up term
+        lets it follow a short offline phase instead of remembering the random initialisation."""
+        for group in self.policy_optimizer.param_groups:
+            group["lr"] = lr
+        self._step(self.policy_optimizer, loss, what)
+        if self.policy_ema is not None:
+            updates = self.stats.ema_updates
+            decay = min(1.0 - self.cfg.policy_ema_rate, (1 + updates) / (10 + updates))
+            _move_toward(self.policy_ema, self.policy, 1.0 - decay)
+            self.stats.ema_updates = updates + 1
 
     def behaviour_clone(self, batch: dict[str, np.ndarray]) -> float:
         obs = self.observation_tensors(batch)
         actions = torch.as_tensor(batch["action"], device=self.device)
         loss = self.policy.supervised_loss(obs, actions)
-        self._step(self.policy_optimizer, loss, "behaviour cloning", self.cfg.policy_lr)
-        self._update_policy_ema()
+        self._policy_step(loss, "behaviour cloning", self.cfg.policy_lr)
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
@@ -277,8 +296,7 @@ class PARLAgent:
             self.distill_optimizer_cfg,
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
-        self._step(self.policy_optimizer, loss, "distillation", self.cfg.distill_lr)
-        self._update_policy_ema()
+        self._policy_step(loss, "distillation", self.cfg.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
@@ -294,33 +312,15 @@ class PARLAgent:
         features = self.critic.encode(obs)
         q = self.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)
         loss = (self.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
-        self._step(self.policy_optimizer, loss, "actor", self.cfg.policy_lr)
-        self._update_policy_ema()
+        self._policy_step(loss, "actor", self.cfg.policy_lr)
         self.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = q.mean().item()
         return loss.item()
 
-    def _update_policy_ema(self) -> None:
-        """ema <- d·ema + (1 − d)·policy with d = min(1 − rate, (1 + n) / (10 + n)): the warm-up term lets
-        the average follow a short offline phase instead of remembering the random initialisation."""
-        if self.policy_ema is None:
-            return
-        updates = self.stats.ema_updates
-        decay = min(1.0 - self.cfg.policy_ema_rate, (1 + updates) / (10 + updates))
-        with torch.no_grad():
-            for average, weight in zip(self.policy_ema.parameters(), self.policy.parameters()):
-                average.lerp_(weight, 1.0 - decay)
-            for average, buffer in zip(self.policy_ema.buffers(), self.policy.buffers()):
-                average.copy_(buffer)
-        self.stats.ema_updates = updates + 1
-
     def _soft_update_target(self) -> None:
-        rate = self.cfg.target_update_rate
-        with torch.no_grad():
-            for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
-                target.lerp_(source, rate)
+        _move_toward(self.target_critic, self.critic, self.cfg.target_update_rate)
 
     def fit_state_normalization(self, states: np.ndarray) -> None:
         """Set every state normalizer (policy, critics, targets, value) from dataset states — once,

@@ -19,8 +19,10 @@ calql_gaussian (Cal-QL with a reparameterized tanh-Gaussian actor, the standard 
 rerank_only (IDQL-style: critic re-ranks policy samples, the policy is never updated online),
 filtered_bc (behaviour cloning on demos + successful online episodes, no critic at act time).
 Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
-actions under the same critic instead of policy samples). Diagnostic: parl_offline_distill (online
-critic updates as usual, distillation batches from the demo states only).
+actions under the same critic instead of policy samples), distill_all_states (distillation on every
+replay state, failed online episodes included, instead of `learner.distill_states: successful`).
+Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
+states only).
 """
 
 from __future__ import annotations
@@ -51,9 +53,16 @@ METHODS: dict[str, dict] = {
     "no_global": {"policy": "diffusion", "num_samples": 1, "num_kept": 1},
     "cem_random": {"policy": "diffusion", "_cem": True},
     "parl_offline_distill": {"policy": "diffusion", "_distill_offline_only": True},
+    "distill_all_states": {"policy": "diffusion", "distill_states": "all"},
 }
+# Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
+# with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave
+# the critic untrained, and the reference's local steps (T = 10, 3e-4) replace the demo's coarse ones.
+# `--set` overrides them; each method's own settings override both.
+STUDY_SETTINGS: dict = {"cql_alpha": 0.1, "offline_critic_steps": 1000, "cql_num_actions": 4,
+                        "local_steps": 10, "local_step_size": 3e-4}
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
-ABLATIONS = ("no_local", "no_global", "cem_random")
+ABLATIONS = ("no_local", "no_global", "cem_random", "distill_all_states")
 
 
 def cem_action(agent, obs, iterations: int = 3, population: int = 32, elites: int = 6) -> np.ndarray:
@@ -161,15 +170,15 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
 
 
 def _successful_batch(offline, online_buffer, batch_size, rng) -> dict:
-    """Filtered BC batch: demos plus transitions of successful online episodes (MC return above the
-    all-failure value marks them)."""
+    """Filtered BC batch: transitions of successful episodes (demos and online), drawn 50/50 from the
+    two buffers like every other batch, in random order (the mixed batch lists offline rows first)."""
     from parl_robot.rl.replay_buffer import sample_mixed
 
     batch = sample_mixed(offline, online_buffer, batch_size * 2, 0.5, rng)
-    keep = batch["mc_return"] > batch["mc_return"].min() + 1e-6
-    if keep.sum() < 2:
+    kept = rng.permutation(np.flatnonzero(batch["episode_success"] > 0.5))[:batch_size]
+    if len(kept) < 2:
         return sample_mixed(offline, online_buffer, batch_size, 0.0, rng)
-    return {key: value[keep][:batch_size] for key, value in batch.items()}
+    return {key: value[kept] for key, value in batch.items()}
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -231,7 +240,7 @@ def main() -> None:
                         help="learner config overrides for every method, e.g. cql_alpha=1.0 offline_critic_steps=1000")
     parser.add_argument("--out", default="benchmarks/results/finetune_study")
     args = parser.parse_args()
-    overrides = _parse_overrides(args.set)
+    overrides = {**STUDY_SETTINGS, **_parse_overrides(args.set)}
     if args.smoke:
         args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
         overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10}

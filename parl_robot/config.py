@@ -108,6 +108,10 @@ class LearnerConfig:
     # Distillation targets: a sample from softmax(Q / temperature) over the candidates (the reference
     # implementation's default) or the argmax candidate.
     distill_selection: str = _field("softmax", choices=("argmax", "softmax"))
+    # States distilled on: every replay state, or only states of successful episodes (demos and
+    # successful online episodes). On the policy's own failed episodes a young critic's targets
+    # reinforce the failure (docs/finetune_study.md, session 5).
+    distill_states: str = _field("successful", choices=("all", "successful"))
     softmax_temperature: float = _field(1.0, low=1e-6, high=1e6)
     # Critic.
     critic: str = _field("calql", choices=("calql", "iql"))

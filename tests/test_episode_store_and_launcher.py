@@ -116,6 +116,7 @@ def test_operator_relabel_rewrites_final_reward_and_replay_buffer(tmp_path):
     last = 0  # the episode's final transition landed in slot 0 after the wrap
     assert buffer.dones[last] == 1.0 and buffer.rewards[last] == 0.0 and buffer.mc_returns[last] == 0.0
     assert buffer.mc_returns[3] == pytest.approx(-1 - 0.5 - 0.25)  # -1 + 0.5 * (-1 + 0.5 * (-1 + 0.5 * 0))
+    assert buffer.episode_success[[3, 4, 5, 0]].tolist() == [1.0] * 4 and buffer.episode_success[1] == 0.0
     buffer.add_episode(make_episode(steps=3))  # overwrites part of it: no longer correctable in memory
     assert not buffer.relabel_episode(serial, loaded.rewards, loaded.terminal)
 

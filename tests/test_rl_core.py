@@ -153,6 +153,29 @@ def test_parl_distillation_moves_mass_to_better_mode_while_bc_does_not():
     assert parl_good_fraction > 0.8  # PA-RL distils the optimized (rewarded) mode
 
 
+def test_distillation_uses_only_states_of_successful_episodes_by_default():
+    buffer = ReplayBuffer(SPEC, 2, 64, discount=0.9)
+    for success in (True, False, True, False):
+        states = np.full((4, 3), 1.0 if success else -1.0, np.float32)  # the state says which episode
+        rewards = np.array([-1, -1, -1, 0 if success else -1], np.float32)
+        buffer.add_episode(EpisodeData(states, np.zeros((3, 2), np.float32), rewards, terminal=success))
+    assert buffer.gather(np.arange(12))["episode_success"].tolist() == [1.0] * 3 + [0.0] * 3 + [1.0] * 3 + [0.0] * 3
+    agent = PARLAgent(small_cfg(policy="diffusion"), SPEC, action_dim=2)
+    distilled_states = []
+    original_loss = agent.policy.supervised_loss
+    agent.policy.supervised_loss = lambda obs, actions: distilled_states.append(obs["state"].clone()) or original_loss(obs, actions)
+    agent.update_policy(buffer.gather(np.arange(12)))
+    assert distilled_states[-1].shape[0] == 6 and torch.all(distilled_states[-1] == 1.0)
+
+    before = [p.clone() for p in agent.policy.parameters()]
+    failures = buffer.gather(np.array([3, 4, 5, 9, 10, 11]))
+    assert math.isnan(agent.update_policy(failures))  # nothing to distil: no step
+    assert agent.stats.policy_updates == 1 and all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+
+    everything = PARLAgent(small_cfg(policy="diffusion", distill_states="all"), SPEC, action_dim=2)
+    assert math.isfinite(everything.update_policy(failures)) and everything.stats.policy_updates == 1
+
+
 def test_checkpoint_round_trip_reproduces_actions(tmp_path):
     cfg = small_cfg(policy="diffusion")
     agent = PARLAgent(cfg, SPEC, action_dim=2)

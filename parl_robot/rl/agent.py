@@ -283,10 +283,18 @@ class PARLAgent:
         return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, self.cfg.cql_temperature)
 
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
-        """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss.
-        With `policy_update: reparameterized` the standard Cal-QL actor update instead."""
+        """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss, on
+        the batch's states of successful episodes when `distill_states` is 'successful' (all states
+        when the batch carries no `episode_success`, e.g. built by hand). Returns NaN, without a
+        step, when no state is left. With `policy_update: reparameterized` the standard Cal-QL actor
+        update instead."""
         if self.cfg.policy_update == "reparameterized":
             return self.update_actor_reparameterized(batch)
+        if self.cfg.distill_states == "successful" and "episode_success" in batch:
+            keep = np.asarray(batch["episode_success"]) > 0.5
+            if not keep.any():
+                return float("nan")  # nothing to distil in this batch: no step, weights kept
+            batch = {key: value[keep] for key, value in batch.items()}
         obs = self.observation_tensors(batch)
         dataset_actions = torch.as_tensor(batch["action"], device=self.device)
         optimized = self.optimized_actions(

@@ -35,6 +35,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, np.float32)
         self.dones = np.zeros(capacity, np.float32)
         self.mc_returns = np.zeros(capacity, np.float32)
+        self.episode_success = np.zeros(capacity, np.float32)  # 1 where the slot's episode succeeded
         self.owner = np.full(capacity, -1, np.int64)  # serial of the episode each slot holds
         self.size = 0
         self.cursor = 0
@@ -63,6 +64,7 @@ class ReplayBuffer:
             self.rewards[i] = episode.rewards[t]
             self.dones[i] = float(episode.terminal and t == steps - 1)
             self.mc_returns[i] = returns[t]
+            self.episode_success[i] = float(episode.terminal)
             self.owner[i] = serial
             if self.cache is not None:
                 self.cache.invalidate(i)
@@ -82,6 +84,7 @@ class ReplayBuffer:
         self.dones[order] = 0.0
         self.dones[order[-1]] = float(terminal)
         self.mc_returns[order] = discounted_returns(np.asarray(rewards, np.float32), self.discount, terminal)
+        self.episode_success[order] = float(terminal)
         return True
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,6 +104,7 @@ class ReplayBuffer:
             "reward": self.rewards[indices],
             "done": self.dones[indices],
             "mc_return": self.mc_returns[indices],
+            "episode_success": self.episode_success[indices],
         }
         if self.images is not None:
             batch["image"] = self.images[indices]

@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,6 +169,13 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
             "final_20": float(np.mean(last)) if last else None, "curve": curve}
 
 
+def _report_progress(result: dict, started: float) -> dict:
+    """One line per finished run (a full study takes an hour or more)."""
+    print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {result['method']} seed {result['seed']}: "
+          f"offline start {result['offline_start']}, last 20 online {result['final_20']}", file=sys.stderr, flush=True)
+    return result
+
+
 def _successful_batch(offline, online_buffer, batch_size, rng) -> dict:
     """Filtered BC batch: transitions of successful episodes (demos and online), drawn 50/50 from the
     two buffers like every other batch, in random order (the mixed batch lists offline rows first)."""
@@ -252,9 +259,12 @@ def main() -> None:
     started = time.perf_counter()
     if args.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(args.workers) as pool:
-            results = list(pool.map(run, *zip(*jobs)))
+            futures = [pool.submit(run, *job) for job in jobs]
+            for future in as_completed(futures):
+                _report_progress(future.result(), started)
+            results = [future.result() for future in futures]  # job order, whatever finished first
     else:
-        results = [run(*job) for job in jobs]
+        results = [_report_progress(run(*job), started) for job in jobs]
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
     summary = {}
     for method in methods:

@@ -169,8 +169,10 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
             "final_20": float(np.mean(last)) if last else None, "curve": curve}
 
 
-def _report_progress(result: dict, started: float) -> dict:
-    """One line per finished run (a full study takes an hour or more)."""
+def _report_progress(result: dict, started: float, runs_dir: Path) -> dict:
+    """One line per finished run, and the run saved to <out>.runs/ at once: a full study takes hours
+    on a CPU, and an interrupted one keeps every run it finished."""
+    (runs_dir / f"{result['method']}_seed{result['seed']}.json").write_text(json.dumps(result))
     print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {result['method']} seed {result['seed']}: "
           f"offline start {result['offline_start']}, last 20 online {result['final_20']}", file=sys.stderr, flush=True)
     return result
@@ -256,15 +258,18 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; known: {sorted(METHODS)}")
     jobs = [(args.task, m, s, args.demos, args.warmup, args.online, args.profile, overrides) for m in methods for s in args.seeds]
+    out = Path(args.out)
+    runs_dir = out.with_suffix(".runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if args.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             futures = [pool.submit(run, *job) for job in jobs]
             for future in as_completed(futures):
-                _report_progress(future.result(), started)
+                _report_progress(future.result(), started, runs_dir)
             results = [future.result() for future in futures]  # job order, whatever finished first
     else:
-        results = [_report_progress(run(*job), started) for job in jobs]
+        results = [_report_progress(run(*job), started, runs_dir) for job in jobs]
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
     summary = {}
     for method in methods:
@@ -274,8 +279,6 @@ def main() -> None:
         minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
         summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start), "seeds": len(runs)}
         print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results,
                                                     "wall_clock_s": round(time.perf_counter() - started, 1)}, indent=1))

@@ -165,6 +165,8 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     warm = [c["success"] for c in curve if c["phase"] == "warmup"]
     last = [c["success"] for c in curve if c["phase"] == "online"][-20:]
     return {"method": method, "seed": seed, "task": task, "demo_success_rate": demo_successes / max(demos, 1),
+            "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile,
+                      "learner_overrides": learner_overrides or {}},
             "offline_seconds": round(offline_seconds, 1), "offline_start": float(np.mean(warm)) if warm else None,
             "final_20": float(np.mean(last)) if last else None, "curve": curve}
 
@@ -248,11 +250,19 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="learner config overrides for every method, e.g. cql_alpha=1.0 offline_critic_steps=1000")
     parser.add_argument("--out", default="benchmarks/results/finetune_study")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: rebuild <out>.json/.png from every run saved in <out>.runs/ "
+                             "(an interrupted study, or seeds and methods added by later invocations)")
     args = parser.parse_args()
     overrides = {**STUDY_SETTINGS, **_parse_overrides(args.set)}
     if args.smoke:
         args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
         overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10}
+    if args.collect:
+        results = collect_runs(Path(args.out).with_suffix(".runs"))
+        write_report(results, list(dict.fromkeys(r["method"] for r in results)), Path(args.out),
+                     {"collected": True, **results[0]["setup"]}, wall_clock_s=None)
+        return
     methods = list(BASELINES + ABLATIONS) if args.methods == ["all"] else args.methods
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -270,6 +280,24 @@ def main() -> None:
             results = [future.result() for future in futures]  # job order, whatever finished first
     else:
         results = [_report_progress(run(*job), started, runs_dir) for job in jobs]
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    write_report(results, methods, out, settings, wall_clock_s=round(time.perf_counter() - started, 1))
+
+
+def collect_runs(runs_dir: Path) -> list[dict]:
+    """Every run saved in `runs_dir`; refuses a mix of set-ups (demos, episodes, profile, overrides)."""
+    results = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("*.json"))]
+    if not results:
+        raise SystemExit(f"--collect: no saved runs in {runs_dir}")
+    setups = {json.dumps(r.get("setup"), sort_keys=True) for r in results}
+    if len(setups) > 1:
+        raise SystemExit(f"--collect: the runs in {runs_dir} come from different set-ups, not comparable: {sorted(setups)}")
+    order = {method: index for index, method in enumerate(METHODS)}
+    return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
+
+
+def write_report(results: list[dict], methods: list[str], out: Path, settings: dict, wall_clock_s: float | None) -> None:
+    """Table on stdout, <out>.json (summary + every run) and <out>.png."""
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
     summary = {}
     for method in methods:
@@ -277,11 +305,11 @@ def main() -> None:
         start = float(np.mean([r["offline_start"] for r in runs if r["offline_start"] is not None] or [np.nan]))
         final = float(np.mean([r["final_20"] for r in runs if r["final_20"] is not None] or [np.nan]))
         minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
-        summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start), "seeds": len(runs)}
+        summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start),
+                           "seeds": sorted(r["seed"] for r in runs)}
         print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}")
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results,
-                                                    "wall_clock_s": round(time.perf_counter() - started, 1)}, indent=1))
+                                                    "wall_clock_s": wall_clock_s}, indent=1))
     try:
         plot(results, out.with_suffix(".png"))
     except ImportError:

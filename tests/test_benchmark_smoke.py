@@ -51,6 +51,34 @@ def test_filtered_bc_batch_mixes_demos_and_successful_online_episodes_only():
     assert 0.3 < (markers == 2.0).mean() < 0.7 and (markers[:32] == 2.0).any()  # both halves, shuffled
 
 
+def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch, tmp_path):
+    import json
+
+    study = _load("finetune_study")
+    runs_dir = tmp_path / "study.runs"
+    runs_dir.mkdir()
+    setup = {"demos": 10, "warmup": 2, "online": 3, "profile": "cpu_demo", "learner_overrides": {}}
+    for method, seed, successes in [("filtered_bc", 0, [0, 1, 1, 1, 1]), ("parl_diffusion", 1, [0, 0, 1, 1, 1]),
+                                    ("parl_diffusion", 0, [1, 0, 0, 0, 1])]:
+        curve = [{"episode": i, "phase": "warmup" if i < 2 else "online", "success": bool(x), "wall_clock_s": i}
+                 for i, x in enumerate(successes)]
+        run = {"method": method, "seed": seed, "task": "cup_to_rack", "setup": setup, "curve": curve,
+               "offline_start": sum(successes[:2]) / 2, "final_20": sum(successes[2:]) / 3}
+        (runs_dir / f"{method}_seed{seed}.json").write_text(json.dumps(run))
+    monkeypatch.setattr(sys, "argv", ["finetune_study.py", "--collect", "--out", str(tmp_path / "study")])
+    study.main()
+    report = json.loads((tmp_path / "study.json").read_text())
+    assert [(r["method"], r["seed"]) for r in report["runs"]] == [("parl_diffusion", 0), ("parl_diffusion", 1), ("filtered_bc", 0)]
+    assert report["summary"]["parl_diffusion"]["seeds"] == [0, 1]
+    assert report["summary"]["parl_diffusion"]["gain_points"] == pytest.approx(100 * ((1 + 1 / 3) / 2 - (0 + 0.5) / 2))
+    assert (tmp_path / "study.png").stat().st_size > 0
+
+    run["setup"] = {**setup, "online": 100}  # a run from another set-up is not averaged in
+    (runs_dir / "no_local_seed0.json").write_text(json.dumps({**run, "method": "no_local"}))
+    with pytest.raises(SystemExit, match="different set-ups"):
+        study.main()
+
+
 def test_finetune_study_rejects_unknown_methods(monkeypatch, tmp_path):
     study = _load("finetune_study")
     monkeypatch.setattr(sys, "argv", ["finetune_study.py", "--methods", "magic", "--out", str(tmp_path / "x")])

@@ -20,7 +20,8 @@ rerank_only (IDQL-style: critic re-ranks policy samples, the policy is never upd
 filtered_bc (behaviour cloning on demos + successful online episodes, no critic at act time).
 Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
 actions under the same critic instead of policy samples), distill_all_states (distillation on every
-replay state, failed online episodes included, instead of `learner.distill_states: successful`).
+replay state, failed online episodes included, instead of `learner.distill_states: successful`),
+rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min).
 Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only).
 """
@@ -54,6 +55,7 @@ METHODS: dict[str, dict] = {
     "cem_random": {"policy": "diffusion", "_cem": True},
     "parl_offline_distill": {"policy": "diffusion", "_distill_offline_only": True},
     "distill_all_states": {"policy": "diffusion", "distill_states": "all"},
+    "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave

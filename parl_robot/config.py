@@ -113,6 +113,9 @@ class LearnerConfig:
     # reinforce the failure (docs/finetune_study.md, session 5).
     distill_states: str = _field("successful", choices=("all", "successful"))
     softmax_temperature: float = _field(1.0, low=1e-6, high=1e6)
+    # How the twin critic heads combine when actions are ranked and optimized: the pessimistic min,
+    # or the mean (the reference ranks by its ensemble's mean). TD targets always take the min.
+    q_ensemble: str = _field("min", choices=("min", "mean"))
     # Critic.
     critic: str = _field("calql", choices=("calql", "iql"))
     discount: float = _field(0.97, low=0.0, high=1.0)

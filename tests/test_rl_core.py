@@ -39,6 +39,17 @@ def test_optimizer_never_lowers_q_and_respects_bounds():
     assert torch.allclose(recomputed, result.q_values.max(1).values, atol=1e-5)
 
 
+def test_optimizer_ranks_by_the_min_or_the_mean_of_the_twin_heads():
+    class TwoHeads:  # head values per candidate: a = (0, 0), b = (-1, 3); min prefers a, mean prefers b
+        def q_values(self, features, actions):
+            return torch.stack([torch.where(actions[..., 0] > 0, -1.0, 0.0), torch.where(actions[..., 0] > 0, 3.0, 0.0)])
+
+    samples = torch.tensor([[[-0.5], [0.5]]])  # candidate a, candidate b
+    pick = lambda ensemble: optimize_actions(TwoHeads(), torch.zeros(1, 4), samples,  # noqa: E731
+                                             ActionOptimizerConfig(num_kept=2, local_steps=0, ensemble=ensemble)).actions
+    assert pick("min").item() == -0.5 and pick("mean").item() == 0.5
+
+
 def test_calql_regularizer_matches_hand_computation():
     q_policy = torch.tensor([[[1.0, -3.0]], [[0.0, 2.0]]])  # (2 heads, 1 state, 2 policy actions)
     q_random = torch.tensor([[[0.0]], [[-5.0]]])  # (2 heads, 1 state, 1 uniform action)

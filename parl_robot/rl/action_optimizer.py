@@ -5,8 +5,8 @@ Local: T gradient-ascent steps of size alpha on each kept action; a step is kept
 Q, and a candidate whose step is rejected stops. The result is the softmax-Q distribution over the
 candidates, from which the argmax or a sample is returned.
 
-Q here is the minimum of the twin heads, and the state features are computed once by the caller
-and reused for every candidate and every local step.
+Q here is the minimum of the twin heads (or their mean, `ensemble`), and the state features are
+computed once by the caller and reused for every candidate and every local step.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class ActionOptimizerConfig:
     step_size: float = 3e-4  # alpha
     selection: str = "argmax"  # or "softmax"
     temperature: float = 1.0
+    ensemble: str = "min"  # how the twin heads' Q values combine for ranking and ascent: "min" or "mean"
 
 
 @dataclass
@@ -35,8 +36,9 @@ class OptimizedActions:
     initial_q_values: torch.Tensor  # (batch, c) of the candidates before local optimization
 
 
-def _conservative_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    return critic.q_values(features, actions).min(dim=0).values
+def _ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor, ensemble: str) -> torch.Tensor:
+    heads = critic.q_values(features, actions)
+    return heads.mean(dim=0) if ensemble == "mean" else heads.min(dim=0).values
 
 
 def optimize_actions(
@@ -50,14 +52,14 @@ def optimize_actions(
     """features (batch, F) from `critic.encode`; samples (batch, k, action_dim) from the policy."""
     features = features.detach()
     with torch.no_grad():
-        sample_q = _conservative_q(critic, features, samples)  # (batch, k)
+        sample_q = _ensemble_q(critic, features, samples, cfg.ensemble)  # (batch, k)
         kept = min(cfg.num_kept, samples.shape[1])
         top_q, top_index = sample_q.topk(kept, dim=1)
         candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
         q_values = top_q
         if dataset_actions is not None:
             candidates = torch.cat([candidates, dataset_actions.unsqueeze(1)], dim=1)  # (batch, m + 1, A)
-            q_values = torch.cat([q_values, _conservative_q(critic, features, dataset_actions.unsqueeze(1))], dim=1)
+            q_values = torch.cat([q_values, _ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)], dim=1)
     initial_q = q_values.clone()
     active = torch.ones_like(q_values, dtype=torch.bool)
     for _ in range(cfg.local_steps):
@@ -65,10 +67,10 @@ def optimize_actions(
             break
         with torch.enable_grad():
             trial = candidates.detach().requires_grad_(True)
-            gradient = torch.autograd.grad(_conservative_q(critic, features, trial).sum(), trial)[0]
+            gradient = torch.autograd.grad(_ensemble_q(critic, features, trial, cfg.ensemble).sum(), trial)[0]
         with torch.no_grad():
             stepped = (candidates + cfg.step_size * gradient).clamp(-1.0, 1.0)
-            stepped_q = _conservative_q(critic, features, stepped)
+            stepped_q = _ensemble_q(critic, features, stepped, cfg.ensemble)
             accept = active & (stepped_q > q_values)  # (batch, c)
             candidates = torch.where(accept.unsqueeze(-1), stepped, candidates)
             q_values = torch.where(accept, stepped_q, q_values)

@@ -98,6 +98,7 @@ class PARLAgent:
             step_size=cfg.local_step_size,
             selection=cfg.selection,
             temperature=cfg.softmax_temperature,
+            ensemble=cfg.q_ensemble,
         )
         self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
         self.value_range = value_range

@@ -239,8 +239,8 @@ def test_openvla_runs_the_whole_parl_path_with_an_action_cache(tiny_dir, tmp_pat
     for _ in range(2):
         steps = 4
         buffer.add_episode(EpisodeData(rng.normal(size=(steps + 1, 10)).astype(np.float32),
-                                       rng.uniform(-1, 1, (steps, 7)).astype(np.float32), -np.ones(steps, np.float32),
-                                       False, images=rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8)))
+                                       rng.uniform(-1, 1, (steps, 7)).astype(np.float32), np.array([-1, -1, -1, 0], np.float32),
+                                       True, images=rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8)))
     agent.attach_action_caches([buffer])
     cache = buffer.cache
     batch = buffer.gather(np.arange(4))  # uncached slots are sampled on first use

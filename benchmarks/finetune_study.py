@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -259,6 +260,8 @@ def main() -> None:
     overrides = {**STUDY_SETTINGS, **_parse_overrides(args.set)}
     if args.smoke:
         args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
+        if args.out == parser.get_default("out"):  # keep the committed study and its saved runs intact
+            args.out = str(Path(tempfile.gettempdir()) / "finetune_study_smoke")
         overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10}
     if args.collect:
         results = collect_runs(Path(args.out).with_suffix(".runs"))

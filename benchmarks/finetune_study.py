@@ -9,6 +9,8 @@ the ROS plumbing (tests/test_integration_graph.py covers the graph):
   1. record `--demos` scripted noisy demonstrations (the offline data; same seed -> same demos);
   2. offline: fit state statistics, behaviour-clone the policy, pre-train the critic;
   3. `--warmup` episodes with the pre-trained agent, no updates (their success = the offline start);
+     then `learner.warmup_critic_steps` critic updates on demos + warm-up episodes (the learner node
+     does the same when its warm-up ends);
   4. `--online` episodes: every executed step adds `updates_per_step` critic + policy updates
      (50/50 offline/online batches), acting with the method's rule.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
@@ -21,7 +23,8 @@ filtered_bc (behaviour cloning on demos + successful online episodes, no critic 
 Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
 actions under the same critic instead of policy samples), distill_all_states (distillation on every
 replay state, failed online episodes included, instead of `learner.distill_states: successful`),
-rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min).
+rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min),
+no_critic_catchup (no critic updates between warm-up and the first online episode).
 Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only).
 """
@@ -57,15 +60,17 @@ METHODS: dict[str, dict] = {
     "parl_offline_distill": {"policy": "diffusion", "_distill_offline_only": True},
     "distill_all_states": {"policy": "diffusion", "distill_states": "all"},
     "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
+    "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave
-# the critic untrained, and the reference's local steps (T = 10, 3e-4) replace the demo's coarse ones.
+# the critic untrained, and the reference's local steps (T = 10, 3e-4) replace the demo's coarse ones;
+# the critic catch-up after warm-up is the learner's default (session 6).
 # `--set` overrides them; each method's own settings override both.
 STUDY_SETTINGS: dict = {"cql_alpha": 0.1, "offline_critic_steps": 1000, "cql_num_actions": 4,
-                        "local_steps": 10, "local_step_size": 3e-4}
+                        "local_steps": 10, "local_step_size": 3e-4, "warmup_critic_steps": 1000}
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
-ABLATIONS = ("no_local", "no_global", "cem_random", "distill_all_states")
+ABLATIONS = ("no_local", "no_global", "cem_random", "no_critic_catchup", "distill_all_states")
 
 
 def cem_action(agent, obs, iterations: int = 3, population: int = 32, elites: int = 6) -> np.ndarray:
@@ -140,6 +145,9 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     curve, updates = [], 0
     for episode in range(warmup + online):
         phase = "warmup" if episode < warmup else "online"
+        if episode == warmup:  # warm-up done: the critic catches up on demos + warm-up episodes
+            for _ in range(learner.warmup_critic_steps):
+                agent.update_critic(sample_mixed(offline, online_buffer, learner.batch_size, learner.online_fraction, rng))
         obs, _ = env.reset(seed=10_000_000 + seed * 10_007 + episode, options={"phase": phase})
         states, actions, rewards, terminal = [obs["state"]], [], [], False
         for _ in range(cfg.control.max_episode_steps):
@@ -262,7 +270,7 @@ def main() -> None:
         args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
         if args.out == parser.get_default("out"):  # keep the committed study and its saved runs intact
             args.out = str(Path(tempfile.gettempdir()) / "finetune_study_smoke")
-        overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10}
+        overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10, "warmup_critic_steps": 10}
     if args.collect:
         results = collect_runs(Path(args.out).with_suffix(".runs"))
         write_report(results, list(dict.fromkeys(r["method"] for r in results)), Path(args.out),

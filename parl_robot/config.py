@@ -159,6 +159,9 @@ class LearnerConfig:
     offline_policy_steps: int = _field(600, low=0, high=10_000_000)
     updates_per_step: float = _field(2.0, low=0.0, high=1000.0)  # UTD
     warmup_episodes: int = _field(2, low=0, high=100_000)
+    # Critic updates on demos + warm-up episodes when warm-up ends, before the first policy update:
+    # a critic pre-trained on a few demos mis-ranks the policy's own samples (docs/finetune_study.md).
+    warmup_critic_steps: int = _field(1000, low=0, high=10_000_000)
     online_fraction: float = _field(0.5, low=0.0, high=1.0)
     replay_capacity: int = _field(100_000, low=100, high=100_000_000)
     checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)

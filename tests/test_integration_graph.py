@@ -25,6 +25,7 @@ OVERRIDES = {
     "learner.offline_policy_steps": 40,
     "learner.offline_critic_steps": 20,
     "learner.updates_per_step": 0.5,
+    "learner.warmup_critic_steps": 7,
     "control.max_episode_steps": 15,
     "control.rate_hz": RATE_HZ,
 }
@@ -74,6 +75,7 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
     assert max(s["executed_actions"] for s in observer.status) >= len(observer.action_times) - 2 * RATE_HZ
 
     assert len(observer.rewards) > 0 and set(np.round(observer.rewards, 3)) <= {-1.0, 0.0}
+    assert observer.stats[-1]["warmup_critic_updates"] == 7, observer.stats[-1]  # the catch-up ran once
     assert observer.stats[-1]["critic_updates_online"] > 0, observer.stats[-1]
     assert observer.stats[-1]["policy_updates"] > 0
     assert (store_dir / "checkpoints" / "latest.pt").is_file()

@@ -2,7 +2,8 @@
 
 Start-up: resume from the last checkpoint and every stored episode (demos -> offline buffer,
 online episodes -> online buffer); without a checkpoint, behaviour-clone the demos and pre-train
-the critic (phase `offline`). Then `warmup` episodes run the pre-trained policy without updates,
+the critic (phase `offline`). Then `warmup` episodes run the pre-trained policy without updates;
+when they end the critic catches up on demos + warm-up episodes (`learner.warmup_critic_steps`),
 and `online` interleaves critic and distillation updates (UTD `learner.updates_per_step`) with
 acting. Every labelled episode is saved atomically before `saved` is announced; a checkpoint follows.
 """
@@ -191,6 +192,10 @@ class LearnerNode(Node):
                 self._offline_pretraining()
                 self.phase = self._online_phase()
             while not self.stop_event.is_set():
+                catching_up = self.agent.stats.warmup_critic_updates < self.cfg.learner.warmup_critic_steps
+                if self.phase == "online" and catching_up and not self.learning_paused:
+                    self._warmup_critic_catchup()
+                    continue
                 target = self.cfg.learner.updates_per_step * self.online_transitions
                 if self.phase != "online" or self.learning_paused or self.agent.stats.critic_updates_online >= target:
                     time.sleep(0.02)
@@ -214,6 +219,26 @@ class LearnerNode(Node):
         except Exception as err:  # surface the failure and end the node: the launcher stops the graph
             self.get_logger().fatal(f"learning thread failed: {type(err).__name__}: {err}")
             self.exit_code = 1
+
+    def _warmup_critic_catchup(self) -> None:
+        """Critic updates on demos + warm-up episodes before the first policy update: a critic
+        pre-trained on a few demos has never seen the policy's own failures and mis-ranks its samples.
+        Resumes where a restart left it (the count is in the checkpoint)."""
+        stats, steps = self.agent.stats, self.cfg.learner.warmup_critic_steps
+        self.get_logger().info(f"warm-up done: {steps - stats.warmup_critic_updates} critic updates on demos + warm-up episodes")
+        while stats.warmup_critic_updates < steps and not self.stop_event.is_set() and not self.learning_paused:
+            try:
+                with self.lock:
+                    self.agent.update_critic(self._batch())
+            except NumericalInstability as err:
+                self.warning = str(err)
+                self.learning_paused = True
+                self.get_logger().error(f"learning paused: {err}")
+                return
+            stats.warmup_critic_updates += 1
+        if stats.warmup_critic_updates >= steps:
+            self.get_logger().info(f"critic caught up (loss {stats.critic_loss:.3f}): online updates start")
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         with self.lock:

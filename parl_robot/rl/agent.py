@@ -36,6 +36,7 @@ class UpdateStats:
     policy_updates: int = 0
     bc_updates: int = 0
     critic_updates_online: int = 0
+    warmup_critic_updates: int = 0  # critic catch-up on demos + warm-up episodes (learner.warmup_critic_steps)
     ema_updates: int = 0
     policy_version: int = 0
     critic_loss: float = float("nan")

@@ -58,6 +58,7 @@ async function refreshStatus() {
     ["policy updates", l.policy_updates], ["critic loss", l.critic_loss], ["policy loss", l.policy_loss],
     ["Q (data actions)", l.q_data], ["Q (optimized)", l.q_optimized], ["online episodes", l.online_episodes], ["learning", l.learning_paused ? "paused" : "on"],
   ];
+  if (l.catching_up) rows.splice(1, 0, ["critic catch-up", `${l.warmup_critic_updates ?? 0} updates (next episode waits)`]);
   $("learner").innerHTML = rows.map(([k, v]) => `<tr><th>${k}</th><td>${fmt(v)}</td></tr>`).join("");
 }
 

@@ -51,6 +51,7 @@ class EpisodeManagerNode(Node):
         self._pending_home = None
         self.finishing = False
         self.learner_seen: float | None = None
+        self.learner_catching_up = False  # learner stats `catching_up`: hold the next episode
 
     def publish(self, kind: str, **fields) -> None:
         self.event_pub.publish(common.event_message(kind, episode=self.episode, state=self.state, **fields))
@@ -66,6 +67,10 @@ class EpisodeManagerNode(Node):
             return
         phase = stats.get("phase")
         self.learner_seen = time.monotonic()
+        catching_up = bool(stats.get("catching_up"))
+        if catching_up and not self.learner_catching_up:
+            self.get_logger().info("the critic is catching up on the warm-up episodes: the next episode waits")
+        self.learner_catching_up = catching_up
         if self.state == WAITING_FOR_LEARNER and phase in ("warmup", "online"):
             self.get_logger().info("learner ready")
             self.set_state(WAITING_FOR_RESET)
@@ -144,7 +149,7 @@ class EpisodeManagerNode(Node):
                 self._pending_reset = None
                 self.publish("reset_done", source="sim")
                 self.set_state(READY)
-        elif self.state == READY and in_state > 0.5 and not self.paused:
+        elif self.state == READY and in_state > 0.5 and not self.paused and not self.learner_catching_up:
             self.steps = 0
             self.last_success = False
             self.set_state(RUNNING)

@@ -3,9 +3,10 @@
 Start-up: resume from the last checkpoint and every stored episode (demos -> offline buffer,
 online episodes -> online buffer); without a checkpoint, behaviour-clone the demos and pre-train
 the critic (phase `offline`). Then `warmup` episodes run the pre-trained policy without updates;
-when they end the critic catches up on demos + warm-up episodes (`learner.warmup_critic_steps`),
-and `online` interleaves critic and distillation updates (UTD `learner.updates_per_step`) with
-acting. Every labelled episode is saved atomically before `saved` is announced; a checkpoint follows.
+when they end the critic catches up on demos + warm-up episodes (`learner.warmup_critic_steps`;
+stats say `catching_up` and the episode manager holds the next episode meanwhile), and `online`
+interleaves critic and distillation updates (UTD `learner.updates_per_step`) with acting. Every
+labelled episode is saved atomically before `saved` is announced; a checkpoint follows.
 """
 
 from __future__ import annotations
@@ -192,8 +193,7 @@ class LearnerNode(Node):
                 self._offline_pretraining()
                 self.phase = self._online_phase()
             while not self.stop_event.is_set():
-                catching_up = self.agent.stats.warmup_critic_updates < self.cfg.learner.warmup_critic_steps
-                if self.phase == "online" and catching_up and not self.learning_paused:
+                if self._catching_up():
                     self._warmup_critic_catchup()
                     continue
                 target = self.cfg.learner.updates_per_step * self.online_transitions
@@ -392,6 +392,7 @@ class LearnerNode(Node):
         if self.phase == "warmup" and self._online_phase() == "online":
             self.phase = "online"
             self.get_logger().info("warm-up done: online updates start")
+            self.publish_stats()  # `catching_up` now: the episode manager holds the next episode
         self.event_pub.publish(
             common.event_message("saved", episode=event.get("episode"), success=success, path=str(path), episode_id=record.episode_id)
         )
@@ -434,8 +435,15 @@ class LearnerNode(Node):
             online_transitions=len(self.online),
             learning_paused=self.learning_paused,
             warning=self.warning,
+            catching_up=self._catching_up(),
         )
         self.stats_pub.publish(String(data=json.dumps(stats, default=float)))
+
+    def _catching_up(self) -> bool:
+        """The critic's post-warm-up catch-up is pending (not while learning is paused: then the
+        episodes go on with the current critic)."""
+        pending = self.agent.stats.warmup_critic_updates < self.cfg.learner.warmup_critic_steps
+        return self.phase == "online" and pending and not self.learning_paused
 
     def close(self) -> None:
         self.stop_event.set()

@@ -309,6 +309,17 @@ def collect_runs(runs_dir: Path) -> list[dict]:
     return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
 
 
+BLOCK_EPISODES = 20
+
+
+def online_blocks(runs: list[dict], block: int = BLOCK_EPISODES) -> list[float]:
+    """Success rate per block of `block` online episodes (1-20, 21-40, ...), pooled over the runs:
+    methods compared at equal episodes, not only at the end. A last partial block is left out."""
+    online = [[c["success"] for c in r["curve"] if c["phase"] == "online"] for r in runs]
+    shortest = min((len(o) for o in online), default=0)
+    return [float(np.mean([o[i:i + block] for o in online])) for i in range(0, shortest - block + 1, block)]
+
+
 def write_report(results: list[dict], methods: list[str], out: Path, settings: dict, wall_clock_s: float | None) -> None:
     """Table on stdout, <out>.json (summary + every run) and <out>.png."""
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
@@ -318,9 +329,13 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
         start = float(np.mean([r["offline_start"] for r in runs if r["offline_start"] is not None] or [np.nan]))
         final = float(np.mean([r["final_20"] for r in runs if r["final_20"] is not None] or [np.nan]))
         minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
+        blocks = online_blocks(runs)
+        online_successes = float(np.mean([sum(c["success"] for c in r["curve"] if c["phase"] == "online") for r in runs]))
         summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start),
-                           "seeds": sorted(r["seed"] for r in runs)}
-        print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}")
+                           "seeds": sorted(r["seed"] for r in runs), "online_blocks_20": blocks,
+                           "online_successes_per_seed": online_successes}
+        print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}"
+              f"   per {BLOCK_EPISODES} online: {' '.join(f'{100 * b:.0f}%' for b in blocks)}")
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results,
                                                     "wall_clock_s": wall_clock_s}, indent=1))
     try:

@@ -71,6 +71,9 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
     assert [(r["method"], r["seed"]) for r in report["runs"]] == [("parl_diffusion", 0), ("parl_diffusion", 1), ("filtered_bc", 0)]
     assert report["summary"]["parl_diffusion"]["seeds"] == [0, 1]
     assert report["summary"]["parl_diffusion"]["gain_points"] == pytest.approx(100 * ((1 + 1 / 3) / 2 - (0 + 0.5) / 2))
+    assert report["summary"]["parl_diffusion"]["online_successes_per_seed"] == pytest.approx((1 + 3) / 2)
+    assert study.online_blocks(report["runs"][:2], block=1) == pytest.approx([0.5, 0.5, 1.0])  # equal-episode comparison
+    assert study.online_blocks(report["runs"][:2], block=2) == pytest.approx([0.5])  # partial last block left out
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "study.png").stat().st_size > 0
 

@@ -50,6 +50,52 @@ def test_optimizer_ranks_by_the_min_or_the_mean_of_the_twin_heads():
     assert pick("min").item() == -0.5 and pick("mean").item() == 0.5
 
 
+class GripperLovingCritic(torch.nn.Module):
+    """Q rises with the gripper value (the last dimension) far more than with motion (the first)."""
+
+    def encode(self, obs):
+        return torch.zeros(obs["state"].shape[0], 1)
+
+    def q_values(self, features, actions):
+        q = actions[..., -1] + 0.1 * actions[..., 0]
+        return torch.stack([q, q])
+
+
+def test_local_ascent_leaves_frozen_dimensions_as_sampled():
+    samples = torch.tensor([[[0.0, -0.5], [0.2, -0.5]]])
+    result = optimize_actions(GripperLovingCritic(), torch.zeros(1, 1), samples,
+                              ActionOptimizerConfig(num_kept=2, local_steps=5, step_size=0.1, frozen_dims=(1,)))
+    assert torch.all(result.candidates[..., 1] == -0.5)  # the gripper gradient is 10x the motion one, yet unmoved
+    assert torch.all(result.q_values > result.initial_q_values)  # motion still climbs Q
+
+
+@pytest.mark.parametrize("gripper_from", ["critic", "policy"])
+def test_gripper_from_policy_ranks_only_motion_and_keeps_the_policys_gripper(gripper_from):
+    # Sample 0 closes the gripper (-1); the critic prefers sample 2, which opens it but moves worst.
+    samples = torch.tensor([[[-0.5, -1.0], [0.5, -0.9], [-0.9, 1.0]]])
+    agent = PARLAgent(small_cfg(policy="diffusion", num_samples=3, num_kept=3, local_steps=3, distill_selection="argmax",
+                                gripper_from=gripper_from),
+                      SPEC, action_dim=2)
+    agent.critic = GripperLovingCritic()
+    agent.sampling_policy.sample = lambda obs, count: samples.expand(obs["state"].shape[0], -1, -1)
+    action, _ = agent.act({"state": np.zeros(3, np.float32)})
+    if gripper_from == "critic":  # PA-RL as published: the whole action competes, the open gripper wins
+        assert action[1] > 0.99 and action[0] < -0.8
+    else:  # the policy's (first sample's) gripper on every candidate; the best motion wins
+        assert action[1] == -1.0 and action[0] >= 0.5
+
+    # Distillation targets carry the gripper executed in the replayed transition under "policy".
+    targets = []
+    original_loss = agent.policy.supervised_loss
+    agent.policy.supervised_loss = lambda obs, actions: targets.append(actions.clone()) or original_loss(obs, actions)
+    batch = {"state": np.zeros((4, 3), np.float32), "action": np.tile(np.array([[0.0, -0.7]], np.float32), (4, 1))}
+    agent.update_policy(batch)
+    if gripper_from == "critic":
+        assert torch.all(targets[-1][:, 1] > 0.99)
+    else:
+        assert torch.allclose(targets[-1][:, 1], torch.full((4,), -0.7))
+
+
 def test_calql_regularizer_matches_hand_computation():
     q_policy = torch.tensor([[[1.0, -3.0]], [[0.0, 2.0]]])  # (2 heads, 1 state, 2 policy actions)
     q_random = torch.tensor([[[0.0]], [[-5.0]]])  # (2 heads, 1 state, 1 uniform action)

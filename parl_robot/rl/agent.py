@@ -100,6 +100,7 @@ class PARLAgent:
             selection=cfg.selection,
             temperature=cfg.softmax_temperature,
             ensemble=cfg.q_ensemble,
+            frozen_dims=(action_dim - 1,) if cfg.gripper_from == "policy" else (),
         )
         self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
         self.value_range = value_range
@@ -126,11 +127,18 @@ class PARLAgent:
         dataset_actions: torch.Tensor | None = None,
         samples: torch.Tensor | None = None,
         optimizer_cfg: ActionOptimizerConfig | None = None,
+        gripper: torch.Tensor | None = None,
     ) -> OptimizedActions:
         """π_opt for a batch of states: k policy samples (or the given cached ones), top m by Q, T
-        accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
+        accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default).
+        With `gripper_from: policy` every candidate gets the state's `gripper` value (default: the
+        first policy sample's, a draw from the policy) and only the motion dimensions compete."""
         if samples is None:
             samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
+        if self.cfg.gripper_from == "policy":
+            gripper = samples[:, 0, -1] if gripper is None else gripper.to(samples.dtype)
+            samples = samples.clone()
+            samples[..., -1] = gripper.unsqueeze(1)
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
         return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
@@ -304,6 +312,7 @@ class PARLAgent:
             dataset_actions if self.cfg.include_dataset_action else None,
             self.cached_samples(batch, "policy_samples", self.cfg.num_samples),
             self.distill_optimizer_cfg,
+            gripper=dataset_actions[:, -1],  # used under gripper_from: policy — the executed gripper
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
         self._policy_step(loss, "distillation", self.cfg.distill_lr)

@@ -5,9 +5,6 @@ Local: T gradient-ascent steps of size alpha on each kept action; a step is kept
 Q, and a candidate whose step is rejected stops. The result is the softmax-Q distribution over the
 candidates, from which the argmax or a sample is returned.
 
-Dimensions in `frozen_dims` keep their sampled values through the local steps (the gripper under
-`learner.gripper_from: policy`, where every candidate of a state carries the same gripper value).
-
 Q here is the minimum of the twin heads (or their mean, `ensemble`), and the state features are
 computed once by the caller and reused for every candidate and every local step.
 """
@@ -29,7 +26,6 @@ class ActionOptimizerConfig:
     selection: str = "argmax"  # or "softmax"
     temperature: float = 1.0
     ensemble: str = "min"  # how the twin heads' Q values combine for ranking and ascent: "min" or "mean"
-    frozen_dims: tuple[int, ...] = ()  # action dimensions local ascent leaves as sampled (e.g. the gripper)
 
 
 @dataclass
@@ -72,8 +68,6 @@ def optimize_actions(
         with torch.enable_grad():
             trial = candidates.detach().requires_grad_(True)
             gradient = torch.autograd.grad(_ensemble_q(critic, features, trial, cfg.ensemble).sum(), trial)[0]
-            if cfg.frozen_dims:
-                gradient[..., list(cfg.frozen_dims)] = 0.0
         with torch.no_grad():
             stepped = (candidates + cfg.step_size * gradient).clamp(-1.0, 1.0)
             stepped_q = _ensemble_q(critic, features, stepped, cfg.ensemble)

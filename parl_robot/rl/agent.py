@@ -100,7 +100,6 @@ class PARLAgent:
             selection=cfg.selection,
             temperature=cfg.softmax_temperature,
             ensemble=cfg.q_ensemble,
-            frozen_dims=(action_dim - 1,) if cfg.gripper_from == "policy" else (),
         )
         self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
         self.value_range = value_range
@@ -127,18 +126,11 @@ class PARLAgent:
         dataset_actions: torch.Tensor | None = None,
         samples: torch.Tensor | None = None,
         optimizer_cfg: ActionOptimizerConfig | None = None,
-        gripper: torch.Tensor | None = None,
     ) -> OptimizedActions:
         """π_opt for a batch of states: k policy samples (or the given cached ones), top m by Q, T
-        accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default).
-        With `gripper_from: policy` every candidate gets the state's `gripper` value (default: the
-        first policy sample's, a draw from the policy) and only the motion dimensions compete."""
+        accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
         if samples is None:
             samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
-        if self.cfg.gripper_from == "policy":
-            gripper = samples[:, 0, -1] if gripper is None else gripper.to(samples.dtype)
-            samples = samples.clone()
-            samples[..., -1] = gripper.unsqueeze(1)
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
         return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
@@ -150,9 +142,13 @@ class PARLAgent:
         try:
             obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
             obs["state"] = obs["state"].float()
-            result = self.optimized_actions(obs)
+            samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (1, k, A)
+            result = self.optimized_actions(obs, samples=samples)
             best_q = float(result.q_values.max())
-            return result.actions[0].cpu().numpy().astype(np.float32), best_q
+            action = result.actions[0].cpu().numpy().astype(np.float32)
+            if self.cfg.gripper_from == "policy":  # the critic's pick moves the arm; the policy works the gripper
+                action[-1] = float(samples[0, 0, -1])
+            return action, best_q
         finally:
             self.sampling_policy.train()
             self.critic.train()
@@ -312,9 +308,11 @@ class PARLAgent:
             dataset_actions if self.cfg.include_dataset_action else None,
             self.cached_samples(batch, "policy_samples", self.cfg.num_samples),
             self.distill_optimizer_cfg,
-            gripper=dataset_actions[:, -1],  # used under gripper_from: policy — the executed gripper
         )
-        loss = self.policy.supervised_loss(obs, optimized.actions.detach())
+        targets = optimized.actions.detach()
+        if self.cfg.gripper_from == "policy":  # the gripper executed in the replayed (successful) transition
+            targets = torch.cat([targets[:, :-1], dataset_actions[:, -1:].to(targets.dtype)], dim=1)
+        loss = self.policy.supervised_loss(obs, targets)
         self._policy_step(loss, "distillation", self.cfg.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()

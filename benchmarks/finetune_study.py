@@ -25,6 +25,8 @@ actions under the same critic instead of policy samples), distill_all_states (di
 replay state, failed online episodes included, instead of `learner.distill_states: successful`),
 rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min),
 no_critic_catchup (no critic updates between warm-up and the first online episode).
+Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
+moves the arm, the gripper comes from a policy sample; distillation targets keep the replayed gripper).
 Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only).
 """

@@ -26,7 +26,7 @@ replay state, failed online episodes included, instead of `learner.distill_state
 rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min),
 no_critic_catchup (no critic updates between warm-up and the first online episode).
 Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
-moves the arm, the gripper comes from a policy sample; distillation targets keep the replayed gripper).
+moves the arm, the executed gripper value comes from a policy sample; acting only).
 Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only).
 """

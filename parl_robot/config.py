@@ -113,12 +113,12 @@ class LearnerConfig:
     # reinforce the failure (docs/finetune_study.md, session 5).
     distill_states: str = _field("successful", choices=("all", "successful"))
     softmax_temperature: float = _field(1.0, low=1e-6, high=1e6)
-    # Who chooses the gripper (the last action dimension). "critic": PA-RL as published, the executed
-    # action is the optimized one. "policy": the critic still ranks and optimizes whole actions and its
-    # pick moves the arm, but the executed gripper value is a policy sample's (the first of the k), and
-    # distillation targets carry the gripper executed in the replayed transition (a successful
-    # episode's, with distill_states: successful). TD targets are unchanged. An offline critic rates
-    # "stay open" above "close now" near the grasp and defers it (docs/finetune_study.md, sessions 8-9).
+    # Who chooses the executed gripper value (the last action dimension). "critic": PA-RL as
+    # published, the optimized action is executed whole. "policy": the critic still ranks and optimizes
+    # whole actions and its pick moves the arm, but the gripper value executed is a policy sample's (the
+    # first of the k). Acting only: TD targets and distillation targets are unchanged. An offline
+    # critic rates "stay open" above "close now" near the grasp and defers it (docs/finetune_study.md,
+    # sessions 8-9).
     gripper_from: str = _field("critic", choices=("critic", "policy"))
     # How the twin critic heads combine when actions are ranked and optimized: the pessimistic min,
     # or the mean (the reference ranks by its ensemble's mean). TD targets always take the min.

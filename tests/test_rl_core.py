@@ -77,16 +77,13 @@ def test_gripper_from_policy_executes_the_critics_motion_with_the_policys_grippe
     else:  # the gripper of the first policy sample
         assert action[1] == -1.0
 
-    # Distillation targets carry the gripper executed in the replayed transition under "policy".
+    # Acting only: distillation targets stay the optimized actions, gripper included.
     targets = []
     original_loss = agent.policy.supervised_loss
     agent.policy.supervised_loss = lambda obs, actions: targets.append(actions.clone()) or original_loss(obs, actions)
     batch = {"state": np.zeros((4, 3), np.float32), "action": np.tile(np.array([[0.0, -0.7]], np.float32), (4, 1))}
     agent.update_policy(batch)
-    if gripper_from == "critic":
-        assert torch.all(targets[-1][:, 1] > 0.99)
-    else:
-        assert torch.allclose(targets[-1][:, 1], torch.full((4,), -0.7))
+    assert torch.all(targets[-1][:, 1] > 0.99)
 
 
 def test_calql_regularizer_matches_hand_computation():

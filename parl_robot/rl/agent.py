@@ -309,10 +309,7 @@ class PARLAgent:
             self.cached_samples(batch, "policy_samples", self.cfg.num_samples),
             self.distill_optimizer_cfg,
         )
-        targets = optimized.actions.detach()
-        if self.cfg.gripper_from == "policy":  # the gripper executed in the replayed (successful) transition
-            targets = torch.cat([targets[:, :-1], dataset_actions[:, -1:].to(targets.dtype)], dim=1)
-        loss = self.policy.supervised_loss(obs, targets)
+        loss = self.policy.supervised_loss(obs, optimized.actions.detach())
         self._policy_step(loss, "distillation", self.cfg.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()

@@ -64,7 +64,6 @@ METHODS: dict[str, dict] = {
     "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
     "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
     "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
-    "parl_policy_gripper_vote": {"policy": "diffusion", "gripper_from": "policy_median"},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave

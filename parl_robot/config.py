@@ -116,11 +116,10 @@ class LearnerConfig:
     # Who chooses the executed gripper value (the last action dimension). "critic": PA-RL as
     # published, the optimized action is executed whole. "policy": the critic still ranks and optimizes
     # whole actions and its pick moves the arm, but the gripper value executed is a policy sample's (the
-    # first of the k). "policy_median": the same with the median of the k samples' gripper values (a
-    # majority vote for a binary gripper). Acting only: TD targets and distillation targets are
-    # unchanged. An offline critic rates "stay open" above "close now" near the grasp and defers it
-    # (docs/finetune_study.md, sessions 8-10).
-    gripper_from: str = _field("critic", choices=("critic", "policy", "policy_median"))
+    # first of the k). Acting only: TD targets and distillation targets are unchanged. An offline
+    # critic rates "stay open" above "close now" near the grasp and defers it (docs/finetune_study.md,
+    # sessions 8-9).
+    gripper_from: str = _field("critic", choices=("critic", "policy"))
     # How the twin critic heads combine when actions are ranked and optimized: the pessimistic min,
     # or the mean (the reference ranks by its ensemble's mean). TD targets always take the min.
     q_ensemble: str = _field("min", choices=("min", "mean"))

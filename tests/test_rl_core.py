@@ -86,19 +86,6 @@ def test_gripper_from_policy_executes_the_critics_motion_with_the_policys_grippe
     assert torch.all(targets[-1][:, 1] > 0.99)
 
 
-def test_gripper_from_policy_median_executes_the_samples_vote():
-    # Samples 0 and 4 open the gripper, the other three close it; the critic prefers sample 4.
-    samples = torch.tensor([[[0.1, 0.5], [0.2, -1.0], [0.3, -0.9], [0.4, -1.0], [-0.9, 1.0]]])
-    agent = PARLAgent(small_cfg(policy="diffusion", num_samples=5, num_kept=5, local_steps=0,
-                                gripper_from="policy_median"),
-                      SPEC, action_dim=2)
-    agent.critic = GripperLovingCritic()
-    agent.sampling_policy.sample = lambda obs, count: samples.expand(obs["state"].shape[0], -1, -1)
-    action, _ = agent.act({"state": np.zeros(3, np.float32)})
-    assert action[0] == pytest.approx(-0.9)  # the critic's pick moves the arm
-    assert action[1] == pytest.approx(-0.9)  # the samples' median gripper: neither sample 0's nor the critic's
-
-
 def test_calql_regularizer_matches_hand_computation():
     q_policy = torch.tensor([[[1.0, -3.0]], [[0.0, 2.0]]])  # (2 heads, 1 state, 2 policy actions)
     q_random = torch.tensor([[[0.0]], [[-5.0]]])  # (2 heads, 1 state, 1 uniform action)

@@ -148,8 +148,6 @@ class PARLAgent:
             action = result.actions[0].cpu().numpy().astype(np.float32)
             if self.cfg.gripper_from == "policy":  # the critic's pick moves the arm; the policy works the gripper
                 action[-1] = float(samples[0, 0, -1])
-            elif self.cfg.gripper_from == "policy_median":  # ... by the k samples' vote
-                action[-1] = float(samples[0, :, -1].median())
             return action, best_q
         finally:
             self.sampling_policy.train()

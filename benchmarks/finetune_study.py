@@ -27,8 +27,9 @@ rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instea
 no_critic_catchup (no critic updates between warm-up and the first online episode).
 Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
 moves the arm, the executed gripper value comes from a policy sample; acting only).
-Diagnostic: parl_offline_distill (online critic updates as usual, distillation batches from the demo
-states only).
+Diagnostics: parl_offline_distill (online critic updates as usual, distillation batches from the demo
+states only); parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
+BC policy's samples, re-ranked and locally optimized by the online critic).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ METHODS: dict[str, dict] = {
     "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
     "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
     "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
+    "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "_no_policy_updates": True},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave

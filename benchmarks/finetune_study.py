@@ -29,7 +29,8 @@ Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy
 moves the arm, the executed gripper value comes from a policy sample; acting only).
 Diagnostics: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only); parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
-BC policy's samples, re-ranked and locally optimized by the online critic).
+BC policy's samples, re-ranked and locally optimized by the online critic); parl_policy_gripper_plus_bc
+(parl_policy_gripper with a filtered BC step after each distillation step).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ METHODS: dict[str, dict] = {
     "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
     "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
     "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "_no_policy_updates": True},
+    "parl_policy_gripper_plus_bc": {"policy": "diffusion", "gripper_from": "policy", "_plus_filtered_bc": True},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave
@@ -170,6 +172,8 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
                             agent.update_policy(offline.gather(offline.sample_indices(learner.batch_size, rng)))
                         else:
                             agent.update_policy(batch)
+                            if options.get("_plus_filtered_bc"):  # diagnostic: and a filtered BC step
+                                agent.behaviour_clone(_successful_batch(offline, online_buffer, learner.batch_size, rng))
                     updates += 1
             if terminal or truncated:
                 break

@@ -67,7 +67,7 @@ METHODS: dict[str, dict] = {
     "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
     "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
     "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "_no_policy_updates": True},
-    "parl_policy_gripper_plus_bc": {"policy": "diffusion", "gripper_from": "policy", "_plus_filtered_bc": True},
+    "parl_policy_gripper_plus_bc": {"policy": "diffusion", "gripper_from": "policy", "filtered_bc_steps": 1},
 }
 # Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
 # with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave
@@ -106,7 +106,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
     from parl_robot.rl.losses import achievable_returns
-    from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
+    from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed, sample_successful
     from parl_robot.sim.demonstrator import ScriptedDemonstrator
     from parl_robot.sim.env import WidowXSimEnv
 
@@ -167,13 +167,14 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
                     agent.update_critic(batch)
                     if not options.get("_no_policy_updates"):
                         if options.get("_filtered_bc"):
-                            agent.behaviour_clone(_successful_batch(offline, online_buffer, learner.batch_size, rng))
+                            successful = sample_successful(offline, online_buffer, learner.batch_size, rng)
+                            if successful is not None:
+                                agent.behaviour_clone(successful)
                         elif options.get("_distill_offline_only"):  # diagnostic: distil on demo states only
                             agent.update_policy(offline.gather(offline.sample_indices(learner.batch_size, rng)))
                         else:
                             agent.update_policy(batch)
-                            if options.get("_plus_filtered_bc"):  # diagnostic: and a filtered BC step
-                                agent.behaviour_clone(_successful_batch(offline, online_buffer, learner.batch_size, rng))
+                            agent.filtered_behaviour_clone(offline, online_buffer, rng)  # learner.filtered_bc_steps
                     updates += 1
             if terminal or truncated:
                 break
@@ -198,18 +199,6 @@ def _report_progress(result: dict, started: float, runs_dir: Path) -> dict:
     print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {result['method']} seed {result['seed']}: "
           f"offline start {result['offline_start']}, last 20 online {result['final_20']}", file=sys.stderr, flush=True)
     return result
-
-
-def _successful_batch(offline, online_buffer, batch_size, rng) -> dict:
-    """Filtered BC batch: transitions of successful episodes (demos and online), drawn 50/50 from the
-    two buffers like every other batch, in random order (the mixed batch lists offline rows first)."""
-    from parl_robot.rl.replay_buffer import sample_mixed
-
-    batch = sample_mixed(offline, online_buffer, batch_size * 2, 0.5, rng)
-    kept = rng.permutation(np.flatnonzero(batch["episode_success"] > 0.5))[:batch_size]
-    if len(kept) < 2:
-        return sample_mixed(offline, online_buffer, batch_size, 0.0, rng)
-    return {key: value[kept] for key, value in batch.items()}
 
 
 def _parse_overrides(items: list[str]) -> dict:

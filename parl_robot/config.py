@@ -120,6 +120,10 @@ class LearnerConfig:
     # critic rates "stay open" above "close now" near the grasp and defers it (docs/finetune_study.md,
     # sessions 8-9).
     gripper_from: str = _field("critic", choices=("critic", "policy"))
+    # Behaviour-cloning steps on transitions of successful episodes (demos + successful online
+    # episodes) after each online policy update; 0 = PA-RL as published. With gripper_from: policy,
+    # 1 step gave the study's best 5-seed result on cup_to_rack (docs/finetune_study.md, session 10).
+    filtered_bc_steps: int = _field(0, low=0, high=100)
     # How the twin critic heads combine when actions are ranked and optimized: the pessimistic min,
     # or the mean (the reference ranks by its ensemble's mean). TD targets always take the min.
     q_ensemble: str = _field("min", choices=("min", "mean"))

@@ -27,30 +27,6 @@ def test_finetune_study_runs_each_kind_of_method(method):
     assert 0.0 <= result["demo_success_rate"] <= 1.0 and result["offline_start"] in (0.0, 1.0)
 
 
-def test_filtered_bc_batch_mixes_demos_and_successful_online_episodes_only():
-    import numpy as np
-
-    from parl_robot.nets.encoders import ObservationSpec
-    from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer
-
-    study = _load("finetune_study")
-    spec = ObservationSpec(1)
-
-    def buffer_of(*episodes):
-        buffer = ReplayBuffer(spec, 1, 256, discount=0.9)
-        for marker, success in episodes:  # the state marks where a row came from
-            rewards = np.array([-1.0] * 9 + [0.0 if success else -1.0], np.float32)
-            buffer.add_episode(EpisodeData(np.full((11, 1), marker, np.float32), np.zeros((10, 1), np.float32), rewards, success))
-        return buffer
-
-    demos = buffer_of((1.0, True), (9.0, False))  # a failed demo is left out too
-    online = buffer_of((2.0, True), (-1.0, False), (-1.0, False))
-    batch = study._successful_batch(demos, online, 64, np.random.default_rng(0))
-    markers = batch["state"][:, 0]
-    assert 2 <= len(markers) <= 64 and set(np.unique(markers)) == {1.0, 2.0}
-    assert 0.3 < (markers == 2.0).mean() < 0.7 and (markers[:32] == 2.0).any()  # both halves, shuffled
-
-
 def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch, tmp_path):
     import json
 

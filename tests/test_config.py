@@ -18,6 +18,7 @@ def test_packaged_task_config_loads():
         ({"control.rate_hz": 100}, "'control.rate_hz' = 100 is out of range"),
         ({"learner.policy": "mlp"}, "'learner.policy' = 'mlp' is not one of"),
         ({"learner.gripper_from": "robot"}, "'learner.gripper_from' = 'robot' is not one of"),
+        ({"learner.filtered_bc_steps": -1}, "'learner.filtered_bc_steps' = -1 is out of range"),
         ({"control.safety_box_low": [0.1, 0.1]}, "'control.safety_box_low' must be a list of 3 numbers"),
         ({"learner.num_kept": 40}, "'learner.num_kept' (40) must not exceed"),
         ({"control.safety_box_low": [0.5, 0.0, 0.0]}, "must be below"),

@@ -26,6 +26,7 @@ OVERRIDES = {
     "learner.offline_critic_steps": 20,
     "learner.updates_per_step": 0.5,
     "learner.warmup_critic_steps": 200,
+    "learner.filtered_bc_steps": 1,
     "control.max_episode_steps": 15,
     "control.rate_hz": RATE_HZ,
 }
@@ -80,4 +81,7 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
     assert "the next episode waits" in log and not observer.stats[-1]["catching_up"]
     assert observer.stats[-1]["critic_updates_online"] > 0, observer.stats[-1]
     assert observer.stats[-1]["policy_updates"] > 0
+    # learner.filtered_bc_steps: a BC step on successful episodes (here the demos) after each policy update.
+    last = observer.stats[-1]  # (published unlocked at 1 Hz: it may fall between the two steps)
+    assert last["filtered_bc_updates"] > 0 and abs(last["filtered_bc_updates"] - last["policy_updates"]) <= 1, last
     assert (store_dir / "checkpoints" / "latest.pt").is_file()

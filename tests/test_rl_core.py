@@ -12,7 +12,7 @@ from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actio
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
 from parl_robot.rl.losses import achievable_returns, calql_regularizer, discounted_returns, expectile_loss, td_loss
-from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer
+from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_successful
 
 SPEC = ObservationSpec(state_dim=3)
 
@@ -221,6 +221,55 @@ def test_distillation_uses_only_states_of_successful_episodes_by_default():
 
     everything = PARLAgent(small_cfg(policy="diffusion", distill_states="all"), SPEC, action_dim=2)
     assert math.isfinite(everything.update_policy(failures)) and everything.stats.policy_updates == 1
+
+
+def marked_buffer(*episodes, action_dim=1, capacity=256):
+    """Episodes of 10 steps whose states carry a marker (where a row came from) and whose actions are
+    the given constant."""
+    buffer = ReplayBuffer(ObservationSpec(1), action_dim, capacity, discount=0.9)
+    for marker, action, success in episodes:
+        rewards = np.array([-1.0] * 9 + [0.0 if success else -1.0], np.float32)
+        buffer.add_episode(EpisodeData(np.full((11, 1), marker, np.float32), np.full((10, action_dim), action, np.float32),
+                                       rewards, success))
+    return buffer
+
+
+def test_filtered_bc_batch_mixes_successful_demos_and_online_episodes_only():
+    demos = marked_buffer((1.0, 0.0, True), (9.0, 0.0, False))  # a failed demo is left out too
+    online = marked_buffer((2.0, 0.0, True), (-1.0, 0.0, False), (-1.0, 0.0, False))
+    batch = sample_successful(demos, online, 64, np.random.default_rng(0))
+    markers = batch["state"][:, 0]
+    assert 2 <= len(markers) <= 64 and set(np.unique(markers)) == {1.0, 2.0}
+    assert 0.3 < (markers == 2.0).mean() < 0.7 and (markers[:32] == 2.0).any()  # both halves, shuffled
+    failures_only = marked_buffer((9.0, 0.0, False))
+    assert sample_successful(failures_only, marked_buffer((-1.0, 0.0, False)), 64, np.random.default_rng(0)) is None
+
+
+def test_filtered_bc_steps_clone_successful_episodes_after_each_policy_update():
+    # Successful demos and online episodes pushed +0.6; the failed online episodes pushed -0.6.
+    demos = marked_buffer((1.0, 0.6, True), (1.0, 0.6, True), (1.0, -0.6, False), action_dim=2)
+    online = marked_buffer((1.0, 0.6, True), (1.0, -0.6, False), (1.0, -0.6, False), (1.0, -0.6, False), action_dim=2)
+    obs = {"state": torch.ones(1, 1)}
+
+    off = PARLAgent(small_cfg(policy="diffusion", batch_size=64), ObservationSpec(1), action_dim=2)
+    before = [p.clone() for p in off.policy.parameters()]
+    assert off.filtered_behaviour_clone(demos, online, np.random.default_rng(0)) == 0  # default 0: PA-RL as published
+    assert all(torch.equal(a, b) for a, b in zip(before, off.policy.parameters()))
+
+    agent = PARLAgent(small_cfg(policy="diffusion", batch_size=64, filtered_bc_steps=3, policy_lr=3e-3), ObservationSpec(1),
+                      action_dim=2)
+    cloned_actions = []
+    original_loss = agent.policy.supervised_loss
+    agent.policy.supervised_loss = lambda o, actions: cloned_actions.append(actions.clone()) or original_loss(o, actions)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        assert agent.filtered_behaviour_clone(demos, online, rng) == 3
+    assert agent.stats.filtered_bc_updates == agent.stats.bc_updates == 180
+    assert all(torch.all(actions == 0.6) for actions in cloned_actions)  # never a failed episode's action
+    assert agent.policy.sample(obs, 200).mean().item() > 0.3  # the policy moved to the successful actions
+
+    nothing = marked_buffer((1.0, -0.6, False), action_dim=2)
+    assert agent.filtered_behaviour_clone(nothing, nothing, rng) == 0 and agent.stats.filtered_bc_updates == 180
 
 
 def test_checkpoint_round_trip_reproduces_actions(tmp_path):

@@ -204,6 +204,7 @@ class LearnerNode(Node):
                     with self.lock:
                         self.agent.update_critic(self._batch())
                         self.agent.update_policy(self._batch())
+                        self.agent.filtered_behaviour_clone(self.offline, self.online, self.agent.rng)
                         rebuild_seconds = self.agent.rebuild_caches_if_due()
                     if rebuild_seconds:
                         self.get_logger().info(f"action cache rebuilt after a distillation epoch ({rebuild_seconds:.1f} s)")

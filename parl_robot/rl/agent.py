@@ -21,7 +21,7 @@ from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
 from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
-from parl_robot.rl.replay_buffer import ReplayBuffer
+from parl_robot.rl.replay_buffer import ReplayBuffer, sample_successful
 
 Q_EXPLOSION_LIMIT = 1e4
 
@@ -34,7 +34,8 @@ class NumericalInstability(RuntimeError):
 class UpdateStats:
     critic_updates: int = 0
     policy_updates: int = 0
-    bc_updates: int = 0
+    bc_updates: int = 0  # every behaviour-cloning step: offline start and filtered BC
+    filtered_bc_updates: int = 0  # online steps on successful episodes (learner.filtered_bc_steps)
     critic_updates_online: int = 0
     warmup_critic_updates: int = 0  # critic catch-up on demos + warm-up episodes (learner.warmup_critic_steps)
     ema_updates: int = 0
@@ -226,6 +227,22 @@ class PARLAgent:
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
+
+    def filtered_behaviour_clone(self, offline: ReplayBuffer, online: ReplayBuffer, rng: np.random.Generator) -> int:
+        """`learner.filtered_bc_steps` behaviour-cloning steps on transitions of successful episodes
+        (demos and successful online episodes), run after each online policy update: distillation
+        improves the policy slowly, and cloning its own successes at once lifts its early online
+        episodes (docs/finetune_study.md, session 10). Returns the steps taken (fewer when no
+        successful transition was drawn)."""
+        taken = 0
+        for _ in range(self.cfg.filtered_bc_steps):
+            batch = sample_successful(offline, online, self.cfg.batch_size, rng)
+            if batch is None:
+                break
+            self.behaviour_clone(batch)
+            self.stats.filtered_bc_updates += 1
+            taken += 1
+        return taken
 
     def _td_target(self, batch: dict[str, np.ndarray], next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         reward = torch.as_tensor(batch["reward"], device=self.device)

@@ -117,7 +117,12 @@ class ReplayBuffer:
 
 
 def sample_mixed(
-    offline: ReplayBuffer, online: ReplayBuffer, batch_size: int, online_fraction: float, rng: np.random.Generator
+    offline: ReplayBuffer,
+    online: ReplayBuffer,
+    batch_size: int,
+    online_fraction: float,
+    rng: np.random.Generator,
+    with_cache: bool = True,
 ) -> dict[str, np.ndarray]:
     """A batch with `online_fraction` from the online buffer (all offline while it is empty)."""
     online_count = int(round(batch_size * online_fraction)) if len(online) else 0
@@ -125,7 +130,21 @@ def sample_mixed(
         online_count = batch_size
     parts = []
     if batch_size - online_count:
-        parts.append(offline.gather(offline.sample_indices(batch_size - online_count, rng)))
+        parts.append(offline.gather(offline.sample_indices(batch_size - online_count, rng), with_cache))
     if online_count:
-        parts.append(online.gather(online.sample_indices(online_count, rng)))
+        parts.append(online.gather(online.sample_indices(online_count, rng), with_cache))
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def sample_successful(
+    offline: ReplayBuffer, online: ReplayBuffer, batch_size: int, rng: np.random.Generator
+) -> dict[str, np.ndarray] | None:
+    """A filtered behaviour-cloning batch: up to `batch_size` transitions of successful episodes
+    (successful demos and online episodes), kept from a mixed batch twice that size drawn half from
+    each buffer (so both keep their weight as the online buffer grows), in random order. None when
+    fewer than two successful transitions were drawn: nothing to clone, never a failure."""
+    batch = sample_mixed(offline, online, batch_size * 2, 0.5, rng, with_cache=False)
+    kept = rng.permutation(np.flatnonzero(batch["episode_success"] > 0.5))[:batch_size]
+    if len(kept) < 2:
+        return None
+    return {key: value[kept] for key, value in batch.items()}

@@ -318,6 +318,45 @@ def online_blocks(runs: list[dict], block: int = BLOCK_EPISODES) -> list[float]:
     return [float(np.mean([o[i:i + block] for o in online])) for i in range(0, shortest - block + 1, block)]
 
 
+
+def paired_blocks(runs: list[dict], baseline_runs: list[dict], block: int = BLOCK_EPISODES,
+                  resamples: int = 10_000) -> dict | None:
+    """Seed-paired comparison at equal episodes: per block of `block` online episodes, the mean over
+    the seeds both methods ran of (method's success - baseline's success) in points, a 95 % percentile
+    bootstrap interval over those seeds, and how many seeds are ahead / equal / behind. Seed s sets
+    the same demos, resets and initialization for every method, so pairing by seed removes the
+    seed-to-seed spread (offline starts range 0-100 % across seeds). None when no seed is shared."""
+    mine = {r["seed"]: [c["success"] for c in r["curve"] if c["phase"] == "online"] for r in runs}
+    theirs = {r["seed"]: [c["success"] for c in r["curve"] if c["phase"] == "online"] for r in baseline_runs}
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    shortest = min(len(x) for x in [*(mine[s] for s in seeds), *(theirs[s] for s in seeds)])
+    draws = np.random.default_rng(0).integers(0, len(seeds), size=(resamples, len(seeds)))
+    blocks = []
+    for start in range(0, shortest - block + 1, block):
+        diff = np.array([np.mean(mine[s][start:start + block]) - np.mean(theirs[s][start:start + block]) for s in seeds])
+        low, high = np.percentile(diff[draws].mean(axis=1), [2.5, 97.5])
+        blocks.append({"online_episodes": f"{start + 1}-{start + block}", "difference_points": round(100 * float(diff.mean()), 1),
+                       "ci95_points": [round(100 * float(low), 1), round(100 * float(high), 1)],
+                       "seeds_ahead": int((diff > 0).sum()), "seeds_equal": int((diff == 0).sum()),
+                       "seeds_behind": int((diff < 0).sum())})
+    return {"seeds": seeds, "blocks": blocks}
+
+
+def paired_against_baselines(results: list[dict], methods: list[str]) -> dict:
+    """paired_blocks for every PA-RL method (parl_*) against every non-PA-RL baseline in `methods`."""
+    baselines = [m for m in methods if m in BASELINES and not m.startswith("parl_")]
+    paired = {}
+    for method in (m for m in methods if m.startswith("parl_")):
+        runs = [r for r in results if r["method"] == method]
+        for baseline in baselines:
+            comparison = paired_blocks(runs, [r for r in results if r["method"] == baseline])
+            if comparison is not None:
+                paired.setdefault(method, {})[baseline] = comparison
+    return paired
+
+
 def write_report(results: list[dict], methods: list[str], out: Path, settings: dict, wall_clock_s: float | None) -> None:
     """Table on stdout, <out>.json (summary + every run) and <out>.png."""
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
@@ -334,8 +373,15 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
                            "online_successes_per_seed": online_successes}
         print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}"
               f"   per {BLOCK_EPISODES} online: {' '.join(f'{100 * b:.0f}%' for b in blocks)}")
-    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results,
-                                                    "wall_clock_s": wall_clock_s}, indent=1))
+    paired = paired_against_baselines(results, methods)
+    for method, against in paired.items():
+        for baseline, comparison in against.items():
+            cells = " ".join(f"{b['difference_points']:+.0f} [{b['ci95_points'][0]:+.0f},{b['ci95_points'][1]:+.0f}]"
+                             for b in comparison["blocks"])
+            print(f"  {method} - {baseline} ({len(comparison['seeds'])} paired seeds), points per {BLOCK_EPISODES} "
+                  f"online [95% CI]: {cells}")
+    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "paired_vs_baselines": paired,
+                                                    "runs": results, "wall_clock_s": wall_clock_s}, indent=1))
     try:
         plot(results, out.with_suffix(".png"))
     except ImportError:

@@ -46,6 +46,7 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
     report = json.loads((tmp_path / "study.json").read_text())
     assert [(r["method"], r["seed"]) for r in report["runs"]] == [("parl_diffusion", 0), ("parl_diffusion", 1), ("filtered_bc", 0)]
     assert report["summary"]["parl_diffusion"]["seeds"] == [0, 1]
+    assert report["paired_vs_baselines"]["parl_diffusion"]["filtered_bc"]["seeds"] == [0]  # seed 1 has no partner
     assert report["summary"]["parl_diffusion"]["gain_points"] == pytest.approx(100 * ((1 + 1 / 3) / 2 - (0 + 0.5) / 2))
     assert report["summary"]["parl_diffusion"]["online_successes_per_seed"] == pytest.approx((1 + 3) / 2)
     assert study.online_blocks(report["runs"][:2], block=1) == pytest.approx([0.5, 0.5, 1.0])  # equal-episode comparison
@@ -57,6 +58,36 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
     (runs_dir / "no_local_seed0.json").write_text(json.dumps({**run, "method": "no_local"}))
     with pytest.raises(SystemExit, match="different set-ups"):
         study.main()
+
+
+
+def _online_run(method, seed, online, warmup=(False,)):
+    curve = [{"phase": "warmup", "success": x} for x in warmup] + [{"phase": "online", "success": bool(x)} for x in online]
+    return {"method": method, "seed": seed, "curve": curve}
+
+
+def test_paired_blocks_compare_methods_seed_by_seed_at_equal_episodes():
+    study = _load("finetune_study")
+    ours = [_online_run("parl_diffusion", 0, [1, 1, 0, 0]), _online_run("parl_diffusion", 1, [1, 0, 1, 1]),
+            _online_run("parl_diffusion", 2, [0, 0, 0, 0]), _online_run("parl_diffusion", 7, [1, 1, 1, 1])]
+    theirs = [_online_run("filtered_bc", 0, [0, 1, 1, 1]), _online_run("filtered_bc", 1, [1, 0, 0, 0]),
+              _online_run("filtered_bc", 2, [0, 0, 1, 0, 1])]  # seed 7 has no partner: left out
+    comparison = study.paired_blocks(ours, theirs, block=2, resamples=2000)
+    assert comparison["seeds"] == [0, 1, 2]
+    first, second = comparison["blocks"]  # episodes 1-2, 3-4; seed 2's longer run is cut to the shared length
+    assert first["online_episodes"] == "1-2" and first["difference_points"] == pytest.approx(100 * (0.5 + 0 + 0) / 3, abs=0.1)
+    assert (first["seeds_ahead"], first["seeds_equal"], first["seeds_behind"]) == (1, 2, 0)
+    assert second["difference_points"] == pytest.approx(100 * (-1 + 1 - 0.5) / 3, abs=0.1)
+    assert (second["seeds_ahead"], second["seeds_equal"], second["seeds_behind"]) == (1, 0, 2)
+    for block in comparison["blocks"]:  # the interval holds the mean and spans only what resampled seeds allow
+        low, high = block["ci95_points"]
+        assert low <= block["difference_points"] <= high
+    assert second["ci95_points"][0] >= -100 and second["ci95_points"][1] <= 100 and second["ci95_points"][0] < 0 < second["ci95_points"][1]
+    assert study.paired_blocks(ours, [_online_run("filtered_bc", 5, [1, 1])]) is None
+
+    paired = study.paired_against_baselines(ours + theirs, ["parl_diffusion", "filtered_bc"])
+    assert list(paired) == ["parl_diffusion"] and list(paired["parl_diffusion"]) == ["filtered_bc"]
+    assert paired["parl_diffusion"]["filtered_bc"]["blocks"] == []  # 4 online episodes: no full block of 20
 
 
 def test_finetune_study_rejects_unknown_methods(monkeypatch, tmp_path):

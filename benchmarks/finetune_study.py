@@ -14,7 +14,9 @@ the ROS plumbing (tests/test_integration_graph.py covers the graph):
   4. `--online` episodes: every executed step adds `updates_per_step` critic + policy updates
      (50/50 offline/online batches), acting with the method's rule.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
-seed) and <out>.png (success vs episodes, moving average over 10), and prints a table.
+seed, success per block of 20 online episodes, and each PA-RL method's seed-paired difference to each
+baseline per block with a 95 % bootstrap interval) and <out>.png (success vs episodes, moving average
+over 10), and prints a table.
 
 Methods: parl_diffusion (PA-RL + Cal-QL, diffusion), parl_transformer (PA-RL, token transformer),
 calql_gaussian (Cal-QL with a reparameterized tanh-Gaussian actor, the standard baseline),
@@ -29,8 +31,9 @@ Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy
 moves the arm, the executed gripper value comes from a policy sample; acting only).
 Diagnostics: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only); parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
-BC policy's samples, re-ranked and locally optimized by the online critic); parl_policy_gripper_plus_bc
-(parl_policy_gripper with a filtered BC step after each distillation step).
+BC policy's samples, re-ranked and locally optimized by the online critic).
+Variant: parl_policy_gripper_plus_bc (parl_policy_gripper with `learner.filtered_bc_steps: 1`: a
+filtered BC step after each distillation step; the study's best setting, docs/finetune_study.md).
 """
 
 from __future__ import annotations

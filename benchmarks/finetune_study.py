@@ -15,7 +15,7 @@ the ROS plumbing (tests/test_integration_graph.py covers the graph):
      (50/50 offline/online batches), acting with the method's rule.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
 seed, success per block of 20 online episodes, and each PA-RL method's seed-paired difference to each
-baseline per block with a 95 % bootstrap interval) and <out>.png (success vs episodes, moving average
+baseline, and each ablation's to parl_diffusion, per block with a 95 % bootstrap interval) and <out>.png (success vs episodes, moving average
 over 10), and prints a table.
 
 Methods: parl_diffusion (PA-RL + Cal-QL, diffusion), parl_transformer (PA-RL, token transformer),
@@ -360,6 +360,24 @@ def paired_against_baselines(results: list[dict], methods: list[str]) -> dict:
     return paired
 
 
+def paired_ablations(results: list[dict], methods: list[str]) -> dict:
+    """paired_blocks for every ablation in `methods` against the full method, parl_diffusion."""
+    full = [r for r in results if r["method"] == "parl_diffusion"]
+    paired = {}
+    for ablation in (m for m in methods if m in ABLATIONS):
+        comparison = paired_blocks([r for r in results if r["method"] == ablation], full)
+        if comparison is not None:
+            paired[ablation] = comparison
+    return paired
+
+
+def _print_paired(method: str, other: str, comparison: dict) -> None:
+    cells = " ".join(f"{b['difference_points']:+.1f} [{b['ci95_points'][0]:+.1f},{b['ci95_points'][1]:+.1f}]"
+                     for b in comparison["blocks"])
+    print(f"  {method} - {other} ({len(comparison['seeds'])} paired seeds), points per {BLOCK_EPISODES} "
+          f"online [95% CI]: {cells}")
+
+
 def write_report(results: list[dict], methods: list[str], out: Path, settings: dict, wall_clock_s: float | None) -> None:
     """Table on stdout, <out>.json (summary + every run) and <out>.png."""
     print(f"{'method':<18} {'seeds':>5} {'offline start':>13} {'last 20 online':>14} {'gain':>6} {'min/run':>8}")
@@ -379,12 +397,13 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
     paired = paired_against_baselines(results, methods)
     for method, against in paired.items():
         for baseline, comparison in against.items():
-            cells = " ".join(f"{b['difference_points']:+.0f} [{b['ci95_points'][0]:+.0f},{b['ci95_points'][1]:+.0f}]"
-                             for b in comparison["blocks"])
-            print(f"  {method} - {baseline} ({len(comparison['seeds'])} paired seeds), points per {BLOCK_EPISODES} "
-                  f"online [95% CI]: {cells}")
-    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "summary": summary, "paired_vs_baselines": paired,
-                                                    "runs": results, "wall_clock_s": wall_clock_s}, indent=1))
+            _print_paired(method, baseline, comparison)
+    ablations = paired_ablations(results, methods)
+    for ablation, comparison in ablations.items():
+        _print_paired(ablation, "parl_diffusion", comparison)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"settings": settings, "summary": summary, "paired_vs_baselines": paired,
+         "paired_ablations_vs_parl_diffusion": ablations, "runs": results, "wall_clock_s": wall_clock_s}, indent=1))
     try:
         plot(results, out.with_suffix(".png"))
     except ImportError:

@@ -89,6 +89,10 @@ def test_paired_blocks_compare_methods_seed_by_seed_at_equal_episodes():
     assert list(paired) == ["parl_diffusion"] and list(paired["parl_diffusion"]) == ["filtered_bc"]
     assert paired["parl_diffusion"]["filtered_bc"]["blocks"] == []  # 4 online episodes: no full block of 20
 
+    ablation = [_online_run("no_local", 0, [0, 0, 0, 0]), _online_run("no_local", 1, [1, 1, 1, 1])]
+    ablations = study.paired_ablations(ours + theirs + ablation, ["parl_diffusion", "filtered_bc", "no_local"])
+    assert list(ablations) == ["no_local"] and ablations["no_local"]["seeds"] == [0, 1]  # against the full method
+
 
 def test_finetune_study_rejects_unknown_methods(monkeypatch, tmp_path):
     study = _load("finetune_study")

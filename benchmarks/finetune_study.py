@@ -14,9 +14,9 @@ the ROS plumbing (tests/test_integration_graph.py covers the graph):
   4. `--online` episodes: every executed step adds `updates_per_step` critic + policy updates
      (50/50 offline/online batches), acting with the method's rule.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
-seed, success per block of 20 online episodes, and each PA-RL method's seed-paired difference to each
-baseline, and each ablation's to parl_diffusion, per block with a 95 % bootstrap interval) and <out>.png (success vs episodes, moving average
-over 10), and prints a table.
+seed; success per block of 20 online episodes; per block, each PA-RL method's seed-paired difference
+to each baseline and each ablation's to parl_diffusion, with a 95 % bootstrap interval) and <out>.png
+(success vs episodes, moving average over 10), and prints a table.
 
 Methods: parl_diffusion (PA-RL + Cal-QL, diffusion), parl_transformer (PA-RL, token transformer),
 calql_gaussian (Cal-QL with a reparameterized tanh-Gaussian actor, the standard baseline),

@@ -27,13 +27,13 @@ actions under the same critic instead of policy samples), distill_all_states (di
 replay state, failed online episodes included, instead of `learner.distill_states: successful`),
 rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min),
 no_critic_catchup (no critic updates between warm-up and the first online episode).
-Variant: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
-moves the arm, the executed gripper value comes from a policy sample; acting only).
+Variants: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
+moves the arm, the executed gripper value comes from a policy sample; acting only);
+parl_policy_gripper_plus_bc (parl_policy_gripper with `learner.filtered_bc_steps: 1`: a filtered BC
+step after each distillation step; the study's best setting, docs/finetune_study.md).
 Diagnostics: parl_offline_distill (online critic updates as usual, distillation batches from the demo
 states only); parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
 BC policy's samples, re-ranked and locally optimized by the online critic).
-Variant: parl_policy_gripper_plus_bc (parl_policy_gripper with `learner.filtered_bc_steps: 1`: a
-filtered BC step after each distillation step; the study's best setting, docs/finetune_study.md).
 """
 
 from __future__ import annotations
@@ -313,13 +313,17 @@ def collect_runs(runs_dir: Path) -> list[dict]:
 BLOCK_EPISODES = 20
 
 
+def online_successes(run: dict) -> list[bool]:
+    """Success of each online episode of one run, in order (warm-up episodes left out)."""
+    return [c["success"] for c in run["curve"] if c["phase"] == "online"]
+
+
 def online_blocks(runs: list[dict], block: int = BLOCK_EPISODES) -> list[float]:
     """Success rate per block of `block` online episodes (1-20, 21-40, ...), pooled over the runs:
     methods compared at equal episodes, not only at the end. A last partial block is left out."""
-    online = [[c["success"] for c in r["curve"] if c["phase"] == "online"] for r in runs]
+    online = [online_successes(r) for r in runs]
     shortest = min((len(o) for o in online), default=0)
     return [float(np.mean([o[i:i + block] for o in online])) for i in range(0, shortest - block + 1, block)]
-
 
 
 def paired_blocks(runs: list[dict], baseline_runs: list[dict], block: int = BLOCK_EPISODES,
@@ -329,8 +333,8 @@ def paired_blocks(runs: list[dict], baseline_runs: list[dict], block: int = BLOC
     bootstrap interval over those seeds, and how many seeds are ahead / equal / behind. Seed s sets
     the same demos, resets and initialization for every method, so pairing by seed removes the
     seed-to-seed spread (offline starts range 0-100 % across seeds). None when no seed is shared."""
-    mine = {r["seed"]: [c["success"] for c in r["curve"] if c["phase"] == "online"] for r in runs}
-    theirs = {r["seed"]: [c["success"] for c in r["curve"] if c["phase"] == "online"] for r in baseline_runs}
+    mine = {r["seed"]: online_successes(r) for r in runs}
+    theirs = {r["seed"]: online_successes(r) for r in baseline_runs}
     seeds = sorted(set(mine) & set(theirs))
     if not seeds:
         return None
@@ -349,12 +353,12 @@ def paired_blocks(runs: list[dict], baseline_runs: list[dict], block: int = BLOC
 
 def paired_against_baselines(results: list[dict], methods: list[str]) -> dict:
     """paired_blocks for every PA-RL method (parl_*) against every non-PA-RL baseline in `methods`."""
+    runs = {m: [r for r in results if r["method"] == m] for m in methods}
     baselines = [m for m in methods if m in BASELINES and not m.startswith("parl_")]
     paired = {}
     for method in (m for m in methods if m.startswith("parl_")):
-        runs = [r for r in results if r["method"] == method]
         for baseline in baselines:
-            comparison = paired_blocks(runs, [r for r in results if r["method"] == baseline])
+            comparison = paired_blocks(runs[method], runs[baseline])
             if comparison is not None:
                 paired.setdefault(method, {})[baseline] = comparison
     return paired
@@ -388,10 +392,10 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
         final = float(np.mean([r["final_20"] for r in runs if r["final_20"] is not None] or [np.nan]))
         minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
         blocks = online_blocks(runs)
-        online_successes = float(np.mean([sum(c["success"] for c in r["curve"] if c["phase"] == "online") for r in runs]))
+        successes_per_seed = float(np.mean([sum(online_successes(r)) for r in runs]))
         summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start),
                            "seeds": sorted(r["seed"] for r in runs), "online_blocks_20": blocks,
-                           "online_successes_per_seed": online_successes}
+                           "online_successes_per_seed": successes_per_seed}
         print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}"
               f"   per {BLOCK_EPISODES} online: {' '.join(f'{100 * b:.0f}%' for b in blocks)}")
     paired = paired_against_baselines(results, methods)

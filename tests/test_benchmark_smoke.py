@@ -60,7 +60,6 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
         study.main()
 
 
-
 def _online_run(method, seed, online, warmup=(False,)):
     curve = [{"phase": "warmup", "success": x} for x in warmup] + [{"phase": "online", "success": bool(x)} for x in online]
     return {"method": method, "seed": seed, "curve": curve}

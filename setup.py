@@ -25,7 +25,7 @@ setup(
     ],
     # torch is installed explicitly (torch==2.13.0, CPU) by scripts/setup_env.sh so that a loose
     # requirement never pulls a multi-GB CUDA build; any torch >= 2.2 works.
-    install_requires=["numpy>=1.24", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "h5py>=3.8", "torch>=2.2"],
+    install_requires=["numpy>=1.24", "modern_robotics>=1.1", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "h5py>=3.8", "torch>=2.2"],
     extras_require={
         "test": ["pytest>=8", "selenium>=4.15"],
         "benchmarks": ["matplotlib>=3.7"],

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from parl_robot.robot.safety import EECommand
-from parl_robot.sim.widowx_model import JOINT_NAMES
+from parl_robot.robot.widowx import JOINT_NAMES
 
 
 class ArmBackend(Protocol):

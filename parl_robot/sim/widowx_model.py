@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-JOINT_NAMES = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
-JOINT_LIMITS_RAD = np.deg2rad(
-    np.array([[-180, 180], [-108, 114], [-123, 92], [-180, 180], [-100, 123], [-180, 180]], dtype=float)
+from parl_robot.robot.widowx import (  # noqa: F401  (re-exported for the sim)
+    HOME_EE_POSITION, JOINT_LIMITS_RAD, JOINT_NAMES, JOINT_VELOCITY_LIMIT, SLEEP_JOINTS,
 )
-JOINT_VELOCITY_LIMIT = np.pi  # rad/s, every joint
-SLEEP_JOINTS = np.array([0.0, -1.80, 1.55, 0.0, 0.8, 0.0])
-HOME_EE_POSITION = np.array([0.458325, 0.0, 0.36065])
+
 GRIPPER_SITE = "ee_site"
 
 

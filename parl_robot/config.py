@@ -60,6 +60,22 @@ class ControlConfig:
     safety_box_low: list = _field([0.15, -0.25, 0.04])
     safety_box_high: list = _field([0.45, 0.25, 0.35])
     home_xyz: list = _field([0.30, 0.0, 0.20])
+    # Orientation bounds of the commanded gripper: yaw about world z, and tilt away from pointing down.
+    yaw_limits_rad: list = _field([-1.2, 1.2])
+    max_tilt_rad: float = _field(0.6, low=0.0, high=1.6)
+    # Non-blocking steps as Bridge commands them: the trajectory lasts a little longer than a period
+    # (no stop-start between steps), with a short acceleration phase. Both relative to the period.
+    moving_time_periods: float = _field(1.25, low=0.5, high=5.0)
+    accel_time_periods: float = _field(0.5, low=0.05, high=2.5)
+    # Resets: a joint-space move to this neutral pose (empty: IK of home_xyz pointing down), lifting
+    # the gripper to the home height first; joints move at most this fast.
+    neutral_joints: list = _field([])
+    home_joint_speed_rad_s: float = _field(1.0, low=0.05, high=3.0)
+    home_tolerance_rad: float = _field(0.03, low=0.001, high=0.5)
+    # Hold (and report) when the measured gripper position trails the command settled
+    # `moving_time` ago by more than this, or when a motor reports a hardware error (polled).
+    tracking_tolerance_m: float = _field(0.03, low=0.002, high=0.5)
+    motor_poll_period_s: float = _field(1.0, low=0.1, high=60.0)
 
 
 @dataclass
@@ -252,6 +268,7 @@ _VECTOR_LENGTHS = {
     "sim.object_xy_high": 2,
     "reward.target_low": 3,
     "reward.target_high": 3,
+    "control.yaw_limits_rad": 2,
     "perception.object_hsv_low": 3,
     "perception.object_hsv_high": 3,
 }
@@ -278,6 +295,19 @@ def _check_lengths(cfg: TaskConfig, source: str = "<defaults>") -> None:
         low, high = _get_path(cfg, low_key), _get_path(cfg, high_key)
         if any(lo >= hi for lo, hi in zip(low, high)):
             raise ConfigError(f"{source}: '{low_key}' {low} must be below '{high_key}' {high} in every axis")
+    if cfg.control.neutral_joints and (
+        len(cfg.control.neutral_joints) != 6
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cfg.control.neutral_joints)
+    ):
+        raise ConfigError(f"{source}: 'control.neutral_joints' must be empty or 6 joint angles (rad), got {cfg.control.neutral_joints!r}")
+    if cfg.control.accel_time_periods > cfg.control.moving_time_periods / 2:
+        raise ConfigError(
+            f"{source}: 'control.accel_time_periods' ({cfg.control.accel_time_periods}) must be at most half of "
+            f"'control.moving_time_periods' ({cfg.control.moving_time_periods}): the motors' time profile needs it"
+        )
+    yaw_low, yaw_high = cfg.control.yaw_limits_rad
+    if not -3.15 <= yaw_low < yaw_high <= 3.15:
+        raise ConfigError(f"{source}: 'control.yaw_limits_rad' {cfg.control.yaw_limits_rad} must be [low, high] within [-pi, pi]")
     if cfg.learner.num_kept > cfg.learner.num_samples:
         raise ConfigError(
             f"{source}: 'learner.num_kept' ({cfg.learner.num_kept}) must not exceed "

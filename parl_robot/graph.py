@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 from parl_robot.nodes.common import NAMESPACE
 
+RESPAWN_LIMIT = 3
+RESPAWN_DELAY_S = 2.0
+PARK_TIMEOUT_S = 30.0
+
 LAUNCH_ARGUMENTS = {
     "task": ("cup_to_rack", "task name: config/tasks/<task>.yaml"),
     "sim": ("true", "true: MuJoCo sim bridge; false: camera + WidowX-250 hardware"),
@@ -30,6 +34,14 @@ class NodeSpec:
     module: str  # python module with main(); its console script is the last dotted part
     parameters: dict = field(default_factory=dict)
     ends_launch: bool = False  # its normal exit (code 0) ends the whole graph successfully
+    # A `__node` remap renames every node in the process (launch_ros#342), the Interbotix API's hidden
+    # node too: the control node names itself instead (its default name is `name`).
+    remap_name: bool = True
+    # Supervision (both launchers): a `critical` node's exit stops the run (the arm's own node); a
+    # `respawn` node is restarted after it dies, up to RESPAWN_LIMIT times; the others stop the run.
+    critical: bool = False
+    respawn: bool = False
+    stop_timeout_s: float = 8.0  # grace after SIGINT before SIGTERM (the control node parks the arm)
 
     @property
     def executable(self) -> str:
@@ -50,26 +62,32 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
     sim = _truthy(args["sim"])
     specs = []
     if sim:
-        specs.append(NodeSpec("sim_bridge", "parl_robot.nodes.sim_bridge_node", {**shared}))
+        specs.append(NodeSpec("sim_bridge", "parl_robot.nodes.sim_bridge_node", {**shared}, critical=True))
     else:
-        specs.append(NodeSpec("camera", "parl_robot.nodes.camera_node", {**shared, "device": args["camera_device"]}))
+        specs.append(NodeSpec("camera", "parl_robot.nodes.camera_node", {**shared, "device": args["camera_device"]},
+                              respawn=True))
         specs.append(
-            NodeSpec("control", "parl_robot.nodes.control_node", {**shared, "backend": "interbotix", "robot_model": args["robot_model"]})
+            NodeSpec("control", "parl_robot.nodes.control_node",
+                     {**shared, "backend": "interbotix", "robot_model": args["robot_model"]}, remap_name=False,
+                     critical=True, stop_timeout_s=PARK_TIMEOUT_S)
         )
-        specs.append(NodeSpec("object_detector", "parl_robot.nodes.object_detector_node", {**shared}))
+        specs.append(NodeSpec("object_detector", "parl_robot.nodes.object_detector_node", {**shared}, respawn=True))
     specs += [
-        NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}),
-        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}),
-        NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True),
+        NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}, respawn=True),
+        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}, respawn=True),
+        NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True, respawn=True),
     ]
     if int(args["ui_port"]) > 0:
-        specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]}))
+        specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]},
+                              respawn=True))
     return specs
 
 
 def ros_arguments(spec: NodeSpec, namespace: str = NAMESPACE) -> list[str]:
     """`--ros-args` for a plain process: namespace, node name and parameters."""
-    arguments = ["--ros-args", "-r", f"__ns:=/{namespace}", "-r", f"__node:={spec.name}"]
+    arguments = ["--ros-args", "-r", f"__ns:=/{namespace}"]
+    if spec.remap_name:
+        arguments += ["-r", f"__node:={spec.name}"]
     for key, value in spec.parameters.items():
         arguments += ["-p", f"{key}:={_parameter_literal(value)}"]
     return arguments

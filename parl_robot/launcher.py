@@ -1,8 +1,11 @@
-"""Plain-Python launcher: every node of a graph as its own process, logs prefixed, stopped together.
+"""Plain-Python launcher: every node of a graph as its own process, logs prefixed, supervised.
 
 Used where `ros2 launch` is not available (pip-only machines, CI). Ctrl-C (SIGINT) or SIGTERM
-stops every node (SIGINT, then SIGTERM, then SIGKILL). If a node exits, the others are stopped;
-the launch succeeds only when a node marked `ends_launch` exited with code 0.
+stops every node (SIGINT, then SIGTERM after the node's `stop_timeout_s`, then SIGKILL) and exits 0
+when they all stopped cleanly. Supervision, as `launch/finetune.launch.py` does it: the run ends
+with 0 when a node marked `ends_launch` exits with 0; a `respawn` node that dies is restarted after
+RESPAWN_DELAY_S (at most RESPAWN_LIMIT times), so a dead learner never takes the arm's node or the
+page down; a `critical` node (the arm's) or any other node exiting stops the run with its code.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from parl_robot.graph import NodeSpec, ros_arguments
+from parl_robot.graph import RESPAWN_DELAY_S, RESPAWN_LIMIT, NodeSpec, ros_arguments
 
-STOP_GRACE_S = 8.0
 COLOURS = ("36", "33", "35", "32", "34", "31", "37")
 
 
@@ -49,32 +51,55 @@ def start_node(spec: NodeSpec, index: int, env: dict, out, lock: threading.Lock,
     return RunningNode(spec, process, reader)
 
 
-def stop_nodes(nodes: list[RunningNode], grace_s: float = STOP_GRACE_S) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        alive = [n for n in nodes if n.process.poll() is None]
-        if not alive:
-            break
-        for node in alive:
-            try:
-                os.killpg(node.process.pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + (grace_s if sig != signal.SIGKILL else 2.0)
-        while time.monotonic() < deadline and any(n.process.poll() is None for n in alive):
-            time.sleep(0.05)
+def stop_nodes(nodes: list[RunningNode]) -> list[str]:
+    """SIGINT every node, escalate per node after its grace; returns the names that had to be killed."""
+    escalated: list[str] = []
+    for node in nodes:
+        if node.process.poll() is None:
+            _signal(node, signal.SIGINT)
+    started = time.monotonic()
+    pending = [n for n in nodes if n.process.poll() is None]
+    terminated: set[str] = set()
+    while pending:
+        elapsed = time.monotonic() - started
+        for node in pending:
+            grace = node.spec.stop_timeout_s
+            if elapsed > grace and node.spec.name not in terminated:
+                _signal(node, signal.SIGTERM)
+                terminated.add(node.spec.name)
+                escalated.append(node.spec.name)
+            elif elapsed > grace + 2.0:
+                _signal(node, signal.SIGKILL)
+        time.sleep(0.05)
+        pending = [n for n in pending if n.process.poll() is None]
     for node in nodes:
         node.reader.join(timeout=2.0)
+    return escalated
+
+
+def _signal(node: RunningNode, sig: signal.Signals) -> None:
+    try:
+        os.killpg(node.process.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def launch(specs: list[NodeSpec], env: dict | None = None, out=None, timeout_s: float | None = None) -> int:
-    """Run the graph until it ends; returns the launch's exit code (0 = finished normally)."""
+    """Run the graph until it ends; returns the launch's exit code (0 = finished normally or stopped)."""
     out = out or sys.stdout
     env = dict(os.environ if env is None else env)
     env.setdefault("PYTHONUNBUFFERED", "1")
     lock = threading.Lock()
     colour = hasattr(out, "isatty") and out.isatty()
     nodes: list[RunningNode] = []
+    restarts: dict[str, int] = {}
+    due_restarts: list[tuple[float, int, NodeSpec]] = []
     stop_requested = threading.Event()
+
+    def say(message: str) -> None:
+        with lock:
+            out.write(f"[launch] {message}\n")
+            out.flush()
 
     def request_stop(signum, frame):
         stop_requested.set()
@@ -83,33 +108,54 @@ def launch(specs: list[NodeSpec], env: dict | None = None, out=None, timeout_s: 
         if threading.current_thread() is threading.main_thread() else {}
     exit_code = 0
     started = time.monotonic()
+    stopping_on_request = False
     try:
         for index, spec in enumerate(specs):
             nodes.append(start_node(spec, index, env, out, lock, colour))
         while True:
             if stop_requested.is_set():
-                with lock:
-                    out.write("[launch] stop requested; stopping all nodes\n")
-                exit_code = 130
+                say("stop requested; stopping all nodes")
+                stopping_on_request = True
                 break
             if timeout_s is not None and time.monotonic() - started > timeout_s:
-                with lock:
-                    out.write(f"[launch] timed out after {timeout_s:.0f} s; stopping all nodes\n")
+                say(f"timed out after {timeout_s:.0f} s; stopping all nodes")
                 exit_code = 124
                 break
+            now = time.monotonic()
+            for due in [d for d in due_restarts if d[0] <= now]:
+                due_restarts.remove(due)
+                _, index, spec = due
+                nodes.append(start_node(spec, index, env, out, lock, colour))
             ended = next((n for n in nodes if n.process.poll() is not None), None)
             if ended is not None:
-                code = ended.process.returncode
-                if ended.spec.ends_launch and code == 0:
-                    message, exit_code = f"{ended.spec.name} finished", 0
-                else:
-                    message, exit_code = f"{ended.spec.name} exited with code {code}", code if code else 1
-                with lock:
-                    out.write(f"[launch] {message}; stopping all nodes\n")
+                nodes.remove(ended)
+                ended.reader.join(timeout=2.0)
+                spec, code = ended.spec, ended.process.returncode
+                if spec.ends_launch and code == 0:
+                    say(f"{spec.name} finished; stopping all nodes")
+                    break
+                if spec.respawn and not spec.critical and restarts.get(spec.name, 0) < RESPAWN_LIMIT:
+                    restarts[spec.name] = restarts.get(spec.name, 0) + 1
+                    say(f"{spec.name} exited with code {code}; restarting it in {RESPAWN_DELAY_S:.0f} s "
+                        f"({restarts[spec.name]}/{RESPAWN_LIMIT})")
+                    due_restarts.append((now + RESPAWN_DELAY_S, specs.index(spec), spec))
+                    continue
+                limit = f" (restarted {RESPAWN_LIMIT} times already)" if spec.respawn and not spec.critical else ""
+                say(f"{spec.name} exited with code {code}{limit}; stopping all nodes")
+                exit_code = code if code else 1
                 break
             time.sleep(0.1)
     finally:
-        stop_nodes(nodes)
+        killed = stop_nodes(nodes)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if killed:
+        say(f"{', '.join(killed)} did not stop within its grace period and had to be terminated")
+    if stopping_on_request:
+        failed = [n.spec.name for n in nodes if n.process.returncode not in (0, None)]
+        if failed or killed:
+            say(f"stopped; {', '.join(sorted(set(failed + killed)))} did not exit cleanly")
+            return 1
+        say("stopped cleanly")
+        return 0
     return exit_code

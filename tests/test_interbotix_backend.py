@@ -1,233 +1,338 @@
-"""The hardware backend's command path against recorders with the real Interbotix signatures.
+"""The hardware path (ArmController + InterbotixArmBackend) driven through the Interbotix API's semantics.
 
-The recorder classes below copy the method signatures of interbotix_ros_toolboxes, branch
-`humble` (commit 8ae347e1, Dec 2024): `interbotix_xs_modules/xs_robot/arm.py`
-(InterbotixManipulatorXS, InterbotixArmXSInterface), `xs_robot/gripper.py`
-(InterbotixGripperXSInterface) and `interbotix_common_modules/common_robot/robot.py`
-(robot_startup, robot_shutdown). Every call the backend makes is bound against the real signature
-with `inspect.signature(...).bind`, so a misspelt method or keyword fails here as it would on the arm.
+`parl_robot.robot.interbotix_emulator` reproduces what interbotix_ros_toolboxes (humble, 8ae347e) does,
+including the behaviour that broke the earlier backend: the speed check against the *stored*
+moving time, register writes only on change, numeric IK from initial guesses, a start in the sleep
+pose and measured joint states that trail the commands. Tests that do not inject faults also run
+against the real package on a robot machine: `PARL_INTERBOTIX_REAL=1` with the xs_sdk driver up.
 """
 
-import inspect
-import sys
-import types
-from typing import Any, List, Optional, Tuple, Union
+import itertools
+import os
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from parl_robot.config import ControlConfig
+from parl_robot.robot import interbotix_emulator, widowx
 from parl_robot.robot.arm_controller import ArmController
 from parl_robot.robot.safety import DOWNWARD_ROTATION
-from parl_robot.sim.widowx_model import HOME_EE_POSITION
-
-CALLS: list[tuple[str, dict]] = []
 
 
-def _record(method, *args, **kwargs) -> dict:
-    bound = inspect.signature(method).bind(None, *args, **kwargs)  # raises TypeError on a bad call
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    arguments.pop("self")
-    CALLS.append((method.__qualname__, arguments))
-    return arguments
-
-
-class InterbotixArmXSInterface:
-    reachable = True  # IK outcome the test chooses
+class ManualClock:
+    """Time that passes only when someone sleeps (the API's blocking waits, the homing poll)."""
 
     def __init__(self):
-        self.joint_commands = [0.0] * 6
+        self.now = 100.0
 
-    def set_trajectory_time(self, moving_time: float = None, accel_time: float = None) -> None:
-        _record(InterbotixArmXSInterface.set_trajectory_time, moving_time, accel_time)
+    def __call__(self) -> float:
+        return self.now
 
-    def set_joint_positions(
-        self, joint_positions: List[float], moving_time: float = None, accel_time: float = None, blocking: bool = True
-    ) -> bool:
-        _record(InterbotixArmXSInterface.set_joint_positions, joint_positions, moving_time, accel_time, blocking)
-        return True
-
-    def go_to_home_pose(self, moving_time: float = None, accel_time: float = None, blocking: bool = True) -> None:
-        _record(InterbotixArmXSInterface.go_to_home_pose, moving_time, accel_time, blocking)
-
-    def go_to_sleep_pose(self, moving_time: float = None, accel_time: float = None, blocking: bool = True) -> None:
-        _record(InterbotixArmXSInterface.go_to_sleep_pose, moving_time, accel_time, blocking)
-
-    def set_ee_pose_matrix(
-        self,
-        T_sd: np.ndarray,
-        custom_guess: List[float] = None,
-        execute: bool = True,
-        moving_time: float = None,
-        accel_time: float = None,
-        blocking: bool = True,
-    ) -> Tuple[Union[np.ndarray, Any, List[float]], bool]:
-        _record(InterbotixArmXSInterface.set_ee_pose_matrix, T_sd, custom_guess, execute, moving_time, accel_time, blocking)
-        return [0.1] * 6, self.reachable
-
-    def get_joint_commands(self) -> List[float]:
-        _record(InterbotixArmXSInterface.get_joint_commands)
-        return list(self.joint_commands)
-
-    def get_ee_pose(self) -> np.ndarray:
-        _record(InterbotixArmXSInterface.get_ee_pose)
-        pose = np.eye(4)
-        pose[:3, 3] = HOME_EE_POSITION
-        return pose
-
-    def capture_joint_positions(self) -> None:
-        _record(InterbotixArmXSInterface.capture_joint_positions)
-
-
-class InterbotixGripperXSInterface:
-    def set_pressure(self, pressure: float) -> None:
-        _record(InterbotixGripperXSInterface.set_pressure, pressure)
-
-    def release(self, delay: float = 1.0) -> None:
-        _record(InterbotixGripperXSInterface.release, delay)
-
-    def grasp(self, delay: float = 1.0) -> None:
-        _record(InterbotixGripperXSInterface.grasp, delay)
-
-
-class InterbotixManipulatorXS:
-    def __init__(
-        self,
-        robot_model: str,
-        group_name: str = "arm",
-        gripper_name: str = "gripper",
-        robot_name: str = None,
-        moving_time: float = 2.0,
-        accel_time: float = 0.3,
-        gripper_pressure: float = 0.5,
-        gripper_pressure_lower_limit: int = 150,
-        gripper_pressure_upper_limit: int = 350,
-        topic_joint_states: str = "joint_states",
-        logging_level=None,
-        node_name: str = "robot_manipulation",
-        node=None,
-        iterative_update_fk: bool = True,
-        args=None,
-    ) -> None:
-        _record(InterbotixManipulatorXS.__init__, robot_model, group_name, gripper_name, robot_name, moving_time,
-                accel_time, gripper_pressure, gripper_pressure_lower_limit, gripper_pressure_upper_limit,
-                topic_joint_states, logging_level, node_name, node, iterative_update_fk, args)
-        self.arm = InterbotixArmXSInterface()
-        self.gripper = InterbotixGripperXSInterface()
-
-
-def robot_startup(node=None, node_name: str = "interbotix_robot_manipulation", namespace: Optional[str] = None) -> None:
-    CALLS.append(("robot_startup", {}))
-
-
-def robot_shutdown(node=None) -> None:
-    CALLS.append(("robot_shutdown", {}))
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture
-def interbotix(monkeypatch):
-    """Install the recorder modules under the real import paths."""
-    modules = {
-        "interbotix_xs_modules": types.ModuleType("interbotix_xs_modules"),
-        "interbotix_xs_modules.xs_robot": types.ModuleType("interbotix_xs_modules.xs_robot"),
-        "interbotix_xs_modules.xs_robot.arm": types.ModuleType("interbotix_xs_modules.xs_robot.arm"),
-        "interbotix_common_modules": types.ModuleType("interbotix_common_modules"),
-        "interbotix_common_modules.common_robot": types.ModuleType("interbotix_common_modules.common_robot"),
-        "interbotix_common_modules.common_robot.robot": types.ModuleType("interbotix_common_modules.common_robot.robot"),
-    }
-    modules["interbotix_xs_modules.xs_robot.arm"].InterbotixManipulatorXS = InterbotixManipulatorXS
-    modules["interbotix_common_modules.common_robot.robot"].robot_startup = robot_startup
-    modules["interbotix_common_modules.common_robot.robot"].robot_shutdown = robot_shutdown
-    for name, module in modules.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    CALLS.clear()
-    InterbotixArmXSInterface.reachable = True
-    yield CALLS
+def emulated():
+    """(driver, clock): the emulated driver on a manual clock, installed under the real module names."""
+    clock = ManualClock()
+    driver = interbotix_emulator.EmulatedDriver(clock=clock, sleep=clock.sleep)
+    interbotix_emulator.install(driver)
+    yield driver, clock
+    interbotix_emulator.uninstall()
 
 
-def _names(calls):
-    return [name.split(".")[-1] for name, _ in calls]
+class RealTime:
+    def __call__(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
-def test_startup_uses_wx250s_and_the_control_rate(interbotix):
+def make_controller(clock, control: ControlConfig | None = None):
     from parl_robot.robot.backend import InterbotixArmBackend
 
-    InterbotixArmBackend(moving_time=0.2)
-    (name, construct), startup = interbotix[0], interbotix[1]
-    assert name == "InterbotixManipulatorXS.__init__" and startup[0] == "robot_startup"
-    assert construct["robot_model"] == "wx250s" and construct["group_name"] == "arm" and construct["gripper_name"] == "gripper"
-    assert construct["moving_time"] == 0.2 and construct["accel_time"] == pytest.approx(0.05)
+    control = control or ControlConfig()
+    period = 1 / control.rate_hz
+    backend = InterbotixArmBackend(moving_time=control.moving_time_periods * period,
+                                   accel_time=control.accel_time_periods * period,
+                                   home_joint_speed=control.home_joint_speed_rad_s,
+                                   home_tolerance=control.home_tolerance_rad, clock=clock, sleep=clock.sleep)
+    return ArmController(control, backend, clock=clock), backend
 
 
-def test_command_path_safety_clipping_gripper_and_estop(interbotix):
-    from parl_robot.robot.backend import InterbotixArmBackend
+def step(controller, clock, action, period=0.2):
+    clock.sleep(period)
+    return controller.handle_action(np.asarray(action, float))
 
-    control = ControlConfig()
-    clock = [0.0]
-    controller = ArmController(control, InterbotixArmBackend(moving_time=1 / control.rate_hz), clock=lambda: clock[0])
-    interbotix.clear()
+
+def drive_toward(controller, clock, target, steps=40, gripper=1.0):
+    refused = 0
+    for _ in range(steps):
+        delta = np.clip((target - controller.integrator.command.position) / 0.05, -1, 1)
+        refused += step(controller, clock, [*delta, 0, 0, 0, gripper]) is None
+    clock.sleep(1.0)
+    return refused
+
+
+# ----- what the real API does (the emulation itself) ------------------------------------------------
+
+def test_emulated_api_checks_speed_against_the_stored_moving_time(emulated):
+    """The fault that killed the old backend at start-up: a slow home move issued while the stored
+    moving time is short is refused as if it were fast, and construction writes no registers."""
+    driver, clock = emulated
+    from interbotix_xs_modules.xs_robot.arm import InterbotixManipulatorXS
+
+    bot = InterbotixManipulatorXS("wx250s", moving_time=0.2, accel_time=0.05)
+    assert driver.register_writes == []  # constructor stored 0.2 s and wrote nothing
+    assert np.allclose(bot.arm.get_joint_positions(), widowx.SLEEP_JOINTS)
+    home = widowx.pose_matrix(np.array([0.3, 0.0, 0.2]), DOWNWARD_ROTATION)
+    _, solved = bot.arm.set_ee_pose_matrix(home, moving_time=1.5, accel_time=0.4, blocking=True)
+    assert solved is False and driver.group_commands == []
+    bot.arm.set_trajectory_time(moving_time=1.5, accel_time=0.4)  # set first: now it is checked as 1.5 s
+    _, solved = bot.arm.set_ee_pose_matrix(home, moving_time=1.5, accel_time=0.4, blocking=True)
+    assert solved is True and driver.register_writes == [("Profile_Velocity", 1500), ("Profile_Acceleration", 400)]
+    assert np.allclose(bot.arm.get_ee_pose()[:3, 3], [0.3, 0.0, 0.2], atol=1e-3)
+
+
+def test_emulated_joint_states_trail_the_commands(emulated):
+    driver, clock = emulated
+    driver.set_register("group", "arm", "Profile_Velocity", 1000)
+    driver.set_register("group", "arm", "Profile_Acceleration", 250)
+    target = widowx.SLEEP_JOINTS + 0.5
+    driver.command_group(target)
+    clock.sleep(0.1)
+    early = driver.joint_positions()
+    clock.sleep(0.4)
+    middle = driver.joint_positions()
+    clock.sleep(0.6)
+    assert np.all(np.abs(early - widowx.SLEEP_JOINTS) < 0.05)  # still accelerating
+    assert np.allclose(middle, widowx.SLEEP_JOINTS + 0.25, atol=0.01)  # half way at half time
+    assert np.allclose(driver.joint_positions(), target)
+
+
+# ----- start-up, homing, acting -------------------------------------------------------------------------
+
+def test_startup_writes_the_acting_profile_and_homes_from_the_sleep_pose(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    # Bridge's convention: moving time 1.25 periods, acceleration 0.5 periods, written once at start.
+    assert driver.register_writes == [("Profile_Velocity", 250), ("Profile_Acceleration", 100)]
+    assert controller.handle_action(np.zeros(7)) is None  # never acts before a successful home
+    assert "not homed" in controller.status.last_error
+    assert controller.go_home(), controller.status.last_error
+    assert np.max(np.abs(backend.joint_positions() - controller.neutral_joints)) <= 0.03
+    assert driver.registers["Profile_Velocity"] == 250  # acting time restored after the slow move
+    assert backend.gripper_opening() == pytest.approx(1.0)
+    assert step(controller, clock, [0, 0, -1, 0, 0, 0, 1]) is not None
+
+
+def test_homes_from_every_corner_of_the_box(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
     assert controller.go_home()
-    home = [(n, a) for n, a in interbotix if n.endswith("set_ee_pose_matrix")][0][1]
-    assert home["blocking"] is True and np.allclose(home["T_sd"][:3, 3], control.home_xyz)
-    assert "set_trajectory_time" in _names(interbotix)  # back to the acting time once per reset
-    interbotix.clear()
+    low, high = np.array(controller.control.safety_box_low), np.array(controller.control.safety_box_high)
+    for corner in itertools.product(*zip(low, high)):
+        drive_toward(controller, clock, np.array(corner))
+        moved_away = np.linalg.norm(backend.ee_pose()[0] - controller.neutral_position)
+        assert moved_away > 0.05, corner
+        assert controller.go_home(), f"{corner}: {controller.status.last_error}"
+        assert np.max(np.abs(backend.joint_positions() - controller.neutral_joints)) <= 0.03, corner
+        clock.sleep(1.0)
+        assert np.allclose(backend.ee_pose()[0], controller.neutral_position, atol=2e-3), corner
 
-    # Ten full-speed "down" actions: every command non-blocking at the control period, the last one
-    # clipped to the safety box floor; the gripper closes once, not every step.
-    for step in range(10):
-        clock[0] += 0.2
-        assert controller.handle_action(np.array([0, 0, -1, 0, 0, 0, -1.0])) is not None
-    poses = [a for n, a in interbotix if n.endswith("set_ee_pose_matrix")]
-    assert len(poses) == 10
-    assert all(p["blocking"] is False and p["execute"] is True and p["moving_time"] == pytest.approx(0.2) for p in poses)
-    assert all(p["custom_guess"] is not None for p in poses)  # IK seeded with the last command
-    assert poses[-1]["T_sd"][2, 3] == pytest.approx(control.safety_box_low[2])
-    assert np.allclose(poses[-1]["T_sd"][:3, :3], DOWNWARD_ROTATION)
-    steps = np.diff([p["T_sd"][2, 3] for p in poses])
-    assert np.all(steps >= -control.max_translation_per_step_m - 1e-9)
-    assert _names(interbotix).count("grasp") == 1 and "release" not in _names(interbotix)
-    assert [a for n, a in interbotix if n.endswith("grasp")][0]["delay"] == 0.0  # never blocks the loop
 
-    # No IK solution: reported, the arm is not considered moved, the command does not drift.
-    InterbotixArmXSInterface.reachable = False
-    before = controller.integrator.command.position.copy()
-    clock[0] += 0.2
-    assert controller.handle_action(np.array([1.0, 0, 0, 0, 0, 0, -1])) is None
-    assert "no IK solution" in controller.status.last_error
-    assert np.allclose(controller.integrator.command.position, before)
-    InterbotixArmXSInterface.reachable = True
+def test_steps_are_non_blocking_and_refused_poses_move_nothing(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    sent = len(driver.group_commands)
+    before = clock.now
+    assert controller.handle_action(np.array([1, 0, 0, 0, 0, 0, -1.0])) is not None
+    assert clock.now == before  # nothing blocked the control loop
+    assert len(driver.group_commands) == sent + 1
+    clock.sleep(0.6)
+    assert backend.gripper_opening() == pytest.approx(0.0)  # closed, measured from the finger
+    # Far outside the reach: the driver refuses, the command does not drift, the gripper is not touched.
+    far = controller.control.__class__(safety_box_high=[0.9, 0.25, 0.35])
+    controller.integrator.limits.box_high = np.asarray(far.safety_box_high, float)
+    refused = drive_toward(controller, clock, np.array([0.9, 0.0, 0.2]), steps=15, gripper=-1.0)
+    assert refused > 0 and "no IK solution" in controller.status.last_error
+    commanded = controller.integrator.command.position.copy()
+    assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is None  # asks to open on a refused step
+    clock.sleep(0.6)
+    assert backend.gripper_opening() == pytest.approx(0.0)
+    assert np.allclose(controller.integrator.command.position, commanded)
 
-    # Watchdog: no fresh action for 2 periods -> hold, and nothing more is sent to the arm.
-    interbotix.clear()
-    clock[0] += 0.5
-    assert controller.check_watchdog() and controller.status.holding
-    assert interbotix == []
 
-    # E-stop: the arm is stopped where it is at once, and later actions never reach the driver.
+def test_a_home_the_driver_cannot_reach_is_an_error_not_a_crash(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    driver.obstruct()  # something is in the way from the start
+    assert controller.go_home() is False
+    assert "did not reach the" in controller.status.last_error and not controller.status.homed
+    assert controller.handle_action(np.zeros(7)) is None  # not homed: does not act
+    driver.obstruct(False)
+    assert controller.go_home()
+
+
+# ----- e-stop, holds, faults --------------------------------------------------------------------------------
+
+def test_estop_latches_refuses_everything_and_clear_reanchors_on_the_measured_pose(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    for _ in range(3):
+        controller.handle_action(np.array([0, 0, -1, 0, 0, 0, 1.0]))  # three steps sent at once
+    clock.sleep(0.1)  # mid-motion
     controller.estop()
-    assert _names(interbotix) == ["capture_joint_positions", "get_joint_commands", "set_joint_positions"]
-    assert interbotix[-1][1]["blocking"] is False
-    interbotix.clear()
-    assert controller.handle_action(np.zeros(7)) is None and interbotix == []
-    assert not controller.go_home()
-    controller.clear_estop()
-    assert controller.handle_action(np.zeros(7)) is not None
+    stopped_at = backend.ee_pose()[0]
+    commands = len(driver.group_commands)
+    assert controller.integrator.command.position[2] < stopped_at[2] - 0.05  # the target was far below
+    assert step(controller, clock, [0, 0, 1, 0, 0, 0, 1]) is None and "estop" in controller.status.last_error
+    assert controller.go_home() is False
+    assert len(driver.group_commands) == commands
+    clock.sleep(1.0)
+    assert np.allclose(backend.ee_pose()[0], stopped_at, atol=0.01)  # it stopped, it did not go on down
+    assert controller.clear_holds() == ""
+    assert np.allclose(controller.integrator.command.position, backend.ee_pose()[0], atol=1e-6)
+    command = step(controller, clock, [0, 0, 0.2, 0, 0, 0, 1])
+    assert command is not None and command.position[2] == pytest.approx(backend.ee_pose()[0][2] + 0.01, abs=0.002)
 
 
-def test_close_parks_in_sleep_pose_then_shuts_down(interbotix):
-    from parl_robot.robot.backend import InterbotixArmBackend
+def test_estop_between_ik_solve_and_publish_wins(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    solve = backend.bot.arm.set_ee_pose_matrix
 
-    backend = InterbotixArmBackend()
-    interbotix.clear()
-    backend.close()
-    assert _names(interbotix) == ["go_to_sleep_pose", "robot_shutdown"]
+    def solve_then_estop(*args, **kwargs):
+        result = solve(*args, **kwargs)
+        threading.Thread(target=controller.estop).start()  # the e-stop service, on its own thread
+        time.sleep(0.2)
+        return result
+
+    backend.bot.arm.set_ee_pose_matrix = solve_then_estop
+    commands = len(driver.group_commands)
+    assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is None
+    assert len(driver.group_commands) == commands + 1  # only the hold (the measured pose), not the step
+    assert np.allclose(driver.group_commands[-1], driver.joint_positions(), atol=1e-6)
+
+
+def test_estop_preempts_a_homing_move(emulated):
+    driver, _ = emulated
+    driver.clock, driver.sleep = time.monotonic, time.sleep  # real time: homing runs on its own thread
+    controller, backend = make_controller(RealTime())
+    results = []
+    homing = threading.Thread(target=lambda: results.append(controller.go_home()))
+    homing.start()
+    deadline = time.monotonic() + 10
+    while np.max(np.abs(driver.joint_positions() - widowx.SLEEP_JOINTS)) < 0.1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    controller.estop()
+    homing.join(timeout=5)
+    assert results == [False] and "e-stop" in controller.status.last_error
+    time.sleep(0.4)  # the hold's own 0.25 s profile
+    held = driver.joint_positions()
+    time.sleep(0.5)
+    assert np.allclose(driver.joint_positions(), held, atol=1e-6)  # stopped, not finishing the home move
+    assert np.max(np.abs(held - controller.neutral_joints)) > 0.1
+
+
+def test_tracking_error_holds_and_reports(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    step(controller, clock, [0, 0, -1, 0, 0, 0, 1])
+    assert not controller.check_tracking()  # following normally
+    driver.obstruct()  # the arm hits something
+    tripped = []
+    for _ in range(6):
+        step(controller, clock, [0, 0, -1, 0, 0, 0, 1])
+        tripped.append(controller.check_tracking())
+    assert any(tripped) and controller.status.held_reasons == ["tracking_error"]
+    assert "tracking error" in controller.status.fault and controller.status.tracking_error_m > 0.03
+    assert step(controller, clock, [0, 0, -1, 0, 0, 0, 1]) is None
+    driver.obstruct(False)
+    assert controller.clear_holds() == ""
+    assert not controller.check_tracking()
+    assert step(controller, clock, [0, 0, 0.5, 0, 0, 0, 1]) is not None
+
+
+def test_motor_error_holds_until_rebooted(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    assert not controller.check_motors()
+    driver.raise_hardware_error("elbow", 0x20)
+    assert controller.check_motors()
+    assert controller.status.held_reasons == ["motor_error"] and "elbow" in controller.status.fault
+    assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is None
+    assert "reboot" in controller.clear_holds()  # cannot clear while the motor is faulted
+    controller.reboot_motors()
+    assert driver.reboots == 2 and driver.hardware_error["elbow"] == 0  # the arm group, then the gripper
+    assert controller.clear_holds() == ""
+    assert controller.go_home()
+    assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is not None
+
+
+def test_watchdog_holds_after_two_periods(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock, ControlConfig(rate_hz=5.0))
+    assert controller.go_home()
+    assert step(controller, clock, [0, 0, 0, 0, 0, 0, 1]) is not None
+    clock.sleep(0.3)
+    assert controller.check_watchdog() is False  # 0.3 s < 2 / 5 Hz
+    clock.sleep(0.15)
+    assert controller.check_watchdog() is True and controller.status.holding
+    assert controller.check_watchdog() is False  # counted once
+    assert controller.status.watchdog_holds == 1
+    assert controller.handle_action([0, 0, 0.5, 0, 0, 0]) is None  # malformed: refused, arm holds
+
+
+def test_park_lifts_then_goes_to_sleep_and_shutdown_is_last(emulated):
+    driver, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    drive_toward(controller, clock, np.array([0.35, -0.15, 0.05]))
+    low_z = backend.ee_pose()[0][2]
+    assert controller.park() == ""
+    assert np.allclose(driver.joint_positions(), widowx.SLEEP_JOINTS, atol=0.03)
+    # The first parking command lifted the gripper straight up before any joint-space sweep.
+    first = widowx.forward_kinematics(driver.group_commands[-3])[:3, 3]
+    assert first[2] > low_z + 0.1
+    controller.estop()
+    assert "not parked" in controller.park()  # a latched e-stop means: do not move
 
 
 def test_missing_interbotix_says_what_to_install(monkeypatch):
+    import sys
+
     from parl_robot.robot.backend import InterbotixArmBackend
 
     monkeypatch.setitem(sys.modules, "interbotix_xs_modules", None)
     monkeypatch.setitem(sys.modules, "interbotix_common_modules", None)
     with pytest.raises(RuntimeError, match="interbotix_xs_modules.*xsarm_control.launch.py robot_model:=wx250s"):
         InterbotixArmBackend()
+
+
+@pytest.mark.skipif(os.environ.get("PARL_INTERBOTIX_REAL") != "1",
+                    reason="real arm only: PARL_INTERBOTIX_REAL=1 with the xs_sdk driver running")
+def test_real_driver_homes_acts_and_parks():
+    import rclpy
+
+    rclpy.init()
+    controller, backend = make_controller(RealTime())
+    try:
+        assert controller.go_home(), controller.status.last_error
+        for _ in range(5):
+            time.sleep(0.2)
+            assert controller.handle_action(np.array([0, 0, -0.5, 0, 0, 0, 1.0])) is not None
+        time.sleep(0.5)
+        assert not controller.check_tracking() and not controller.check_motors()
+        assert controller.go_home() and controller.park() == ""
+    finally:
+        backend.close()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+import traceback
 from typing import Callable
 
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -33,6 +38,8 @@ LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_m
 SRV_ESTOP = "robot/estop"
 SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"
+SRV_REBOOT_MOTORS = "robot/reboot_motors"
+ROBOT_SAFETY = "robot/safety"  # JSON: state ok/held, reasons, fault, since (latched, transient-local)
 SRV_SIM_RESET = "sim/reset"
 
 CAMERA_FRAME_ID = "third_person_camera"
@@ -40,6 +47,8 @@ CAMERA_FRAME_ID = "third_person_camera"
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE)
+# State that a late joiner (a restarted page or learner) must see at once: the last message is kept.
+LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def declare_task_config(node: Node) -> TaskConfig:
@@ -95,27 +104,69 @@ def parse_event(msg: String) -> dict | None:
     return event if event is not None and isinstance(event.get("type"), str) else None
 
 
-def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Standard entry point: init, spin until shutdown or the node asks to exit, clean up."""
-    rclpy.init(args=args if args is not None else sys.argv)
+class StopRequest:
+    """SIGINT/SIGTERM handled by the node itself (rclpy initialised without its own signal handlers),
+    so that the rclpy context is still up while the node cleans up (parks the arm, saves data)."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+    """Standard entry point: init, spin until a stop signal, shutdown or the node asks to exit, clean up.
+
+    Ctrl-C and SIGTERM end with the node's `close()` run while ROS is still up and exit code 0, with
+    no traceback. `threads` > 1 spins a multi-threaded executor (nodes whose e-stop must be served
+    while another callback blocks, e.g. a homing move)."""
+    stop = StopRequest()
+    stop.install()
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = None
     exit_code = 0
     try:
         node = factory()
-        while rclpy.ok() and getattr(node, "exit_code", None) is None:
-            rclpy.spin_once(node, timeout_sec=0.1)
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not stop.requested and getattr(node, "exit_code", None) is None:
+            executor.spin_once(timeout_sec=0.1)
         exit_code = getattr(node, "exit_code", None) or 0
-    except KeyboardInterrupt:
+        if stop.requested:
+            node.get_logger().info(f"{stop.signal_name}: shutting down")
+    except (KeyboardInterrupt, ExternalShutdownException):
         exit_code = 0
-    except Exception as err:  # report why the node died; the launcher stops the graph
+    except Exception as err:  # report why the node died; the supervisor decides what follows
         print(f"fatal: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-        raise
+        if not isinstance(err, (ValueError, OSError, RuntimeError)):  # not a user-facing error: show where
+            traceback.print_exc()
+        exit_code = 1
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
             close = getattr(node, "close", None)
             if close:
-                close()
-            node.destroy_node()
+                try:
+                    close()
+                except Exception as err:  # noqa: BLE001  (cleanup must not hide the exit reason)
+                    print(f"error while closing: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                    exit_code = exit_code or 1
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001  (the context may already be down: Interbotix shut it)
+                pass
         if rclpy.ok():
             rclpy.shutdown()
     return exit_code

@@ -1,16 +1,26 @@
 """WidowX-250 control node: executes `robot/action` through the shared `ArmController`.
 
-Publishes `robot/state` (JointState: six arm joints plus `gripper`, 1 = open) and `robot/ee_pose`
-after each command and at the control rate, `robot/status` (JSON) at 1 Hz; serves `robot/estop`,
-`robot/estop_clear` and `robot/home`. The action's step id travels in `layout.data_offset`.
+Publishes `robot/state` (JointState: six measured arm joints plus `gripper`, the measured opening,
+1 = open) and `robot/ee_pose` (measured) at the control rate, `robot/status` (JSON) at 1 Hz and
+`robot/safety` (JSON, latched: state `ok`/`held`, reasons, fault, since) on every change and at 1 Hz;
+serves `robot/estop`, `robot/estop_clear`, `robot/home` and `robot/reboot_motors`. The action's step
+id travels in `layout.data_offset`.
+
+Threads: the node spins a multi-threaded executor. E-stop has a callback group of its own, so it is
+served while a homing move blocks the home service or an IK solve runs in the action callback; the
+motor-error poll has its own group too. Start-up homes the arm (a failure is reported and the arm
+held, not a crash); shutdown (Ctrl-C, SIGTERM) parks it — lift, neutral, sleep pose — unless a hold
+is latched, and only then shuts the Interbotix API down.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, String
@@ -18,7 +28,9 @@ from std_srvs.srv import Trigger
 
 from parl_robot.nodes import common
 from parl_robot.robot.arm_controller import ArmController
-from parl_robot.sim.world import SimWorld
+
+EXECUTOR_THREADS = 4
+BACKENDS = ("interbotix", "interbotix_emulated", "sim")
 
 
 def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
@@ -31,43 +43,69 @@ def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
 
 
 class ControlNode(Node):
-    def __init__(self, name: str = "control_node", backend=None):
+    def __init__(self, name: str = "control", backend=None):
         super().__init__(name)
         self.cfg = common.declare_task_config(self)
         self.backend_name = self.declare_parameter("backend", "interbotix").value
         robot_model = self.declare_parameter("robot_model", "wx250s").value
-        if backend is None:
-            backend = self._make_backend(self.backend_name, robot_model)
-        self.backend = backend
-        self.controller = ArmController(self.cfg.control, backend)
         self.exit_code = None
+        self._safety_since = time.time()
+        self._last_safety: dict | None = None
+        control = self.cfg.control
+        period = 1.0 / control.rate_hz
+        if backend is None:
+            backend = self._make_backend(self.backend_name, robot_model, control.moving_time_periods * period,
+                                         control.accel_time_periods * period)
+        self.backend = backend
+        self.controller = ArmController(control, backend)
         self.state_pub = self.create_publisher(JointState, common.ROBOT_STATE, common.SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, common.ROBOT_EE_POSE, common.SENSOR_QOS)
         self.status_pub = self.create_publisher(String, common.ROBOT_STATUS, common.EVENT_QOS)
-        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self.on_action, common.COMMAND_QOS)
-        self.create_service(Trigger, common.SRV_ESTOP, self.on_estop)
-        self.create_service(Trigger, common.SRV_ESTOP_CLEAR, self.on_estop_clear)
-        self.create_service(Trigger, common.SRV_HOME, self.on_home)
-        self.create_timer(self.controller.period / 2, self.on_watchdog_tick)
-        self.create_timer(1.0, self.publish_status)
-        self.controller.go_home()
+        self.safety_pub = self.create_publisher(String, common.ROBOT_SAFETY, common.LATCHED_QOS)
+        acting = MutuallyExclusiveCallbackGroup()  # actions, homing and the world (sim) never interleave
+        self.acting_group = acting
+        estop = MutuallyExclusiveCallbackGroup()
+        supervision = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self.on_action, common.COMMAND_QOS,
+                                 callback_group=acting)
+        self.create_service(Trigger, common.SRV_ESTOP, self.on_estop, callback_group=estop)
+        self.create_service(Trigger, common.SRV_ESTOP_CLEAR, self.on_estop_clear, callback_group=acting)
+        self.create_service(Trigger, common.SRV_HOME, self.on_home, callback_group=acting)
+        self.create_service(Trigger, common.SRV_REBOOT_MOTORS, self.on_reboot_motors, callback_group=supervision)
+        self.create_timer(self.controller.period / 2, self.on_watchdog_tick, callback_group=acting)
+        self.create_timer(1.0, self.publish_status, callback_group=supervision)
+        self.create_timer(control.motor_poll_period_s, self.on_motor_poll, callback_group=supervision)
+        if not self.controller.go_home():
+            self.get_logger().error(f"start-up: {self.controller.status.last_error}; the arm holds where it is "
+                                    "(fix the cause, then call robot/home)")
         self.publish_state()
+        self.publish_safety()
 
-    def _make_backend(self, name: str, robot_model: str):
-        if name == "interbotix":
+    def _make_backend(self, name: str, robot_model: str, moving_time: float, accel_time: float):
+        control = self.cfg.control
+        if name in ("interbotix", "interbotix_emulated"):
             from parl_robot.robot.backend import InterbotixArmBackend
 
-            return InterbotixArmBackend(robot_model, moving_time=1.0 / self.cfg.control.rate_hz)
+            if name == "interbotix_emulated":  # the arm-free rehearsal: the real backend on the emulated API
+                from parl_robot.robot import interbotix_emulator
+
+                interbotix_emulator.install(interbotix_emulator.EmulatedDriver())
+            return InterbotixArmBackend(robot_model, moving_time=moving_time, accel_time=accel_time,
+                                        home_joint_speed=control.home_joint_speed_rad_s,
+                                        home_tolerance=control.home_tolerance_rad)
         if name == "sim":
             from parl_robot.robot.backend import SimArmBackend
+            from parl_robot.sim.world import SimWorld  # MuJoCo only where the sim runs
 
-            return SimArmBackend(SimWorld(self.cfg.task.name, self.cfg.sim))
-        raise ValueError(f"unknown control backend '{name}' (use 'interbotix' or 'sim')")
+            return SimArmBackend(SimWorld(self.cfg.task.name, self.cfg.sim), moving_time=moving_time)
+        raise ValueError(f"unknown control backend '{name}' (use one of {', '.join(BACKENDS)})")
 
+    # ----- acting -------------------------------------------------------------------------------
     def on_action(self, msg: Float32MultiArray) -> None:
         command = self.controller.handle_action(msg.data)
         if command is None:
             self.get_logger().warning(f"action {msg.layout.data_offset} refused: {self.controller.status.last_error}")
+            self.publish_safety()
             return
         self.after_command()
 
@@ -77,14 +115,28 @@ class ControlNode(Node):
     def on_watchdog_tick(self) -> None:
         if self.controller.check_watchdog():
             self.get_logger().info("watchdog: no fresh action, holding still")
+        if self.controller.check_tracking():
+            self.get_logger().error(f"HOLD: {self.controller.status.fault}")
         self.publish_state()
+        self.publish_safety()
 
+    def on_motor_poll(self) -> None:
+        try:
+            tripped = self.controller.check_motors()
+        except Exception as err:  # noqa: BLE001  (a failed register read is reported, not fatal)
+            self.get_logger().warning(f"motor status poll failed: {type(err).__name__}: {err}")
+            return
+        if tripped:
+            self.get_logger().error(f"HOLD: {self.controller.status.fault}")
+            self.publish_safety()
+
+    # ----- publishing -----------------------------------------------------------------------------
     def publish_state(self) -> None:
         stamp = self.get_clock().now().to_msg()
         joints = JointState()
         joints.header.stamp = stamp
         joints.name = [*self.backend.joint_names, "gripper"]
-        joints.position = [*map(float, self.backend.joint_positions()), float(self.backend.gripper_open())]
+        joints.position = [*map(float, self.backend.joint_positions()), float(self.backend.gripper_opening())]
         self.state_pub.publish(joints)
         position, rotation = self.backend.ee_pose()
         pose = PoseStamped()
@@ -98,33 +150,68 @@ class ControlNode(Node):
 
     def publish_status(self) -> None:
         self.status_pub.publish(String(data=json.dumps(vars(self.controller.status))))
+        self.publish_safety(force=True)
 
+    def safety_state(self) -> dict:
+        status = self.controller.status
+        return {"state": "held" if status.held_reasons else "ok", "reasons": list(status.held_reasons),
+                "fault": status.fault, "watchdog_holding": status.holding, "homed": status.homed}
+
+    def publish_safety(self, force: bool = False) -> None:
+        state = self.safety_state()
+        changed = self._last_safety is None or {k: state[k] for k in ("state", "reasons", "fault")} != {
+            k: self._last_safety[k] for k in ("state", "reasons", "fault")}
+        if changed:
+            self._safety_since = time.time()
+        self._last_safety = state
+        if changed or force:
+            self.safety_pub.publish(String(data=json.dumps({**state, "since": self._safety_since})))
+
+    # ----- services -----------------------------------------------------------------------------
     def on_estop(self, request, response):
         self.controller.estop()
         self.get_logger().error("E-STOP: latched; actions refused until robot/estop_clear")
+        self.publish_safety()
         self.publish_status()
         response.success, response.message = True, "e-stop latched"
         return response
 
     def on_estop_clear(self, request, response):
-        self.controller.clear_estop()
-        response.success, response.message = True, "e-stop cleared"
+        problem = self.controller.clear_holds()
+        self.publish_safety()
+        response.success = not problem
+        response.message = problem or "holds cleared; commands continue from the measured pose"
         return response
 
     def on_home(self, request, response):
         response.success = self.controller.go_home()
-        response.message = "home" if response.success else "refused: e-stop latched"
+        response.message = "home" if response.success else self.controller.status.last_error
         self.after_command()
+        self.publish_safety()
+        return response
+
+    def on_reboot_motors(self, request, response):
+        try:
+            self.controller.reboot_motors()
+        except Exception as err:  # noqa: BLE001  (reported to the operator)
+            response.success, response.message = False, f"reboot failed: {type(err).__name__}: {err}"
+            return response
+        response.success, response.message = True, "motors rebooted; clear the hold, then home"
         return response
 
     def close(self) -> None:
+        problem = self.controller.park()
+        if problem:
+            self.get_logger().warning(problem)
+        else:
+            self.get_logger().info("arm parked in the sleep pose")
         close = getattr(self.backend, "close", None)
         if close:
             close()
 
 
 def main(args=None) -> int:
-    return common.run_node(ControlNode, args)
+    return common.run_node(ControlNode, args, threads=EXECUTOR_THREADS)
 
 
 if __name__ == "__main__":

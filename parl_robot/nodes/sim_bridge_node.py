@@ -40,9 +40,9 @@ class SimBridgeNode(ControlNode):
         self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick)
         self.reset_scene()
 
-    def _make_backend(self, name: str, robot_model: str) -> SimArmBackend:
+    def _make_backend(self, name: str, robot_model: str, moving_time: float, accel_time: float) -> SimArmBackend:
         self.world = SimWorld(self.cfg.task.name, self.cfg.sim)
-        return SimArmBackend(self.world)
+        return SimArmBackend(self.world, moving_time=moving_time)
 
     def on_learner_stats(self, msg: String) -> None:
         phase = (common.parse_json_object(msg) or {}).get("phase")
@@ -56,8 +56,8 @@ class SimBridgeNode(ControlNode):
         self.after_command()
 
     def on_reset(self, request, response):
-        if self.controller.status.estopped:
-            response.success, response.message = False, "e-stop latched"
+        if self.controller.status.held_reasons:
+            response.success, response.message = False, f"held: {', '.join(self.controller.status.held_reasons)}"
             return response
         self.reset_scene()
         response.success, response.message = True, "scene randomized"

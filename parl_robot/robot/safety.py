@@ -73,9 +73,11 @@ class SafetyLimits:
     action_scale: np.ndarray
     box_low: np.ndarray
     box_high: np.ndarray
-    max_translation: float
-    max_rotation: float
+    max_translation: float  # per axis, metres per step (Bridge/OpenVLA clip each axis)
+    max_rotation: float  # norm of the rotation step, radians
     gripper_threshold: float
+    yaw_limits: tuple[float, float] = (-np.pi, np.pi)  # gripper yaw about world z
+    max_tilt: float = np.pi  # angle between the gripper axis and straight down
 
     @classmethod
     def from_config(cls, control: ControlConfig) -> "SafetyLimits":
@@ -86,10 +88,39 @@ class SafetyLimits:
             max_translation=control.max_translation_per_step_m,
             max_rotation=control.max_rotation_per_step_rad,
             gripper_threshold=control.gripper_threshold,
+            yaw_limits=(float(control.yaw_limits_rad[0]), float(control.yaw_limits_rad[1])),
+            max_tilt=control.max_tilt_rad,
         )
 
     def clip_position(self, position: np.ndarray) -> np.ndarray:
         return np.clip(position, self.box_low, self.box_high)
+
+
+def gripper_yaw(rotation: np.ndarray) -> float:
+    """Yaw about world z of a gripper pointing down: the heading of its y axis, 0 at DOWNWARD_ROTATION."""
+    return float(np.arctan2(-rotation[0, 1], rotation[1, 1]))
+
+
+def gripper_tilt(rotation: np.ndarray) -> float:
+    """Angle between the gripper's approach axis (its x axis) and straight down."""
+    return float(np.arccos(np.clip(-rotation[2, 0], -1.0, 1.0)))
+
+
+def bound_orientation(rotation: np.ndarray, yaw_limits: tuple[float, float], max_tilt: float) -> np.ndarray:
+    """The rotation with its tilt from straight down and its yaw clamped into the bounds."""
+    tilt = gripper_tilt(rotation)
+    if tilt > max_tilt:
+        # Rotate back toward straight down about the axis perpendicular to both directions.
+        approach = rotation[:, 0]
+        axis = np.cross(approach, np.array([0.0, 0.0, -1.0]))
+        norm = float(np.linalg.norm(axis))
+        if norm > 1e-9:
+            rotation = rotation_about_axis(axis / norm * (tilt - max_tilt)) @ rotation
+    yaw = gripper_yaw(rotation)
+    clamped = float(np.clip(yaw, *yaw_limits))
+    if clamped != yaw:
+        rotation = rotation_about_axis(np.array([0.0, 0.0, clamped - yaw])) @ rotation
+    return rotation
 
 
 def _clip_norm(vector: np.ndarray, max_norm: float) -> np.ndarray:
@@ -110,12 +141,13 @@ class CommandIntegrator:
     def apply(self, action: np.ndarray) -> EECommand:
         action = np.clip(validate_action(action), -1.0, 1.0)
         scaled = action * self.limits.action_scale
-        translation = _clip_norm(scaled[:3], self.limits.max_translation)
+        translation = np.clip(scaled[:3], -self.limits.max_translation, self.limits.max_translation)
         rotation_delta = _clip_norm(scaled[3:6], self.limits.max_rotation)
         gripper_value = (action[6] + 1.0) / 2.0  # [-1, 1] -> [0 closed, 1 open]
+        rotation = rotation_about_axis(rotation_delta) @ self.command.rotation
         self.command = EECommand(
             position=self.limits.clip_position(self.command.position + translation),
-            rotation=rotation_about_axis(rotation_delta) @ self.command.rotation,
+            rotation=bound_orientation(rotation, self.limits.yaw_limits, self.limits.max_tilt),
             gripper_open=bool(gripper_value > self.limits.gripper_threshold),
         )
         return self.command

@@ -12,6 +12,7 @@ import numpy as np
 from parl_robot.config import TaskConfig
 from parl_robot.observation import state_vector
 from parl_robot.perception.success import is_success, step_reward
+from parl_robot.robot.backend import SimArmBackend
 from parl_robot.robot.safety import DOWNWARD_ROTATION, CommandIntegrator, SafetyLimits
 from parl_robot.sim.scenes import distractors_active
 from parl_robot.sim.world import SimWorld
@@ -26,6 +27,8 @@ class WidowXSimEnv:
         self.home_position = np.asarray(cfg.control.home_xyz, dtype=float)
         self.integrator = CommandIntegrator(self.limits, self.home_position, DOWNWARD_ROTATION)
         self.control_period = 1.0 / cfg.control.rate_hz
+        # The control node's backend: it refuses the poses the real driver would refuse.
+        self.arm = SimArmBackend(self.world, moving_time=cfg.control.moving_time_periods * self.control_period)
         self.rng = np.random.default_rng(cfg.sim.seed)
         self.steps = 0
 
@@ -62,13 +65,18 @@ class WidowXSimEnv:
         return self.observation(), {"object_positions": self.world.object_positions()}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        previous = self.integrator.command
         command = self.integrator.apply(action)
-        ik_error = self.world.execute(command, self.control_period)
+        refused = not self.arm.execute(command, self.control_period)
+        if refused:  # as on the arm: nothing moves for a refused pose, and the command does not drift
+            self.integrator.command = previous
+            self.world.execute(previous, self.control_period)  # the step's time still passes
+        ik_error = self.arm.last_ik_error
         self.steps += 1
         success = self.success()
         reward = step_reward(success, self.cfg.reward)
         truncated = self.steps >= self.cfg.control.max_episode_steps and not success
-        info = {"success": success, "ik_error": ik_error, "grasped": self.world.grasped}
+        info = {"success": success, "ik_error": ik_error, "grasped": self.world.grasped, "refused": refused}
         return self.observation(), reward, success, truncated, info
 
     def close(self) -> None:

@@ -62,9 +62,17 @@ class OperatorBridgeNode(Node):
         self.create_subscription(Float32, common.REWARD, lambda m: self.state.on_reward(m.data), common.COMMAND_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, lambda m: self.state.on_success(m.data), common.COMMAND_QOS)
         self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, lambda m: self.state.on_action(), common.COMMAND_QOS)
-        self.create_subscription(Image, common.CAMERA_IMAGE,
-                                 _when_parsed(common.rgb_image_from_message, self.state.on_image), common.SENSOR_QOS)
+        self.create_subscription(String, common.CAMERA_STATUS,
+                                 _when_parsed(common.parse_json_object, self.state.on_camera_status), common.EVENT_QOS)
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}
+
+    def on_image(self, msg: Image) -> None:
+        """Frames with the age of their capture stamp, so the page can tell a stale camera."""
+        rgb = common.rgb_image_from_message(msg)
+        if rgb is not None:
+            stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            self.state.on_image(rgb, (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
 
     # ----- GraphCommands (called from request threads) ---------------------------------------
     def publish_event(self, kind: str, **fields) -> None:

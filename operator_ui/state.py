@@ -1,8 +1,9 @@
 """What the operator page shows, aggregated from the graph's topics (no rclpy here: testable alone).
 
-The bridge node feeds it events, learner stats, rewards, robot status and camera frames; the
-Flask app reads `snapshot()` and `latest_jpeg()`. All methods are thread-safe (ROS callbacks run
-in the executor thread, requests in the server's threads).
+The bridge node feeds it events, learner stats, rewards, robot status, camera status and camera
+frames (with the age of their capture stamp); the Flask app reads `snapshot()` and `latest_jpeg()`.
+All methods are thread-safe (ROS callbacks run in the executor thread, requests in the server's
+threads).
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class OperatorState:
         self.stats_time: float | None = None
         self.robot_status: dict = {}
         self.status_time: float | None = None
+        self.camera_status: dict = {}
+        self.camera_status_time: float | None = None
         self.last_saved_episode_id: str | None = None
         self.events: deque[dict] = deque(maxlen=30)
         self._frame: np.ndarray | None = None
         self._frame_time: float | None = None
+        self._frame_capture_time: float | None = None  # on self.clock: arrival minus the stamp's age then
         self._frame_serial = 0
         self._jpeg: tuple[int, bytes] | None = None
 
@@ -80,6 +84,10 @@ class OperatorState:
         with self._lock:
             self.robot_status, self.status_time = _finite_or_none(status), self.clock()
 
+    def on_camera_status(self, status: dict) -> None:
+        with self._lock:
+            self.camera_status, self.camera_status_time = _finite_or_none(status), self.clock()
+
     def on_reward(self, reward: float) -> None:
         with self._lock:
             self.reward = float(reward)
@@ -93,9 +101,11 @@ class OperatorState:
             if self.episode_state == "running":
                 self.step += 1
 
-    def on_image(self, rgb: np.ndarray) -> None:
+    def on_image(self, rgb: np.ndarray, stamp_age_s: float = 0.0) -> None:
+        """A camera frame whose capture stamp was `stamp_age_s` old (by the ROS clock) on arrival."""
         with self._lock:
             self._frame, self._frame_time = rgb, self.clock()
+            self._frame_capture_time = self._frame_time - stamp_age_s
             self._frame_serial += 1
 
     # ----- outputs to the page ---------------------------------------------------------------
@@ -129,8 +139,15 @@ class OperatorState:
             if self.robot_status.get("estopped"):
                 found.append(("estop", "E-STOP latched: the arm refuses actions until cleared"))
             frame_age = now - (self._frame_time if self._frame_time is not None else self.started)
+            capture_age = now - (self._frame_capture_time if self._frame_capture_time is not None else self.started)
             if frame_age > self.camera_timeout_s:
                 found.append(("camera_lost", f"camera lost: no image for {frame_age:.1f} s"))
+            elif capture_age > self.camera_timeout_s:
+                found.append(("camera_stale", f"camera stale: the newest image was taken {capture_age:.1f} s ago (by its stamp)"))
+            camera_status_recent = self.camera_status_time is not None and now - self.camera_status_time < self.control_timeout_s
+            if self.camera_status.get("frozen") and camera_status_recent:
+                found.append(("camera_frozen", f"camera frozen: {self.camera_status.get('identical_frames')} identical "
+                                               "frames in a row (stuck driver or capped lens? replug the camera)"))
             status_age = now - (self.status_time if self.status_time is not None else self.started)
             if status_age > self.control_timeout_s:
                 found.append(("control_lost", f"no robot status for {status_age:.1f} s: is the control node running?"))

@@ -1,6 +1,9 @@
 """Calibration math on synthetic views with known poses, and object/reward detection on rendered
 sim frames with known object poses."""
 
+import json
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from parl_robot.perception.calibration import (
     task_workspace_overlay,
 )
 from parl_robot.perception.object_detector import detect_object
+from parl_robot.perception.object_poses import LastSeenPosition, ObjectPoses, decode_object_poses, encode_object_poses
 from parl_robot.perception.success import is_success
 from parl_robot.sim.env import WidowXSimEnv
 
@@ -144,6 +148,59 @@ def test_detector_rejects_mismatched_resolution_and_finds_nothing_on_empty_frame
     assert detect_object(np.zeros((128, 128, 3), np.uint8), camera, PerceptionConfig()) is None
 
 
+def test_last_seen_position_flags_occlusion_with_its_age_and_the_message_reads_both_ways():
+    memory = LastSeenPosition("cup")
+    assert memory.update(None, 10.0) is None  # never seen: no invented pose
+    seen = memory.update(np.array([0.3, 0.1, 0.04]), 10.5)
+    assert seen == ObjectPoses({"cup": [0.3, 0.1, 0.04]}, {"cup": False}, {"cup": 0.0}, 10.5)
+    occluded = memory.update(None, 11.75)  # the gripper is over it
+    assert occluded == ObjectPoses({"cup": [0.3, 0.1, 0.04]}, {"cup": True}, {"cup": 1.25}, 11.75)
+    text = encode_object_poses(occluded)
+    assert decode_object_poses(text) == occluded
+    assert json.loads(text)["cup"] == [0.3, 0.1, 0.04]  # readers that look up the name alone still work
+    # The earlier format (no `_meta`) reads as seen now; malformed entries are left out.
+    legacy = decode_object_poses(json.dumps({"cup": [1, 2, 3], "rack": [1, 2], "_meta": 5}))
+    assert legacy == ObjectPoses({"cup": [1.0, 2.0, 3.0]}, {"cup": False}, {"cup": 0.0}, None)
+    assert decode_object_poses("[1, 2, 3]") is None and decode_object_poses("not json") is None
+
+
+def test_detector_node_keeps_publishing_the_last_seen_pose_while_occluded(tmp_path, monkeypatch):
+    rclpy = pytest.importorskip("rclpy")
+    from parl_robot.nodes import common
+    from parl_robot.nodes.object_detector_node import ObjectDetectorNode
+
+    cfg = load_config(task="cup_to_rack")
+    env = WidowXSimEnv(cfg)
+    env.reset(seed=0)
+    frame, true_position = env.world.render(), env.world.object_position("cup")
+    env.world.camera_model().save(tmp_path / "camera.yaml")
+    env.close()
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(f"perception:\n  calibration_file: {tmp_path / 'camera.yaml'}\n  object_plane_height_m: 0.04\n")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rclpy.init(args=["--ros-args", "-p", "task:=cup_to_rack", "-p", f"overlay:={overlay}"])
+    node = ObjectDetectorNode()
+    published = []
+    monkeypatch.setattr(node.poses_pub, "publish", lambda msg: published.append(decode_object_poses(msg.data)))
+
+    def image(rgb, seconds):
+        return common.rgb_image_message(rgb, rclpy.time.Time(nanoseconds=int(seconds * 1e9)).to_msg())
+
+    try:
+        node.on_image(image(np.zeros_like(frame), 99.0))  # nothing seen yet: nothing published
+        assert published == []
+        node.on_image(image(frame, 100.0))
+        node.on_image(image(np.zeros_like(frame), 100.5))  # occluded: the last seen pose, flagged, with its age
+        node.on_image(image(frame, 101.0))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    assert [(p.occluded["cup"], p.age_s["cup"], p.stamp) for p in published] == [(False, 0.0, 100.0), (True, 0.5, 100.5), (False, 0.0, 101.0)]
+    assert published[1].positions == published[0].positions
+    assert np.linalg.norm(np.array(published[0].positions["cup"][:2]) - true_position[:2]) < 0.01
+
+
 def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path):
     """The `parl-robot calibrate` tool from image files to the camera.yaml the detector node loads."""
     from parl_robot.cli import main
@@ -177,3 +234,37 @@ def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path):
     assert cfg.reward.target_low == [0.25, 0.05, 0.02]
     assert main(["calibrate", "extrinsics", f"samples:={tmp_path / 'missing.yaml'}",
                  f"intrinsics:={tmp_path / 'intrinsics.yaml'}"]) == 1
+
+
+def test_sim_bridge_poses_and_an_occluded_detection_both_score_in_the_reward_node(monkeypatch):
+    """The two publishers of `objects/poses` and its reader agree on the message."""
+    rclpy = pytest.importorskip("rclpy")
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from parl_robot.nodes.reward_node import RewardNode
+    from parl_robot.nodes.sim_bridge_node import SimBridgeNode
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rclpy.init(args=["--ros-args", "-p", "task:=cup_to_rack"])
+    bridge, reward = SimBridgeNode(), RewardNode()
+    sent, rewards = [], []
+    monkeypatch.setattr(bridge.objects_pub, "publish", sent.append)
+    monkeypatch.setattr(reward.reward_pub, "publish", lambda msg: rewards.append(msg.data))
+    try:
+        bridge.publish_objects()
+        truth = decode_object_poses(sent[-1].data)
+        assert truth.positions["cup"] == bridge.world.object_position("cup").round(5).tolist()
+        assert truth.occluded["cup"] is False and truth.age_s["cup"] == 0.0 and truth.stamp > 0
+        reward.on_state(JointState(name=["gripper"], position=[1.0]))
+        reward.on_objects(sent[-1])
+        in_target = ObjectPoses({"cup": list(np.add(reward.cfg.reward.target_low, reward.cfg.reward.target_high) / 2)},
+                                {"cup": True}, {"cup": 2.0}, 50.0)
+        reward.on_objects(String(data=encode_object_poses(in_target)))
+        assert rewards == [reward.cfg.reward.reward_bias, reward.cfg.reward.reward_bias + reward.cfg.reward.success_reward]
+    finally:
+        bridge.close()
+        bridge.destroy_node()
+        reward.destroy_node()
+        rclpy.shutdown()

@@ -94,6 +94,26 @@ def test_warnings_for_lost_camera_estop_watchdog_and_lost_learner(rig):
     assert client.get("/api/status").get_json()["camera_ok"] is False
 
 
+def test_warnings_for_stale_and_frozen_camera_frames(rig):
+    client, state, _, _, clock = rig
+    _live(state, clock, "running")
+
+    def codes():
+        return {w["code"] for w in client.get("/api/status").get_json()["warnings"]}
+
+    state.on_image(np.zeros((8, 8, 3), np.uint8), stamp_age_s=0.4)
+    assert codes() == set()
+    clock.now += 0.7  # arrived 0.7 s ago (not lost), but taken 1.1 s ago by its stamp
+    assert codes() == {"camera_stale"}
+    assert "1.1 s ago" in client.get("/api/status").get_json()["warnings"][0]["text"]
+    state.on_image(np.zeros((8, 8, 3), np.uint8), stamp_age_s=0.05)
+    state.on_camera_status({"connected": True, "fps": 30.0, "age_s": 0.01, "identical_frames": 12, "frozen": True})
+    assert codes() == {"camera_frozen"}
+    assert "12 identical frames" in client.get("/api/status").get_json()["warnings"][0]["text"]
+    state.on_camera_status({"connected": True, "fps": 30.0, "age_s": 0.01, "identical_frames": 0, "frozen": False})
+    assert codes() == set()
+
+
 def test_camera_jpeg(rig):
     client, state, *_ = rig
     assert client.get("/api/camera.jpg").status_code == 503

@@ -25,6 +25,7 @@ NAMESPACE = "parl"
 
 # Topic and service names, relative to the namespace (see docs/topics.md).
 CAMERA_IMAGE = "camera/image_raw"
+CAMERA_STATUS = "camera/status"  # JSON at 1 Hz: fps, age_s of the newest frame, identical frames, connected
 ROBOT_STATE = "robot/state"
 ROBOT_EE_POSE = "robot/ee_pose"
 ROBOT_ACTION = "robot/action"

@@ -59,6 +59,14 @@ class EpisodeRecorder:
         )
 
 
+def _age_text(age_s: float, judged_by: str = "") -> str:
+    if not np.isfinite(age_s):
+        return "none received"
+    if age_s < 0:
+        return f"stamped {-age_s:.2f} s in the future: are the clocks synchronized?"
+    return f"{age_s:.2f} s old{judged_by}"
+
+
 class LearnerNode(Node):
     def __init__(self):
         super().__init__("learner")
@@ -97,7 +105,7 @@ class LearnerNode(Node):
         self.image: np.ndarray | None = None
         self.image_stamp: float | None = None  # header stamp (s) of self.image
         self.latest_reward: float | None = None
-        self.input_times: dict[str, float] = {}  # arrival time of the latest pose / objects / image
+        self.input_times: dict[str, float] = {}  # arrival time (monotonic) of the latest pose / objects
         self.stale_since: float | None = None
         # Episode in progress.
         self.running_episode: int | None = None
@@ -270,17 +278,24 @@ class LearnerNode(Node):
             return
         self.image = image
         self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.input_times["camera/image_raw"] = time.monotonic()
 
     def on_reward(self, msg: Float32) -> None:
         self.latest_reward = float(msg.data)
 
     def stale_inputs(self) -> list[str]:
-        """Inputs the policy needs that are older than `learner.max_observation_age_s` (or missing).
+        """Inputs the policy needs that are older than `learner.max_observation_age_s` (or missing),
+        each with its age. The image is judged by its capture stamp (header.stamp) against this
+        node's clock, so a frame that waited in a driver queue or on the wire counts as old (and one
+        stamped in the future means unsynchronized clocks); object poses by their arrival.
         The robot pose comes only when the arm moves, so it is not required to be fresh."""
-        needed = ["objects/poses"] + (["camera/image_raw"] if self.cfg.learner.observation == "image" else [])
-        now = time.monotonic()
-        return [name for name in needed if now - self.input_times.get(name, -np.inf) > self.cfg.learner.max_observation_age_s]
+        limit = self.cfg.learner.max_observation_age_s
+        poses_age = time.monotonic() - self.input_times.get("objects/poses", -np.inf)
+        stale = [] if poses_age <= limit else [f"objects/poses ({_age_text(poses_age)})"]
+        if self.cfg.learner.observation == "image":
+            image_age = np.inf if self.image_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.image_stamp
+            if abs(image_age) > limit:
+                stale.append(f"camera/image_raw ({_age_text(image_age, ' by its capture stamp')})")
+        return stale
 
     def observation(self) -> dict[str, np.ndarray] | None:
         if self.ee_position is None or self.gripper_open is None or self.object_position is None:

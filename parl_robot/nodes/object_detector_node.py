@@ -1,15 +1,17 @@
 """Object detector node (hardware graph): the task object's position from the calibrated camera.
 
 Consumes `camera/image_raw` (rgb8, the images the camera node publishes after crop/resize) and
-publishes `objects/poses` (JSON {object_name: [x, y, z]} in the robot base frame) — the same
-message the sim bridge publishes from ground truth, so the reward detector and the learner do not
-know which one they listen to. Detection: `perception.detector` (colour blob or ArUco marker),
-with the camera model in `perception.calibration_file` (written by `parl-robot calibrate`).
+publishes `objects/poses` for every image (JSON {object_name: [x, y, z]} in the robot base frame
+plus `_meta`, see perception/object_poses.py) — the same message the sim bridge publishes from
+ground truth, so the reward detector and the learner do not know which one they listen to. When
+the object is not found (the gripper over it) the last seen position goes out, flagged `occluded`
+with its `age_s`, so acting does not stall; before the first sighting nothing is published.
+Detection: `perception.detector` (colour blob or ArUco marker), with the camera model in
+`perception.calibration_file` (written by `parl-robot calibrate`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from std_msgs.msg import String
 from parl_robot.nodes import common
 from parl_robot.perception.calibration import CameraModel
 from parl_robot.perception.object_detector import detect_object
+from parl_robot.perception.object_poses import LastSeenPosition, encode_object_poses
 
 MISSING_WARNING_PERIOD_S = 5.0
 
@@ -37,8 +40,8 @@ class ObjectDetectorNode(Node):
         self.camera = CameraModel.load(path)
         self.poses_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
-        self.last_seen = time.monotonic()
         self.last_warning = 0.0
+        self.object = LastSeenPosition(self.cfg.reward.object_name)
 
     def on_image(self, msg: Image) -> None:
         image = common.rgb_image_from_message(msg)
@@ -50,15 +53,16 @@ class ObjectDetectorNode(Node):
         except ValueError as err:
             self.get_logger().error(str(err))
             return
-        now = time.monotonic()
-        if detection is None:
-            if now - self.last_seen > 1.0 and now - self.last_warning > MISSING_WARNING_PERIOD_S:
-                self.get_logger().warning(f"'{self.cfg.reward.object_name}' not seen for {now - self.last_seen:.1f} s")
-                self.last_warning = now
-            return
-        self.last_seen = now
-        poses = {self.cfg.reward.object_name: detection.position.round(4).tolist()}
-        self.poses_pub.publish(String(data=json.dumps(poses)))
+        name = self.cfg.reward.object_name
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        poses = self.object.update(None if detection is None else detection.position, stamp)
+        if poses is not None:
+            self.poses_pub.publish(String(data=encode_object_poses(poses)))
+        if poses is None or poses.age_s[name] > 1.0:
+            unseen = "yet" if poses is None else f"for {poses.age_s[name]:.1f} s (last seen position kept)"
+            if time.monotonic() - self.last_warning > MISSING_WARNING_PERIOD_S:
+                self.get_logger().warning(f"'{name}' not seen {unseen}")
+                self.last_warning = time.monotonic()
 
 
 def main(args=None) -> int:

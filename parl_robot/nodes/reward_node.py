@@ -3,17 +3,18 @@
 Consumes `objects/poses` (JSON {name: [x, y, z]} in the robot base frame: ground truth in sim,
 the perception pipeline on hardware) and `robot/state` (its `gripper` entry, 1 = open); publishes
 `reward` (Float32, biased so success is 0) and `reward/success` (Bool) for every object update.
+An occluded object counts at its last seen position (the detector's object permanence): while the
+gripper holds it the gripper is closed, so that is no success; after release it is seen again.
 """
 
 from __future__ import annotations
-
-import json
 
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32, String
 
 from parl_robot.nodes import common
+from parl_robot.perception.object_poses import decode_object_poses
 from parl_robot.perception.success import is_success, step_reward
 
 
@@ -32,13 +33,12 @@ class RewardNode(Node):
             self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
 
     def on_objects(self, msg: String) -> None:
-        try:
-            poses = json.loads(msg.data)
-            position = poses[self.cfg.reward.object_name]
-        except (ValueError, KeyError, TypeError) as err:
-            self.get_logger().warning(f"ignoring object message without '{self.cfg.reward.object_name}': {err}")
+        poses = decode_object_poses(msg.data)
+        position = None if poses is None else poses.positions.get(self.cfg.reward.object_name)
+        if position is None:
+            self.get_logger().warning(f"ignoring object message without a position for '{self.cfg.reward.object_name}'")
             return
-        if self.gripper_open is None or not isinstance(position, list) or len(position) != 3:
+        if self.gripper_open is None:
             return
         success = is_success(position, self.gripper_open, self.cfg.reward)
         self.reward_pub.publish(Float32(data=step_reward(success, self.cfg.reward)))

@@ -1,13 +1,11 @@
 """MuJoCo sim bridge: stands in for the camera and the arm with the same topics and services.
 
 It is the control node with the sim backend, plus the sim camera (`camera/image_raw`, rgb8) and
-ground-truth object positions (`objects/poses`, JSON {name: [x, y, z]}) that the real setup gets
-from its perception. `sim/reset` re-randomizes the scene (the sim's automatic reset).
+ground-truth object positions (`objects/poses`, JSON {name: [x, y, z]} plus `_meta`: never
+occluded, age 0) that the real setup gets from its perception. `sim/reset` re-randomizes the scene (the sim's automatic reset).
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 from sensor_msgs.msg import Image
@@ -16,6 +14,7 @@ from std_srvs.srv import Trigger
 
 from parl_robot.nodes import common
 from parl_robot.nodes.control_node import ControlNode
+from parl_robot.perception.object_poses import ObjectPoses, encode_object_poses
 from parl_robot.robot.backend import SimArmBackend
 from parl_robot.robot.safety import DOWNWARD_ROTATION
 from parl_robot.sim.scenes import distractors_active
@@ -73,8 +72,10 @@ class SimBridgeNode(ControlNode):
     def publish_objects(self) -> None:
         if self.objects_pub is None or not self.camera_connected():  # inside ControlNode.__init__, or dropped
             return
-        poses = {name: position.round(5).tolist() for name, position in self.world.object_positions().items()}
-        self.objects_pub.publish(String(data=json.dumps(poses)))
+        positions = {name: position.round(5).tolist() for name, position in self.world.object_positions().items()}
+        poses = ObjectPoses(positions, dict.fromkeys(positions, False), dict.fromkeys(positions, 0.0),
+                            self.get_clock().now().nanoseconds * 1e-9)
+        self.objects_pub.publish(String(data=encode_object_poses(poses)))
 
     def on_camera_tick(self) -> None:
         self.publish_objects()

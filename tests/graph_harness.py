@@ -97,6 +97,19 @@ class Observer:
             time.sleep(0.05)
         assert future.done() and future.result().results[0].successful, f"setting {node_name}.{name} failed"
 
+    def call_trigger(self, name: str, timeout: float = 10.0):
+        """Call a std_srvs/Trigger service of the graph (relative name) and return the response."""
+        from std_srvs.srv import Trigger
+
+        client = self.node.create_client(Trigger, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not offered"
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), f"service {name} did not answer within {timeout:.0f} s"
+        return future.result()
+
     def close(self):
         self.running = False
         self.thread.join(timeout=5)

@@ -144,3 +144,39 @@ def test_malformed_actions_are_rejected_logged_and_arm_holds(tmp_path):
         graph.wait_for(lambda: graph.observer.latest_status().get("executed_actions") == 1, 5, "valid action executed")
     finally:
         graph.close()
+
+
+def test_estop_from_a_foreign_client_aborts_the_episode_and_nothing_refused_is_trained_on(tmp_path):
+    graph = Graph(tmp_path, {**OVERRIDES, "episodes.num_online_episodes": 2, "control.max_episode_steps": 30})
+    try:
+        for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
+            graph.start(name)
+        graph.wait_for(lambda: graph.observer.state() == "running" and len(graph.observer.action_times) > 3, 120,
+                       "an episode running")
+        assert graph.observer.call_trigger("robot/estop").success
+        stopped_at = time.monotonic()
+        graph.wait_for(lambda: any(e["type"] == "aborted" for e in graph.observer.events), 10, "episode aborted")
+        aborted_event = next(e for e in graph.observer.events if e["type"] == "aborted")
+        assert aborted_event["reason"] == "estop"
+        time.sleep(2.0)
+        # The learner stopped acting (allow one in-flight tick), and the control node executed nothing.
+        assert len([t for t, _ in graph.observer.action_times if t > stopped_at + 0.5]) == 0
+        assert graph.observer.latest_status().get("held_reasons") == ["estop"]
+        assert not [e for e in graph.observer.events if e["type"] in ("end", "label") and e.get("episode") == aborted_event["episode"]]
+        graph.wait_for(lambda: any(r.get("aborted") for r in graph.store.records()), 10, "aborted episode on disk")
+        assert graph.observer.state() == "waiting_for_reset"  # nothing starts while held
+        assert graph.observer.call_trigger("robot/estop_clear").success
+        graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 240, "run to finish")
+        assert graph.nodes["episode_manager"].process.returncode == 0, graph.log.getvalue()[-3000:]
+        final_stats = graph.observer.stats[-1]
+    finally:
+        graph.close()
+    records = [r for r in graph.store.records() if r["kind"] == "online"]
+    aborted = [r for r in records if r.get("aborted")]
+    kept = [r for r in records if not r.get("aborted")]
+    assert len(aborted) == 1 and aborted[0]["label"] == "aborted" and aborted[0]["abort_reason"] == "estop"
+    assert len(kept) == 2
+    # Training saw exactly the kept episodes' transitions: none of the aborted episode's steps.
+    assert final_stats["online_transitions"] == sum(r["steps"] for r in kept)
+    with pytest.raises(ValueError, match="aborted"):
+        graph.store.relabel(aborted[0]["episode_id"], "success")

@@ -42,6 +42,10 @@ class EpisodeRecord:
     task: str
     created: float = field(default_factory=time.time)
     phase: str = ""  # learner phase the episode ran in: "demo" | "warmup" | "online" ("" = older stores)
+    # Ended by a safety hold (e-stop, tracking or motor error): kept for inspection, never labelled,
+    # never loaded into a replay buffer.
+    aborted: bool = False
+    abort_reason: str = ""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -131,6 +135,9 @@ class EpisodeStore:
         if not meta_path.is_file():
             raise KeyError(f"no stored episode '{episode_id}'")
         record = EpisodeRecord(**json.loads(meta_path.read_text()))
+        if record.aborted:
+            raise ValueError(f"'{episode_id}' was aborted by a safety hold ({record.abort_reason}): it is kept for "
+                             "inspection and cannot be labelled")
         if final_reward is not None and record.steps > 0:
             with np.load(directory / ARRAYS) as stored:
                 arrays = {name: stored[name] for name in stored.files}

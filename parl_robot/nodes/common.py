@@ -34,6 +34,7 @@ OBJECT_POSES = "objects/poses"
 REWARD = "reward"
 REWARD_SUCCESS = "reward/success"
 EPISODE_EVENT = "episode/event"
+EPISODE_STATE = "episode/state"  # JSON: state, episode, steps, held (why); latched, transient-local
 LEARNER_STATS = "learner/stats"
 LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_ms, image_stamp
 SRV_ESTOP = "robot/estop"

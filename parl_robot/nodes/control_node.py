@@ -204,7 +204,8 @@ class ControlNode(Node):
         if problem:
             self.get_logger().warning(problem)
         else:
-            self.get_logger().info("arm parked in the sleep pose")
+            joints = np.round(self.backend.joint_positions(), 3).tolist()
+            self.get_logger().info(f"arm parked in the sleep pose (measured joints {joints})")
         close = getattr(self.backend, "close", None)
         if close:
             close()

@@ -5,10 +5,16 @@ In sim (`episodes.auto_reset`) the scene is reset through `sim/reset`; on hardwa
 sends `reset_done` from the web page. With `episodes.auto_label` the detector's success becomes the
 label; otherwise the operator's `label` event decides. After `episodes.num_online_episodes` saved
 episodes the node announces `finished` and exits 0, which ends the launch.
+
+Safety: the control node's latched `robot/safety` state is followed. A hold (e-stop, tracking or
+motor error) during a running episode ends it as `aborted` (the learner stores it flagged and never
+trains on it); no episode starts while the arm is held or not yet homed after an abort. The state,
+with why the run is held, is also published latched on `episode/state` for a page that (re)starts.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from rclpy.node import Node
@@ -44,6 +50,13 @@ class EpisodeManagerNode(Node):
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, self.on_success, common.COMMAND_QOS)
         self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self.on_action, common.COMMAND_QOS)
+        self.safety_reasons: list[str] = []
+        self.needs_home = False  # after an abort the arm must go home before the next episode
+        self._abort_home = None
+        self._abort_home_retry_at = 0.0
+        self.state_pub = self.create_publisher(String, common.EPISODE_STATE, common.LATCHED_QOS)
+        self._published_state: tuple | None = None
+        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, common.SRV_SIM_RESET)
         self.home_client = self.create_client(Trigger, common.SRV_HOME)
         self.create_timer(0.1, self.tick)
@@ -60,6 +73,50 @@ class EpisodeManagerNode(Node):
         self.state = state
         self.state_since = time.monotonic()
         self.publish("state")
+        self.publish_state()
+
+    def held_because(self) -> str:
+        """Why no episode runs now, for the operator ('' when nothing holds it)."""
+        if self.safety_reasons:
+            return f"arm held: {', '.join(self.safety_reasons)} (clear it on the page)"
+        if self.needs_home:
+            return "the arm is going home after an aborted episode"
+        if self.paused:
+            return "paused by the operator (resume to continue)"
+        if self.learner_catching_up:
+            return "waiting for the critic to catch up on the warm-up episodes"
+        if self.state == WAITING_FOR_LEARNER:
+            return "waiting for the learner (starting, pre-training or restarting)"
+        return ""
+
+    def publish_state(self) -> None:
+        """`episode/state` (latched): republished whenever the state or the reason it is held changes."""
+        snapshot = (self.state, self.episode, self.held_because())
+        if snapshot == self._published_state:
+            return
+        self._published_state = snapshot
+        self.state_pub.publish(String(data=json.dumps({
+            "state": self.state, "episode": self.episode, "steps": self.steps, "saved": self.saved,
+            "successes": self.successes, "held": snapshot[2], "time": time.time()})))
+
+    def on_safety(self, msg: String) -> None:
+        safety = common.parse_json_object(msg)
+        if safety is None:
+            return
+        reasons = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
+        if reasons and not self.safety_reasons:
+            self.get_logger().error(f"arm held ({', '.join(reasons)}): no episode runs until the hold is cleared")
+        self.safety_reasons = reasons
+        if reasons and self.state == RUNNING:
+            reason = ", ".join(reasons)
+            self.get_logger().error(f"episode {self.episode} aborted after {self.steps} steps: {reason}")
+            self.publish("aborted", reason=reason, steps=self.steps)
+            self.episode += 1
+            self.needs_home = True
+            self.set_state(WAITING_FOR_RESET)
+        elif reasons and self.state == READY:
+            self.set_state(WAITING_FOR_RESET)
+        self.publish_state()
 
     def on_learner_stats(self, msg: String) -> None:
         stats = common.parse_json_object(msg)
@@ -80,7 +137,8 @@ class EpisodeManagerNode(Node):
         if event is None:
             return
         kind = event["type"]
-        if kind == "reset_done" and self.state == WAITING_FOR_RESET and event.get("source") == "operator":
+        if (kind == "reset_done" and self.state == WAITING_FOR_RESET and event.get("source") == "operator"
+                and not self.safety_reasons and not self.needs_home):
             self.set_state(READY)
         elif kind == "label" and self.state == AWAITING_LABEL and event.get("source") == "operator":
             # The operator's label event itself reaches the learner, which saves the episode.
@@ -101,9 +159,7 @@ class EpisodeManagerNode(Node):
             self.set_state(WAITING_FOR_RESET)
         elif kind in ("pause", "resume"):
             self.paused = kind == "pause"
-        elif kind == "estop":  # no new episode starts until the operator clears and resumes
-            self.paused = True
-            self.get_logger().error("e-stop: episodes paused; clear the e-stop and resume to continue")
+            self.publish_state()
         elif kind == "discard" and self.state in (RUNNING, AWAITING_LABEL):
             self.publish("discarded")
             self.set_state(WAITING_FOR_RESET)
@@ -142,14 +198,31 @@ class EpisodeManagerNode(Node):
             if self._pending_home is None or self._pending_home.done() or in_state > 10.0:
                 self.exit_code = 0
             return
-        if self.state == WAITING_FOR_RESET and self.cfg.episodes.auto_reset and not self.paused:
+        self.publish_state()
+        held = bool(self.safety_reasons)
+        if self.state == WAITING_FOR_RESET and self.needs_home and not held and not self.cfg.episodes.auto_reset:
+            if self._abort_home is None and time.monotonic() >= self._abort_home_retry_at:
+                self._abort_home = self._call(self.home_client, "home after an aborted episode")
+            elif self._abort_home is not None and self._abort_home.done():
+                result, self._abort_home = self._abort_home.result(), None
+                if result is not None and result.success:
+                    self.needs_home = False
+                else:
+                    self.get_logger().error(f"home after the abort failed: {getattr(result, 'message', '?')}; retrying")
+                    self._abort_home_retry_at = time.monotonic() + 2.0
+        elif self.state == WAITING_FOR_RESET and self.cfg.episodes.auto_reset and not self.paused and not held:
             if self._pending_reset is None:
                 self._pending_reset = self._call(self.reset_client, "reset")
             elif self._pending_reset.done():
-                self._pending_reset = None
+                result, self._pending_reset = self._pending_reset.result(), None
+                if result is None or not result.success:  # e.g. a hold latched meanwhile: try again later
+                    self.get_logger().warning(f"sim reset refused: {getattr(result, 'message', '?')}")
+                    return
+                self.needs_home = False  # the sim reset homes the arm
                 self.publish("reset_done", source="sim")
                 self.set_state(READY)
-        elif self.state == READY and in_state > 0.5 and not self.paused and not self.learner_catching_up:
+        elif (self.state == READY and in_state > 0.5 and not self.paused and not self.learner_catching_up
+              and not held and not self.needs_home):
             self.steps = 0
             self.last_success = False
             self.set_state(RUNNING)

@@ -123,6 +123,8 @@ class LearnerNode(Node):
         self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
         self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
         self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
+        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
@@ -139,7 +141,7 @@ class LearnerNode(Node):
             reason = (directory / "reason.txt").read_text().strip() if (directory / "reason.txt").is_file() else "?"
             self.get_logger().error(f"quarantined unreadable episode {directory.name} ({reason}); the others load")
         for record, episode in loaded:
-            if record.task != self.cfg.task.name:
+            if record.task != self.cfg.task.name or record.aborted:
                 continue
             if record.kind == "demo":
                 self.offline.add_episode(episode)
@@ -308,8 +310,15 @@ class LearnerNode(Node):
         return obs
 
     # ----- acting ----------------------------------------------------------------------------
+    def on_safety(self, msg: String) -> None:
+        safety = common.parse_json_object(msg) or {}
+        held = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
+        if held and not self.safety_held:
+            self.get_logger().warning(f"arm held ({', '.join(held)}): not acting")
+        self.safety_held = held
+
     def on_control_tick(self) -> None:
-        if self.running_episode is None or self.recorder is None:
+        if self.running_episode is None or self.recorder is None or self.safety_held:
             return
         tick_wall, tick_start = time.time(), time.perf_counter()
         stale = self.stale_inputs()
@@ -373,6 +382,8 @@ class LearnerNode(Node):
             self._save_episode(event)
         elif kind == "discarded":  # the operator threw the episode away: nothing is stored
             self.recorder = self.finished_recorder = None
+        elif kind == "aborted" and self.recorder is not None:
+            self._store_aborted(event)
         elif kind == "relabel":
             self._relabel(event)
         elif kind == "pause":
@@ -417,6 +428,29 @@ class LearnerNode(Node):
             f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
         )
         self._checkpoint()
+
+    def _store_aborted(self, event: dict) -> None:
+        """A safety hold ended the running episode: keep it on disk, flagged, out of every replay buffer."""
+        recorder, self.recorder, self.running_episode = self.recorder, None, None
+        if len(recorder.states) == len(recorder.actions) and recorder.actions:
+            recorder.rewards.append(self._reward())
+            obs = self.observation()
+            if obs is None:  # no final observation: drop the last, unobserved step
+                recorder.actions.pop()
+                recorder.rewards.pop()
+            else:
+                recorder.observe(obs)
+        if not recorder.actions:
+            return
+        episode = recorder.to_episode(terminal=False)
+        record = EpisodeRecord(
+            episode_id=self.store.next_episode_id("online"), kind="online", success=False, label="aborted",
+            label_source="safety", steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
+            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.phase,
+            aborted=True, abort_reason=str(event.get("reason", "")),
+        )
+        self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
+        self.get_logger().warning(f"stored {record.episode_id} as aborted ({record.abort_reason}); it is not trained on")
 
     def _relabel(self, event: dict) -> None:
         """Operator's corrected label for a stored episode: store (meta + final reward) and replay buffer."""

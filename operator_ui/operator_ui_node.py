@@ -3,7 +3,8 @@
 Runs the ROS executor in a background thread and the Flask server (werkzeug, threaded) in the
 main thread. Parameters: the shared task-config parameters, plus `port` (0 = `ui.port`) and
 `host` ("" = `ui.host`). The token comes from `ui.token` or the `PARL_UI_TOKEN` environment variable.
-E-stop calls the control node's `robot/estop` service directly, so it works without the learner.
+E-stop calls the control node's `robot/estop` service directly, so it works without the learner;
+Home and Reboot motors call `robot/home` and `robot/reboot_motors` (std_srvs/Trigger) the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from operator_ui.state import OperatorState
 from parl_robot.data.episode_store import EpisodeStore
 from parl_robot.nodes import common
 
-SERVICES = (common.SRV_ESTOP, common.SRV_ESTOP_CLEAR, common.SRV_HOME)
+SERVICES = (common.SRV_ESTOP, common.SRV_ESTOP_CLEAR, common.SRV_HOME, common.SRV_REBOOT_MOTORS)
 
 
 def _when_parsed(parse, handler):
@@ -61,7 +62,8 @@ class OperatorBridgeNode(Node):
                                  common.EVENT_QOS)
         self.create_subscription(Float32, common.REWARD, lambda m: self.state.on_reward(m.data), common.COMMAND_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, lambda m: self.state.on_success(m.data), common.COMMAND_QOS)
-        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, lambda m: self.state.on_action(), common.COMMAND_QOS)
+        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION,
+                                 lambda m: self.state.on_action(m.layout.data_offset), common.COMMAND_QOS)
         self.create_subscription(Image, common.CAMERA_IMAGE,
                                  _when_parsed(common.rgb_image_from_message, self.state.on_image), common.SENSOR_QOS)
         self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}

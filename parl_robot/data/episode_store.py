@@ -5,6 +5,7 @@ version, config hash, kind = demo|online), `arrays.npz` (states, actions, reward
 and, for image runs, `images.npz` (JPEG bytes per frame). A directory is first written under
 `<store>/.incoming/`, fsynced, then renamed into place, so a crash never leaves half an episode.
 Unreadable episodes are moved to `<store>/quarantine/` with a `reason.txt`, never dropped.
+Demonstrations (kind "demo", ids `demo_NNNNN`) are the offline data set: they cannot be relabelled.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class EpisodeRecord:
     task: str
     created: float = field(default_factory=time.time)
     phase: str = ""  # learner phase the episode ran in: "demo" | "warmup" | "online" ("" = older stores)
+
+
+def is_demonstration(meta: dict) -> bool:
+    """Whether a stored episode's metadata (a `records()` entry) is a demonstration."""
+    return meta.get("kind") == "demo" or str(meta.get("episode_id", "")).startswith("demo_")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -123,7 +129,8 @@ class EpisodeStore:
     ) -> EpisodeRecord:
         """Change an episode's label. With `final_reward` the stored rewards follow the label too: the
         last step gets `final_reward` and the episode is terminal iff labelled success. Each file is
-        replaced atomically (arrays first, so a crash between the two leaves the old label, not a mix)."""
+        replaced atomically (arrays first, so a crash between the two leaves the old label, not a mix).
+        Demonstrations raise PermissionError and stay as they are."""
         if label not in ("success", "failure"):
             raise ValueError(f"label must be 'success' or 'failure', got {label!r}")
         directory = self.episodes_dir / episode_id
@@ -131,6 +138,8 @@ class EpisodeStore:
         if not meta_path.is_file():
             raise KeyError(f"no stored episode '{episode_id}'")
         record = EpisodeRecord(**json.loads(meta_path.read_text()))
+        if is_demonstration(vars(record)):
+            raise PermissionError(f"'{episode_id}' is a demonstration: demonstrations are read-only")
         if final_reward is not None and record.steps > 0:
             with np.load(directory / ARRAYS) as stored:
                 arrays = {name: stored[name] for name in stored.files}

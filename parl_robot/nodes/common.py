@@ -33,6 +33,7 @@ LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_m
 SRV_ESTOP = "robot/estop"
 SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"
+SRV_REBOOT_MOTORS = "robot/reboot_motors"
 SRV_SIM_RESET = "sim/reset"
 
 CAMERA_FRAME_ID = "third_person_camera"

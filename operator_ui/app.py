@@ -265,19 +265,20 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         graph.publish_event("resume", source="operator")
         return jsonify(ok=True)
 
-    @app.post("/api/home")
-    def home():
+    def arm_service(name: str):
+        """A control node service that moves or un-powers the arm: never during an episode."""
         body({})
         if state.snapshot()["episode_state"] == "running":
             raise ApiError(409, "the episode is running: discard it or e-stop first")
-        return _service_result(graph.call_service("robot/home", timeout_s=15.0))
+        return _service_result(graph.call_service(name, timeout_s=15.0))
+
+    @app.post("/api/home")
+    def home():
+        return arm_service("robot/home")
 
     @app.post("/api/reboot_motors")
     def reboot_motors():
-        body({})
-        if state.snapshot()["episode_state"] == "running":
-            raise ApiError(409, "the episode is running: discard it or e-stop first")
-        return _service_result(graph.call_service("robot/reboot_motors", timeout_s=15.0))
+        return arm_service("robot/reboot_motors")
 
     @app.post("/api/estop")
     def estop():

@@ -68,11 +68,14 @@ def browser():
     driver.quit()
 
 
-def _waiter(browser, tmp_path, log=lambda: ""):
+def _waiter(browser, tmp_path, default_timeout=10.0, log=lambda: ""):
+    """`shot(name)` saves a screenshot in tmp_path; `wait_for(condition, what)` waits or fails with a
+    screenshot and `log()` in the message."""
+
     def shot(name: str) -> None:
         browser.save_screenshot(str(tmp_path / f"{name}.png"))
 
-    def wait_for(condition, what: str, timeout: float = 10.0):
+    def wait_for(condition, what: str, timeout: float = default_timeout):
         try:
             return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda d: condition(d))
         except Exception:
@@ -210,16 +213,7 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
     for name in graph.specs:
         graph.start(name)
     cfg, store, log = graph.cfg, graph.store, graph.log
-
-    def shot(name: str) -> None:
-        browser.save_screenshot(str(tmp_path / f"{name}.png"))
-
-    def wait_for(condition, what: str, timeout: float = 60.0):
-        try:
-            return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: condition(d))
-        except Exception:
-            shot(f"timeout_{what.replace(' ', '_')}")
-            raise AssertionError(f"timed out waiting for {what}; graph log tail:\n{log.getvalue()[-3000:]}") from None
+    shot, wait_for = _waiter(browser, tmp_path, 60.0, lambda: f"; graph log tail:\n{log.getvalue()[-3000:]}")
 
     text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
     try:

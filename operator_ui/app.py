@@ -1,20 +1,33 @@
 """The operator page's Flask app: one HTML page plus a small JSON API.
 
-Every request is checked against the token when one is set (header `X-Operator-Token`, query
-`token` or the cookie the page gets on first load); `create_app` refuses to serve a non-loopback
-host without a token. Malformed or unknown requests get a 4xx JSON error and change nothing.
+Access: every request is checked against the token when one is set (header `X-Operator-Token`,
+query `token` or the cookie the page gets on first load; a browser without it gets a login form;
+only the page's static CSS and script are served without it).
+Without a token `create_app` serves loopback only, and answers only requests whose Host is a
+loopback name (a DNS-rebinding page cannot reach it). Every POST must come from the page's own
+origin: `Origin` (or `Referer` when there is no Origin) must name the request's Host, and the
+request must carry the header `X-Operator-Request` (any value; the page's script sends it) or
+`X-Operator-Token`. A cross-site HTML form or no-cors fetch cannot set such a header, so it gets
+403. Scripts: `curl -X POST -H 'X-Operator-Request: 1' http://127.0.0.1:8080/api/pause`.
+Malformed or unknown requests get a 4xx JSON error and change nothing.
 
 API (all JSON unless noted):
-  GET  /api/status                    episode state, step, reward, learner stats, robot status, warnings
+  GET  /api/status                    episode state, step, reward, learner stats, robot status,
+                                      warnings, and `prompt` (what the operator should do next)
   GET  /api/camera.jpg                newest camera frame (image/jpeg); 503 when there is none
   GET  /api/curve                     success per episode, moving average, per-phase rates
   GET  /api/episodes?limit=N          recent stored episodes (newest first) with labels
   GET  /api/episodes/<id>/thumbnail.jpg
-  POST /api/episodes/<id>/label       {"label": "success" | "failure"}  (learner relabels store + buffer)
+  POST /api/episodes/<id>/label       {"label": "success" | "failure"}: correct a stored episode's label
+                                      (the learner relabels store + replay buffer); demonstrations
+                                      are read-only (403)
   POST /api/reset_done                operator confirms the scene is reset; the episode starts
-  POST /api/label                     {"success": bool}: label the finished episode, or override the
-                                      detector's label of the last saved one
-  POST /api/discard | /api/pause | /api/resume | /api/home | /api/estop | /api/estop_clear
+  POST /api/label                     {"success": bool, "episode": int}: label the episode that is
+                                      awaiting a label (`episode` = the number /api/status shows).
+                                      Another episode, or a second label that conflicts with the
+                                      first (operator's or detector's), answers 409; a repeat of the
+                                      same label answers 200 and announces nothing
+  POST /api/discard | /api/pause | /api/resume | /api/home | /api/reboot_motors | /api/estop | /api/estop_clear
 """
 
 from __future__ import annotations
@@ -23,15 +36,17 @@ import hmac
 import ipaddress
 import json
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from operator_ui.state import OperatorState, success_curve
-from parl_robot.data.episode_store import EpisodeStore
+from parl_robot.data.episode_store import EpisodeStore, is_demonstration
 
 TOKEN_HEADER = "X-Operator-Token"
 TOKEN_COOKIE = "operator_token"
+REQUEST_HEADER = "X-Operator-Request"  # a header a cross-site form or no-cors fetch cannot send
 MAX_BODY_BYTES = 4096
 
 
@@ -58,6 +73,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without port or IPv6 brackets ("" when unparsable)."""
+    try:
+        return urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:
+        return ""
+
+
+def cross_origin_reason(origin: str | None, referer: str | None, host_header: str) -> str | None:
+    """Why a state-changing request is not from the page's own origin, or None when it is (or
+    when it comes from a client that sends neither header, such as curl: it cannot be a forged
+    browser request, and the custom header is still required)."""
+    source, what = (origin, "Origin") if origin else (referer, "Referer")
+    if not source:
+        return None
+    try:
+        netloc = urlsplit(source).netloc
+    except ValueError:
+        netloc = ""
+    if not netloc or netloc.lower() != host_header.lower():
+        return f"cross-origin request refused: {what} {source!r} is not this page ({host_header})"
+    return None
+
+
 def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, token: str = "", host: str = "127.0.0.1") -> Flask:
     if not is_loopback(host) and not token:
         raise ValueError(
@@ -69,12 +108,25 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
 
     # ----- guards ----------------------------------------------------------------------------
     @app.before_request
-    def check_token():
-        if not token:
-            return None
-        offered = request.headers.get(TOKEN_HEADER) or request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
-        if not hmac.compare_digest(offered.encode(), token.encode()):
-            return _error(401, "missing or wrong operator token (header X-Operator-Token or ?token=)")
+    def check_access():
+        if not token and not is_loopback(host_name(request.host)):
+            return _error(403, f"Host {request.host!r} refused: without a token the page answers only to localhost / 127.0.0.1")
+        if token and request.endpoint != "static":  # the page's CSS and script hold nothing secret
+            offered = request.headers.get(TOKEN_HEADER) or request.args.get("token") or request.cookies.get(TOKEN_COOKIE) or ""
+            if not hmac.compare_digest(offered.encode(), token.encode()):
+                if request.method == "GET" and request.path == "/":
+                    return Response(render_template("login.html", wrong=bool(offered)), status=401)
+                return _error(401, "missing or wrong operator token (header X-Operator-Token or ?token=)")
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            reason = cross_origin_reason(request.headers.get("Origin"), request.headers.get("Referer"), request.host)
+            if reason:
+                return _error(403, reason)
+            if not (request.headers.get(REQUEST_HEADER) or request.headers.get(TOKEN_HEADER)):
+                return _error(
+                    403,
+                    f"refused: a state-changing request needs the header {REQUEST_HEADER} (the operator page sends it; "
+                    f"scripts add -H '{REQUEST_HEADER}: 1'), so that other web pages cannot send it",
+                )
         return None
 
     @app.errorhandler(ApiError)
@@ -168,8 +220,11 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         data = body({"label": str}, required=("label",))
         if data["label"] not in ("success", "failure"):
             raise ApiError(400, f"label must be 'success' or 'failure', got {data['label']!r}")
-        if not any(r.get("episode_id") == episode_id for r in store.records()):
+        record = next((r for r in store.records() if r.get("episode_id") == episode_id), None)
+        if record is None:
             raise ApiError(404, f"no stored episode '{episode_id}'")
+        if is_demonstration(record):
+            raise ApiError(403, f"'{episode_id}' is a demonstration: demonstrations are read-only")
         require_learner()
         graph.publish_event("relabel", episode_id=episode_id, label=data["label"], source="operator")
         return jsonify(ok=True, episode_id=episode_id, label=data["label"]), 202
@@ -183,18 +238,13 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
 
     @app.post("/api/label")
     def label():
-        data = body({"success": bool}, required=("success",))
-        snapshot = state.snapshot()
-        if snapshot["episode_state"] == "awaiting_label":
-            graph.publish_event("label", success=data["success"], source="operator", episode=snapshot["episode"])
-            return jsonify(ok=True, action="label", episode=snapshot["episode"])
-        episode_id = snapshot["last_saved_episode_id"]
-        if episode_id is None:
-            raise ApiError(409, "no finished episode to label yet")
-        require_learner()
-        label_text = "success" if data["success"] else "failure"
-        graph.publish_event("relabel", episode_id=episode_id, label=label_text, source="operator")
-        return jsonify(ok=True, action="relabel", episode_id=episode_id, label=label_text), 202
+        data = body({"success": bool, "episode": int}, required=("success", "episode"))
+        outcome, message = state.claim_label(data["episode"], data["success"])
+        if outcome == "refused":
+            raise ApiError(409, message)
+        if outcome == "new":
+            graph.publish_event("label", success=data["success"], source="operator", episode=data["episode"])
+        return jsonify(ok=True, action="label" if outcome == "new" else "already_labelled", episode=data["episode"])
 
     @app.post("/api/discard")
     def discard():
@@ -215,16 +265,25 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         graph.publish_event("resume", source="operator")
         return jsonify(ok=True)
 
-    @app.post("/api/home")
-    def home():
+    def arm_service(name: str):
+        """A control node service that moves or un-powers the arm: never during an episode."""
         body({})
         if state.snapshot()["episode_state"] == "running":
             raise ApiError(409, "the episode is running: discard it or e-stop first")
-        return _service_result(graph.call_service("robot/home", timeout_s=15.0))
+        return _service_result(graph.call_service(name, timeout_s=15.0))
+
+    @app.post("/api/home")
+    def home():
+        return arm_service("robot/home")
+
+    @app.post("/api/reboot_motors")
+    def reboot_motors():
+        return arm_service("robot/reboot_motors")
 
     @app.post("/api/estop")
     def estop():
-        # No body check, no state check: an e-stop must never be refused for form.
+        # No body check, no state check: an e-stop must never be refused for form (the origin
+        # guard still applies: the page's own e-stop always passes it).
         ok, message = graph.call_service("robot/estop", timeout_s=2.0)
         graph.publish_event("estop", source="operator")
         return _service_result((ok, message))

@@ -3,7 +3,8 @@
 Runs the ROS executor in a background thread and the Flask server (werkzeug, threaded) in the
 main thread. Parameters: the shared task-config parameters, plus `port` (0 = `ui.port`) and
 `host` ("" = `ui.host`). The token comes from `ui.token` or the `PARL_UI_TOKEN` environment variable.
-E-stop calls the control node's `robot/estop` service directly, so it works without the learner.
+E-stop calls the control node's `robot/estop` service directly, so it works without the learner;
+Home and Reboot motors call `robot/home` and `robot/reboot_motors` (std_srvs/Trigger) the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32, Float32MultiArray, String
@@ -26,7 +29,7 @@ from operator_ui.state import OperatorState
 from parl_robot.data.episode_store import EpisodeStore
 from parl_robot.nodes import common
 
-SERVICES = (common.SRV_ESTOP, common.SRV_ESTOP_CLEAR, common.SRV_HOME)
+SERVICES = (common.SRV_ESTOP, common.SRV_ESTOP_CLEAR, common.SRV_HOME, common.SRV_REBOOT_MOTORS)
 
 
 def _when_parsed(parse, handler):
@@ -61,10 +64,16 @@ class OperatorBridgeNode(Node):
                                  common.EVENT_QOS)
         self.create_subscription(Float32, common.REWARD, lambda m: self.state.on_reward(m.data), common.COMMAND_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, lambda m: self.state.on_success(m.data), common.COMMAND_QOS)
-        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, lambda m: self.state.on_action(), common.COMMAND_QOS)
+        self.create_subscription(Float32MultiArray, common.ROBOT_ACTION,
+                                 lambda m: self.state.on_action(m.layout.data_offset), common.COMMAND_QOS)
         self.create_subscription(String, common.CAMERA_STATUS,
                                  _when_parsed(common.parse_json_object, self.state.on_camera_status), common.EVENT_QOS)
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        # Latched: a page (re)started mid-run shows the current state and why the run is held.
+        self.create_subscription(String, common.ROBOT_SAFETY, _when_parsed(common.parse_json_object, self.state.on_safety),
+                                 common.LATCHED_QOS)
+        self.create_subscription(String, common.EPISODE_STATE,
+                                 _when_parsed(common.parse_json_object, self.state.on_episode_state), common.LATCHED_QOS)
         self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}
 
     def on_image(self, msg: Image) -> None:
@@ -95,8 +104,15 @@ class OperatorBridgeNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = OperatorBridgeNode()
+    stop = common.StopRequest()
+    stop.install()
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = OperatorBridgeNode()
+    except (ValueError, OSError) as err:
+        print(f"fatal: operator page cannot start: {err}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 1
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="ros", daemon=True)
@@ -112,10 +128,15 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         return 1
     node.get_logger().info(f"operator page on http://{node.host}:{server.server_port}/" + ("  (token required)" if node.token else ""))
+
+    def stop_server_on_signal() -> None:  # SIGINT/SIGTERM: end serve_forever from another thread
+        while not stop.requested:
+            time.sleep(0.1)
+        server.shutdown()
+
+    threading.Thread(target=stop_server_on_signal, name="stop", daemon=True).start()
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.server_close()
         executor.shutdown()

@@ -1,11 +1,13 @@
 """Operator page: every endpoint through Flask's test client, with a recording stand-in for the graph."""
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from operator_ui.app import create_app
+from operator_ui.app import REQUEST_HEADER, create_app
 from operator_ui.state import OperatorState, success_curve
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.rl.replay_buffer import EpisodeData
@@ -16,8 +18,10 @@ class RecordingGraph:
         self.events: list[tuple[str, dict]] = []
         self.services: list[str] = []
         self.service_result = (True, "done")
+        self.publish_delay_s = 0.0
 
     def publish_event(self, kind, **fields):
+        time.sleep(self.publish_delay_s)  # widens the window between a label's check and its announcement
         self.events.append((kind, fields))
 
     def call_service(self, name, timeout_s=3.0):
@@ -35,6 +39,8 @@ class Clock:
 
 def _store_with_episodes(root, outcomes=(True, False, True)):
     store = EpisodeStore(root)
+    demo = EpisodeData(np.zeros((3, 7), np.float32), np.zeros((2, 7), np.float32), np.array([-1.0, 0.0], np.float32), True)
+    store.save(EpisodeRecord("demo_00000", "demo", True, "success", "demonstrator", 2, -1, "h", "cup_to_rack", created=900.0, phase="demo"), demo)
     for i, success in enumerate(outcomes):
         episode = EpisodeData(np.zeros((4, 7), np.float32), np.zeros((3, 7), np.float32), np.full(3, -1.0, np.float32), success)
         record = EpisodeRecord(
@@ -53,7 +59,14 @@ def rig(tmp_path):
     store = _store_with_episodes(tmp_path / "store")
     app = create_app(state, graph, store)
     app.testing = True
-    return app.test_client(), state, graph, store, clock
+    return _page_client(app), state, graph, store, clock
+
+
+def _page_client(app):
+    """A client that sends what the operator page's script sends with every POST."""
+    client = app.test_client()
+    client.environ_base["HTTP_" + REQUEST_HEADER.upper().replace("-", "_")] = "1"
+    return client
 
 
 def _live(state, clock, episode_state="waiting_for_reset"):
@@ -74,11 +87,17 @@ def test_page_and_status(rig):
     data = json.loads(status.data)  # strict JSON: the learner's NaN loss arrives as null
     assert data["episode_state"] == "running" and data["episode"] == 4 and data["learner"]["critic_loss"] is None
     assert data["warnings"] == []
-    for _ in range(3):
-        state.on_action()
+    for step_id in range(3):
+        state.on_action(step_id)
     state.on_reward(-1.0)
     assert client.get("/api/status").get_json()["step"] == 3
     assert client.get("/api/status").get_json()["reward"] == -1.0
+    # Actions the learner sent before the end reached it are stored, so the page counts them too.
+    state.on_event({"type": "state", "state": "awaiting_label", "episode": 4})
+    state.on_action(3)
+    assert client.get("/api/status").get_json()["step"] == 4
+    state.on_event({"type": "start", "state": "running", "episode": 5})
+    assert client.get("/api/status").get_json()["step"] == 0
 
 
 def test_warnings_for_lost_camera_estop_watchdog_and_lost_learner(rig):
@@ -133,25 +152,79 @@ def test_reset_done_only_when_waiting_for_reset(rig):
     assert graph.events == [("reset_done", {"source": "operator"})]
 
 
-def test_label_current_episode_or_override_last_saved(rig):
+def test_label_names_the_episode_awaiting_a_label(rig):
+    client, state, graph, _, clock = rig
+    _live(state, clock, "running")
+    state.on_event({"type": "saved", "episode": 3, "episode_id": "online_00002", "success": True})
+    # S/F while episode 4 runs: the page sends 4; nothing is labelled, the previous episode least of all.
+    response = client.post("/api/label", json={"success": False, "episode": 4})
+    assert response.status_code == 409 and "awaiting a label" in response.get_json()["error"]
+    response = client.post("/api/label", json={"success": False, "episode": 3})
+    assert response.status_code == 409 and graph.events == []
+    state.on_event({"type": "state", "state": "awaiting_label", "episode": 4})
+    response = client.post("/api/label", json={"success": True, "episode": 3})  # a stale page
+    assert response.status_code == 409 and "episode 4 is awaiting a label, not episode 3" in response.get_json()["error"]
+    assert graph.events == []
+    response = client.post("/api/label", json={"success": True, "episode": 4})
+    assert response.status_code == 200 and response.get_json()["action"] == "label"
+    assert graph.events == [("label", {"success": True, "source": "operator", "episode": 4})]
+    # A repeat (double click) is fine and announces nothing; a conflicting second label is refused.
+    assert client.post("/api/label", json={"success": True, "episode": 4}).get_json()["action"] == "already_labelled"
+    response = client.post("/api/label", json={"success": False, "episode": 4})
+    assert response.status_code == 409 and "already labelled success" in response.get_json()["error"]
+    assert len(graph.events) == 1
+    status = client.get("/api/status").get_json()
+    assert status["episode_label"] == {"success": True, "source": "operator"} and status["prompt"]["reason"] == "labelled"
+
+
+def test_detector_label_counts_as_the_first_label(rig):
     client, state, graph, _, clock = rig
     _live(state, clock, "awaiting_label")
-    assert client.post("/api/label", json={"success": True}).get_json()["action"] == "label"
-    assert graph.events[-1] == ("label", {"success": True, "source": "operator", "episode": 4})
-    state.on_event({"type": "saved", "episode": 4, "episode_id": "online_00002", "success": True})
-    state.on_event({"type": "state", "state": "waiting_for_reset"})
-    response = client.post("/api/label", json={"success": False})
-    assert response.status_code == 202 and response.get_json()["action"] == "relabel"
-    assert graph.events[-1] == ("relabel", {"episode_id": "online_00002", "label": "failure", "source": "operator"})
+    state.on_event({"type": "label", "episode": 4, "success": False, "source": "detector", "state": "saving"})
+    response = client.post("/api/label", json={"success": True, "episode": 4})
+    assert response.status_code == 409 and "by detector" in response.get_json()["error"] and graph.events == []
+    # A restarted episode manager numbers from 0 again: a new start of a number forgets its old label.
+    state.on_event({"type": "start", "state": "running", "episode": 4})
+    state.on_event({"type": "state", "state": "awaiting_label", "episode": 4})
+    assert client.post("/api/label", json={"success": True, "episode": 4}).status_code == 200
+
+
+def test_conflicting_labels_sent_at_once_one_wins(rig):
+    client, state, graph, _, clock = rig
+    app = client.application
+    _live(state, clock, "awaiting_label")
+    graph.publish_delay_s = 0.05
+    for episode in range(4, 9):
+        state.on_event({"type": "start", "state": "running", "episode": episode})
+        state.on_event({"type": "state", "state": "awaiting_label", "episode": episode})
+        barrier, statuses = threading.Barrier(2), {}
+
+        def send(success, episode=episode, barrier=barrier, statuses=statuses):
+            page = _page_client(app)
+            barrier.wait()
+            statuses[success] = page.post("/api/label", json={"success": success, "episode": episode}).status_code
+
+        threads = [threading.Thread(target=send, args=(success,)) for success in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(statuses.values()) == [200, 409], statuses
+        winner = next(success for success, code in statuses.items() if code == 200)
+        announced = [fields for kind, fields in graph.events if kind == "label" and fields["episode"] == episode]
+        assert announced == [{"success": winner, "source": "operator", "episode": episode}]
+        assert client.get("/api/status").get_json()["episode_label"]["success"] is winner
 
 
 @pytest.mark.parametrize(
     "body, error",
     [
-        ('{"success": "yes"}', "must be bool"),
-        ('{"success": 1}', "must be bool"),
+        ('{"success": "yes", "episode": 4}', "must be bool"),
+        ('{"success": 1, "episode": 4}', "must be bool"),
+        ('{"success": true, "episode": "4"}', "must be int"),
+        ('{"success": true}', "missing field 'episode'"),
         ("{}", "missing field"),
-        ('{"success": true, "extra": 1}', "unknown field"),
+        ('{"success": true, "episode": 4, "extra": 1}', "unknown field"),
         ("[true]", "JSON object"),
         ("{not json", "not valid JSON"),
     ],
@@ -183,11 +256,13 @@ def test_discard_pause_resume_home_estop(rig):
     assert client.post("/api/home").status_code == 409  # not while running
     assert client.post("/api/pause").status_code == 200 and client.post("/api/resume").status_code == 200
     assert [kind for kind, _ in graph.events] == ["discard", "pause", "resume"]
+    assert client.post("/api/reboot_motors").status_code == 409
     state.on_event({"type": "state", "state": "waiting_for_reset"})
     assert client.post("/api/home").status_code == 200
+    assert client.post("/api/reboot_motors").status_code == 200
     assert client.post("/api/estop", data="garbage").status_code == 200  # never refused for form
     assert client.post("/api/estop_clear").status_code == 200
-    assert graph.services == ["robot/home", "robot/estop", "robot/estop_clear"]
+    assert graph.services == ["robot/home", "robot/reboot_motors", "robot/estop", "robot/estop_clear"]
     graph.service_result = (False, "service robot/estop is not available")
     response = client.post("/api/estop")
     assert response.status_code == 503 and "not available" in response.get_json()["error"]
@@ -204,6 +279,7 @@ def test_episode_list_thumbnails_and_relabel(rig):
     _live(state, clock)
     episodes = client.get("/api/episodes?limit=2").get_json()
     assert [e["episode_id"] for e in episodes] == ["online_00002", "online_00001"]
+    assert client.get("/api/episodes?limit=10").get_json()[-1]["kind"] == "demo"
     assert episodes[0]["has_thumbnail"] and episodes[0]["label"] == "success"
     thumb = client.get("/api/episodes/online_00001/thumbnail.jpg")
     assert thumb.status_code == 200 and thumb.data[:2] == b"\xff\xd8"
@@ -237,12 +313,129 @@ def test_token_required_on_every_request(tmp_path):
     with pytest.raises(ValueError, match="needs a token"):
         create_app(state, graph, store, token="", host="0.0.0.0")
     client = create_app(state, graph, store, token="s3cret", host="0.0.0.0").test_client()
-    for path in ("/", "/api/status", "/api/camera.jpg", "/api/curve", "/api/episodes"):
+    for path in ("/api/status", "/api/camera.jpg", "/api/curve", "/api/episodes"):
         response = client.get(path)
         assert response.status_code == 401 and "token" in response.get_json()["error"], path
+    # A browser without the token gets a login form, not JSON; a wrong token says so.
+    login = client.get("/")
+    assert login.status_code == 401 and login.mimetype == "text/html"
+    assert b'<form id="login"' in login.data and b'name="token"' in login.data and b"btn-estop" not in login.data
+    assert b"wrong" in client.get("/?token=nope").data
+    assert client.get("/static/operator.css").status_code == 200  # the login form's style
     assert client.post("/api/estop").status_code == 401 and graph.services == []
-    assert client.get("/api/status", headers={"X-Operator-Token": "wrong"}).status_code == 401
     assert client.get("/api/status", headers={"X-Operator-Token": "s3cret"}).status_code == 200
+    assert client.get("/api/status", headers={"X-Operator-Token": "wrong"}).status_code == 401
     page = client.get("/?token=s3cret")  # the page sets a cookie so its own requests carry the token
     assert page.status_code == 200 and "operator_token=s3cret" in page.headers["Set-Cookie"]
     assert client.get("/api/status").status_code == 200
+    # Scripts: the token header is also the custom header a state change needs.
+    assert client.post("/api/estop", headers={"X-Operator-Token": "s3cret"}).status_code == 200
+    assert client.post("/api/estop").status_code == 403  # the cookie alone is not enough
+    assert graph.services == ["robot/estop"]
+    # Any host is fine with a token (the token is the guard).
+    assert client.get("/api/status", headers={"Host": "robot-pc.lab:8080", "X-Operator-Token": "s3cret"}).status_code == 200
+
+
+def test_cross_site_requests_are_refused_and_change_nothing(rig):
+    client, state, graph, _, clock = rig
+    _live(state, clock, "waiting_for_reset")
+    state.on_status({"estopped": True, "holding": True, "last_error": ""})
+    plain = client.application.test_client()  # sends no X-Operator-Request, like a foreign page
+    foreign = {"Origin": "http://evil.example"}
+    refused = [
+        client.post("/api/home", headers=foreign),
+        client.post("/api/estop_clear", headers={"Origin": "null"}),  # a file:// page
+        client.post("/api/estop_clear", headers={"Referer": "http://evil.example/page.html"}),
+        client.post("/api/pause", headers={"Origin": "http://localhost:9999"}),  # another port is another origin
+        # A plain HTML form or a no-cors fetch: same-looking body, no custom header.
+        plain.post("/api/estop_clear", data={"x": "1"}, headers={"Origin": "http://evil.example"}),
+        plain.post("/api/estop_clear", data={"x": "1"}),
+        plain.post("/api/reset_done", data="", content_type="text/plain"),
+        plain.post("/api/estop"),
+    ]
+    for response in refused:
+        assert response.status_code == 403 and response.is_json
+        assert "cross-origin" in response.get_json()["error"] or REQUEST_HEADER in response.get_json()["error"]
+    assert graph.events == [] and graph.services == []
+    # The page's own requests pass: same origin (or no Origin at all, as from curl) plus the header.
+    assert client.post("/api/home", headers={"Origin": "http://localhost"}).status_code == 200
+    assert client.post("/api/estop_clear", headers={"Referer": "http://localhost/"}).status_code == 200
+    assert client.post("/api/reset_done").status_code == 200
+    assert graph.services == ["robot/home", "robot/estop_clear"] and graph.events == [("reset_done", {"source": "operator"})]
+    # Reads stay open to the page, but not to a DNS-rebinding name when there is no token.
+    assert client.get("/api/status").status_code == 200
+    rebound = plain.get("/api/status", headers={"Host": "evil.example:5000"})
+    assert rebound.status_code == 403 and "localhost" in rebound.get_json()["error"]
+    assert client.get("/api/status", headers={"Host": "127.0.0.1:8080"}).status_code == 200
+    assert client.get("/api/status", headers={"Host": "[::1]:8080"}).status_code == 200
+
+
+def _files(directory):
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+def test_demonstrations_are_read_only(rig):
+    client, state, graph, store, clock = rig
+    _live(state, clock)
+    demo_dir = store.episodes_dir / "demo_00000"
+    before, index_before = _files(demo_dir), (store.root / "index.json").read_bytes()
+    response = client.post("/api/episodes/demo_00000/label", json={"label": "failure"})
+    assert response.status_code == 403 and "demonstration" in response.get_json()["error"]
+    assert graph.events == []  # the learner never hears of it: buffer and disk stay as they are
+    assert _files(demo_dir) == before and (store.root / "index.json").read_bytes() == index_before
+    with pytest.raises(PermissionError, match="read-only"):  # nor can any other caller of the store
+        store.relabel("demo_00000", "failure", final_reward=-1.0)
+    assert _files(demo_dir) == before
+
+
+def test_prompt_says_what_to_do_and_why_the_run_is_held(rig):
+    client, state, graph, _, clock = rig
+
+    def prompt():
+        return client.get("/api/status").get_json()["prompt"]
+
+    state.on_status({"estopped": False})
+    state.on_image(np.zeros((8, 8, 3), np.uint8))
+    state.on_stats({"phase": "offline", "offline_progress": 0.45})
+    assert prompt()["reason"] == "offline" and "45 %" in prompt()["text"]
+    _live(state, clock, "waiting_for_reset")
+    assert prompt() == {
+        "level": "action", "reason": "reset",
+        "text": "Reset the scene for episode 4 (“put the cup on the drying rack”), then press Reset done (R).",
+    }
+    state.on_event({"type": "state", "state": "running", "episode": 4})
+    assert prompt()["reason"] == "running" and "E-STOP" in prompt()["text"]
+    state.on_event({"type": "state", "state": "awaiting_label", "episode": 4})
+    assert prompt()["level"] == "action" and "Success (S) or Failure (F)" in prompt()["text"]
+    # E-stop (the latched robot/safety state): the episode was aborted; once cleared, the arm goes home
+    # before the next episode, and the page says why it waits (the latched episode/state).
+    state.on_event({"type": "aborted", "episode": 4, "reason": "estop"})
+    clock.now += 0.1
+    state.on_safety({"state": "held", "reasons": ["estop"], "fault": ""})
+    state.on_episode_state({"state": "waiting_for_reset", "episode": 5, "held": "arm held: estop (clear it on the page)"})
+    assert prompt()["level"] == "danger" and prompt()["reason"] == "estop" and "aborted" in prompt()["text"]
+    clock.now += 0.1
+    state.on_safety({"state": "ok", "reasons": [], "fault": ""})
+    state.on_episode_state({"state": "waiting_for_reset", "episode": 5, "held": "the arm is going home after an aborted episode"})
+    assert prompt() == {"level": "held", "reason": "homing", "text": "Held: the arm is going home after an aborted episode."}
+    state.on_episode_state({"state": "ready", "episode": 5, "held": "paused by the operator (resume to continue)"})
+    assert prompt()["reason"] == "paused" and "Resume (P)" in prompt()["text"]
+    state.on_event({"type": "resume", "source": "operator"})
+    state.on_episode_state({"state": "ready", "episode": 5, "held": ""})
+    state.on_stats({"phase": "online", "catching_up": True, "warmup_critic_updates": 120})
+    assert prompt()["reason"] == "catching_up" and "120 updates" in prompt()["text"]
+    state.on_stats({"phase": "online"})
+    assert prompt()["reason"] == "ready"
+    state.on_status({"estopped": False, "held_reasons": ["motor_error"], "fault": "wrist_rotate overload"})
+    assert prompt() == {
+        "level": "danger", "reason": "robot_held",
+        "text": "Arm held: motor error: wrist_rotate overload. Check the arm, then press Reboot motors.",
+    }
+    codes = {w["code"]: w["text"] for w in client.get("/api/status").get_json()["warnings"]}
+    assert codes["held"] == "arm held: motor error" and codes["fault"] == "robot fault: wrist_rotate overload"
+    state.on_status({"estopped": False, "held_reasons": ["watchdog"]})  # holding still between episodes is normal
+    assert prompt()["reason"] == "ready"
+    clock.now += 10.0
+    state.on_status({"estopped": False})
+    state.on_image(np.zeros((8, 8, 3), np.uint8))
+    assert prompt()["reason"] == "learner_lost" and "restarting" in prompt()["text"]

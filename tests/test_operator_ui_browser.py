@@ -1,22 +1,33 @@
-"""End to end in real headless Chromium against the sim graph (separate processes over Fast DDS).
+"""The operator page in real headless Chromium.
 
-The operator confirms the reset, watches the episode run and end, labels it, and sees the stored
-label and the success curve update; then, with the learner killed, the e-stop still latches the
-arm. Screenshots go to the test's tmp dir.
+First against the page's own server with a stand-in graph (fast, every state on demand): the
+prompt line, highlighted label buttons, shortcuts from inside form controls, readable warnings,
+the 400 px layout, the curve's legend and axis, and the token login. Then end to end against the
+sim graph (separate processes over Fast DDS): the operator confirms the reset, watches the episode
+run and end, labels it, and sees the stored label, step count and the success curve; then, with
+the learner killed, Space (pressed in the relabel dropdown) still latches the arm. Screenshots go
+to the test's tmp dir; each test prints where.
 """
 
 import shutil
+import threading
 import time
 
+import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
-from graph_harness import Graph, free_port  # noqa: E402
+from operator_ui.app import create_app  # noqa: E402
+from operator_ui.state import OperatorState  # noqa: E402
+from parl_robot.data.episode_store import EpisodeRecord  # noqa: E402
+from parl_robot.rl.replay_buffer import EpisodeData  # noqa: E402
+from test_operator_ui import RecordingGraph, _store_with_episodes  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -33,6 +44,19 @@ OVERRIDES = {
 }
 
 
+# WCAG relative luminance contrast of two computed CSS colours ("rgb(r, g, b)").
+CONTRAST_JS = """
+const lum = (css) => {
+  const [r, g, b] = css.match(/[0-9.]+/g).slice(0, 3).map((v) => {
+    const c = Number(v) / 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const style = getComputedStyle(arguments[0]);
+const [a, b] = [lum(style.color), lum(style.backgroundColor)].sort((x, y) => y - x);
+return (a + 0.05) / (b + 0.05);
+"""
+
+
 @pytest.fixture
 def browser():
     options = webdriver.ChromeOptions()
@@ -44,22 +68,152 @@ def browser():
     driver.quit()
 
 
-def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
-    port = free_port()
-    graph = Graph(tmp_path, OVERRIDES, ui_port=port)
-    for name in graph.specs:
-        graph.start(name)
-    cfg, store, log = graph.cfg, graph.store, graph.log
+def _waiter(browser, tmp_path, default_timeout=10.0, log=lambda: ""):
+    """`shot(name)` saves a screenshot in tmp_path; `wait_for(condition, what)` waits or fails with a
+    screenshot and `log()` in the message."""
 
     def shot(name: str) -> None:
         browser.save_screenshot(str(tmp_path / f"{name}.png"))
 
-    def wait_for(condition, what: str, timeout: float = 60.0):
+    def wait_for(condition, what: str, timeout: float = default_timeout):
         try:
-            return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+            return WebDriverWait(browser, timeout, poll_frequency=0.1).until(lambda d: condition(d))
         except Exception:
             shot(f"timeout_{what.replace(' ', '_')}")
-            raise AssertionError(f"timed out waiting for {what}; graph log tail:\n{log.getvalue()[-3000:]}") from None
+            raise AssertionError(f"timed out waiting for {what}{log()}") from None
+
+    return shot, wait_for
+
+
+class PageServer:
+    """The page's Flask app on a free loopback port, fed by the test instead of the ROS graph."""
+
+    def __init__(self, tmp_path, token=""):
+        # Long timeouts: inputs fed once stay fresh (the lost-input warnings have their own tests).
+        self.state = OperatorState("cup_to_rack", "put the cup on the drying rack", 40,
+                                   camera_timeout_s=1e6, learner_timeout_s=1e6, control_timeout_s=1e6)
+        self.graph = RecordingGraph()
+        self.store = _store_with_episodes(tmp_path / "store")
+        self.server = make_server("127.0.0.1", 0, create_app(self.state, self.graph, self.store, token=token), threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.state.on_stats({"phase": "online", "policy_version": 3, "warning": ""})
+        self.state.on_status({"estopped": False, "holding": False, "last_error": ""})
+        self.state.on_image(np.full((64, 64, 3), 90, np.uint8))
+
+    def close(self):
+        self.server.shutdown()
+        self.thread.join()
+
+
+def test_prompt_labels_shortcuts_and_layout_in_chromium(tmp_path, browser):
+    page = PageServer(tmp_path)
+    state, graph = page.state, page.graph
+    shot, wait_for = _waiter(browser, tmp_path)
+    by_id = lambda element_id: browser.find_element(By.ID, element_id)  # noqa: E731
+    print(f"screenshots in {tmp_path}")
+    try:
+        state.on_event({"type": "state", "state": "waiting_for_reset", "episode": 4})
+        browser.get(page.url)
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "reset", "reset prompt")
+        assert by_id("prompt").text.startswith("Reset the scene for episode 4")
+        assert "attention" in by_id("btn-reset-done").get_attribute("class")
+        assert not by_id("btn-success").is_enabled() and not by_id("btn-failure").is_enabled()
+        shot("1_prompt_reset")
+
+        state.on_event({"type": "state", "state": "awaiting_label", "episode": 4})
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "label", "label prompt")
+        assert "Success (S) or Failure (F)" in by_id("prompt").text
+        for button in ("btn-success", "btn-failure"):
+            assert by_id(button).is_enabled() and "attention" in by_id(button).get_attribute("class")
+        assert browser.execute_script(CONTRAST_JS, by_id("btn-success")) >= 4.5
+        shot("2_prompt_label_highlighted")
+        browser.find_element(By.TAG_NAME, "body").send_keys("s")
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "labelled", "labelled prompt")
+        assert graph.events == [("label", {"success": True, "source": "operator", "episode": 4})]
+        assert "attention" not in by_id("btn-success").get_attribute("class") and not by_id("btn-success").is_enabled()
+
+        # The relabel dropdown keeps its focus while polls come in and a new episode joins the list.
+        state.on_event({"type": "state", "state": "running", "episode": 5})
+        select = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, 'select[data-relabel="online_00001"]'), "relabel select")
+        browser.execute_script("arguments[0].focus()", select)
+        episode = EpisodeData(np.zeros((2, 7), np.float32), np.zeros((1, 7), np.float32), np.zeros(1, np.float32), True)
+        page.store.save(EpisodeRecord("online_00003", "online", True, "success", "operator", 1, 4, "h", "cup_to_rack", created=2000.0), episode)
+        wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-episode="online_00003"]'), "new episode in list")
+        time.sleep(1.5)  # several status and list polls
+        assert browser.execute_script("return document.activeElement") == select
+        # Letters do not change a focused dropdown (no silent relabel); Space e-stops from inside it.
+        select.send_keys("s")
+        assert select.get_attribute("value") == "failure"
+        select.send_keys(Keys.SPACE)
+        wait_for(lambda d: graph.services == ["robot/estop"], "e-stop from the focused select", timeout=5)
+        assert browser.execute_script("return document.activeElement") == select and select.get_attribute("value") == "failure"
+        assert not [kind for kind, _ in graph.events if kind == "relabel"]
+        # Space on a focused button is the e-stop too, never that button's click.
+        by_id("btn-pause").send_keys(Keys.SPACE)
+        wait_for(lambda d: graph.services == ["robot/estop"] * 2, "e-stop from a focused button", timeout=5)
+        time.sleep(0.3)
+        assert [kind for kind, _ in graph.events] == ["label", "estop", "estop"]  # no "pause"
+
+        state.on_event({"type": "estop", "source": "operator"})
+        state.on_status({"estopped": True, "holding": True, "last_error": ""})
+        banner = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, '#warnings [data-code="estop"]'), "e-stop banner")
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "estop", "e-stop prompt")
+        assert browser.execute_script(CONTRAST_JS, banner) >= 4.5
+        assert browser.execute_script(CONTRAST_JS, by_id("prompt")) >= 4.5
+        assert "attention" in by_id("btn-estop-clear").get_attribute("class")
+        shot("3_estop")
+
+        # The curve names its dots and line and numbers its episodes.
+        legend = by_id("curve-legend").text
+        assert "moving average" in legend and "warm-up" in legend and "online" in legend
+        ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#curve text.tick")]
+        assert ticks[0] == "1" and "episode" in by_id("curve").text
+
+        # 400 px wide: nothing sticks out sideways.
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+        time.sleep(1.2)
+        widths = browser.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] == 400 and widths[1] <= widths[2], widths  # clientWidth: 400 less the scroll bar
+        shot("4_width_400")
+    finally:
+        page.close()
+    assert (tmp_path / "4_width_400.png").stat().st_size > 10_000
+
+
+def test_token_login_form_and_clean_address_bar_in_chromium(tmp_path, browser):
+    page = PageServer(tmp_path, token="s3cret")
+    shot, wait_for = _waiter(browser, tmp_path)
+    print(f"screenshots in {tmp_path}")
+    try:
+        page.state.on_event({"type": "state", "state": "waiting_for_reset", "episode": 0})
+        browser.get(page.url)
+        field = browser.find_element(By.CSS_SELECTOR, "form#login input[name=token]")
+        shot("login")
+        field.send_keys("s3cret", Keys.ENTER)
+        wait_for(lambda d: d.find_element(By.ID, "prompt").get_attribute("data-reason") == "reset", "page after login")
+        assert "token" not in browser.current_url and browser.current_url == page.url
+        browser.refresh()  # the cookie carries the token now
+        wait_for(lambda d: d.find_element(By.ID, "prompt").get_attribute("data-reason") == "reset", "page after reload")
+        browser.find_element(By.ID, "btn-pause").click()
+        wait_for(lambda d: page.graph.events == [("pause", {"source": "operator"})], "pause with the cookie")
+    finally:
+        page.close()
+
+
+def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
+    pytest.importorskip("rclpy")
+    from graph_harness import Graph, free_port
+
+    port = free_port()
+    print(f"screenshots in {tmp_path}")
+    graph = Graph(tmp_path, OVERRIDES, ui_port=port)
+    for name in graph.specs:
+        graph.start(name)
+    cfg, store, log = graph.cfg, graph.store, graph.log
+    shot, wait_for = _waiter(browser, tmp_path, 60.0, lambda: f"; graph log tail:\n{log.getvalue()[-3000:]}")
 
     text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
     try:
@@ -77,6 +231,7 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
         wait_for(lambda d: d.find_element(By.ID, "btn-reset-done").is_enabled(), "reset button", timeout=120)
         wait_for(lambda d: d.execute_script("return document.getElementById('camera').naturalWidth") > 0, "camera image")
         assert text("state") == "waiting_for_reset"
+        wait_for(lambda d: text("prompt").startswith("Reset the scene"), "reset prompt")
         shot("1_waiting_for_reset")
 
         browser.find_element(By.ID, "btn-reset-done").click()
@@ -84,6 +239,8 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
         wait_for(lambda d: int(text("step").split("/")[0]) >= 3, "steps counting", timeout=10)
         shot("2_running")
         wait_for(lambda d: text("state") == "awaiting_label", "episode end", timeout=20)
+        wait_for(lambda d: "Success (S) or Failure (F)" in text("prompt"), "label prompt")
+        assert "attention" in browser.find_element(By.ID, "btn-success").get_attribute("class")
         shot("3_awaiting_label")
         assert browser.find_element(By.ID, "curve").get_attribute("data-points") == "0"
 
@@ -92,6 +249,7 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
         wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-episode="online_00000"]'), "episode in list")
         online = [r for r in store.records() if r["kind"] == "online"]
         assert len(online) == 1 and online[0]["label"] == "success" and online[0]["label_source"] == "operator"
+        assert int(text("step").split("/")[0]) == online[0]["steps"]  # the page counts what the episode stores
         assert "1/1" in text("phase-rates")
         wait_for(lambda d: text("state") == "waiting_for_reset", "next reset", timeout=20)
         shot("4_labelled")
@@ -104,12 +262,16 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
         assert not episode.terminal and episode.rewards[-1] == cfg.reward.reward_bias
         wait_for(lambda d: "0/1" in text("phase-rates"), "curve after relabel")
 
-        # The learner dies: the page says so, and the e-stop still reaches the arm.
+        # The learner dies: the page says so, and Space, pressed in the relabel dropdown, still e-stops the arm.
         graph.kill("learner")
         wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="learner_lost"]'), "learner warning", 20)
-        browser.find_element(By.ID, "btn-estop").click()
+        wait_for(lambda d: "learner is not running" in text("prompt"), "learner prompt")
+        select = browser.find_element(By.CSS_SELECTOR, 'select[data-relabel="online_00000"]')
+        browser.execute_script("arguments[0].focus()", select)
+        select.send_keys(Keys.SPACE)
         wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="estop"]'), "e-stop latched", 10)
         assert "estop: ok" in text("message")
+        wait_for(lambda d: text("prompt").startswith("E-STOP latched"), "e-stop prompt")
         shot("5_estop_without_learner")
     finally:
         graph.close()

@@ -1,7 +1,13 @@
 // Operator page: polls /api/status (4 Hz), the camera (5 Hz), the curve and episodes (1 Hz).
+// Every POST carries the X-Operator-Request header: the server refuses state changes without it,
+// and a page from another origin cannot send it.
 "use strict";
 const $ = (id) => document.getElementById(id);
+const REQUEST_HEADER = "X-Operator-Request";
 let latest = null;
+
+// A ?token= link has left the token in a cookie: take it out of the address bar (and history).
+if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", location.pathname);
 
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -10,18 +16,23 @@ async function api(path, options = {}) {
   return data;
 }
 
+// POST a command; reports on the page and answers whether it was accepted.
 async function command(path, payload) {
+  const name = path.replace("/api/", "");
+  let ok = false;
   try {
     const data = await api(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", [REQUEST_HEADER]: "1" },
       body: payload === undefined ? "" : JSON.stringify(payload),
     });
-    $("message").textContent = `${path.replace("/api/", "")}: ok${data?.action ? " (" + data.action + ")" : ""}`;
+    $("message").textContent = `${name}: ok${data?.action ? " (" + data.action + ")" : ""}`;
+    ok = true;
   } catch (err) {
-    $("message").textContent = `${path.replace("/api/", "")}: ${err.message}`;
+    $("message").textContent = `${name}: ${err.message}`;
   }
   refreshStatus();
+  return ok;
 }
 
 function fmt(value, digits = 3) {
@@ -29,37 +40,79 @@ function fmt(value, digits = 3) {
   return typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(digits)) : String(value);
 }
 
+function element(tag, attributes = {}, text = "") {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
+  if (text) el.textContent = text;
+  return el;
+}
+
+// Replace a container's children only when what they show changed (no flicker, no lost focus).
+function render(container, items, build) {
+  const key = JSON.stringify(items);
+  if (container.dataset.key === key) return;
+  container.dataset.key = key;
+  container.replaceChildren(...items.map(build));
+}
+
+const DANGER_WARNINGS = ["estop", "control_lost", "fault", "held"];
+
 async function refreshStatus() {
   try {
     latest = await api("/api/status");
   } catch (err) {
-    $("warnings").innerHTML = `<div>operator page cannot reach its server: ${err.message}</div>`;
+    render($("warnings"), [err.message], (text) =>
+      element("div", { class: "warning danger", "data-code": "page_lost" }, `operator page cannot reach its server: ${text}`));
     return;
   }
   const s = latest;
+  const prompt = $("prompt");
+  prompt.textContent = s.prompt.text;
+  prompt.className = `prompt ${s.prompt.level}`;
+  prompt.dataset.reason = s.prompt.reason;
   $("state").textContent = s.finished ? `${s.episode_state} (run finished)` : s.episode_state;
   $("episode").textContent = s.episode;
   $("step").textContent = `${s.step} / ${s.max_episode_steps}`;
   $("reward").textContent = fmt(s.reward, 2);
   $("detector").textContent = s.success ? "success" : "not yet";
-  $("state-machine").innerHTML = s.episode_states
-    .map((name) => `<li class="${name === s.episode_state ? "active" : ""}">${name.replaceAll("_", " ")}</li>`)
-    .join("");
-  $("warnings").innerHTML = s.warnings
-    .map((w) => `<div class="${w.code === "estop" ? "estop" : ""}" data-code="${w.code}">${w.text}</div>`)
-    .join("");
-  $("btn-reset-done").disabled = s.episode_state !== "waiting_for_reset";
-  $("btn-discard").disabled = !["running", "awaiting_label"].includes(s.episode_state);
-  $("btn-home").disabled = s.episode_state === "running";
-  $("btn-estop-clear").disabled = !s.robot.estopped;
+  render($("state-machine"), s.episode_states.map((name) => [name, name === s.episode_state]), ([name, active]) =>
+    element("li", active ? { class: "active" } : {}, name.replaceAll("_", " ")));
+  render($("warnings"), s.warnings, (w) =>
+    element("div", { class: DANGER_WARNINGS.includes(w.code) ? "warning danger" : "warning", "data-code": w.code }, w.text));
+
+  const labelling = s.episode_state === "awaiting_label" && !s.episode_label;
+  const paused = s.episodes_paused || s.learner.learning_paused;
+  const idle = ["waiting_for_reset", "ready"].includes(s.episode_state);
+  const motorFault = (s.robot.held_reasons || []).includes("motor_error") || Boolean(s.robot.fault);
+  const buttonStates = {
+    "btn-reset-done": [s.episode_state !== "waiting_for_reset", s.prompt.reason === "reset"],
+    "btn-success": [!labelling, labelling],
+    "btn-failure": [!labelling, labelling],
+    "btn-discard": [!["running", "awaiting_label"].includes(s.episode_state), false],
+    "btn-pause": [false, false],  // never disabled: the page may not know every pause (it may have restarted)
+    "btn-resume": [false, paused && idle],
+    "btn-home": [s.episode_state === "running", false],
+    "btn-reboot-motors": [s.episode_state === "running", motorFault],
+    "btn-estop-clear": [!s.robot.estopped, Boolean(s.robot.estopped)],
+  };
+  for (const [id, [disabled, attention]] of Object.entries(buttonStates)) {
+    $(id).disabled = disabled;
+    $(id).classList.toggle("attention", attention);
+  }
+
   const l = s.learner;
   const rows = [
     ["phase", l.phase], ["policy version", l.policy_version], ["critic updates", l.critic_updates],
     ["policy updates", l.policy_updates], ["critic loss", l.critic_loss], ["policy loss", l.policy_loss],
     ["Q (data actions)", l.q_data], ["Q (optimized)", l.q_optimized], ["online episodes", l.online_episodes], ["learning", l.learning_paused ? "paused" : "on"],
   ];
+  if (l.phase === "offline" && typeof l.offline_progress === "number") rows.splice(1, 0, ["offline pre-training", `${Math.round(100 * l.offline_progress)} %`]);
   if (l.catching_up) rows.splice(1, 0, ["critic catch-up", `${l.warmup_critic_updates ?? 0} updates (next episode waits)`]);
-  $("learner").innerHTML = rows.map(([k, v]) => `<tr><th>${k}</th><td>${fmt(v)}</td></tr>`).join("");
+  render($("learner"), rows.map(([k, v]) => [k, fmt(v)]), ([k, v]) => {
+    const row = element("tr");
+    row.append(element("th", {}, k), element("td", {}, v));
+    return row;
+  });
 }
 
 function refreshCamera() {
@@ -70,68 +123,122 @@ function refreshCamera() {
   next.src = `/api/camera.jpg?t=${Date.now()}`;
 }
 
+const PHASE_NAMES = { warmup: "warm-up", online: "online", offline_eval: "offline eval" };  // colours: operator.css
+
+// An axis step of 1, 2 or 5 × 10^k that gives at most `most` ticks.
+function tickStep(count, most = 8) {
+  for (let scale = 1; ; scale *= 10) for (const step of [1, 2, 5]) if (count / (step * scale) <= most) return step * scale;
+}
+
 async function refreshCurve() {
   let curve;
   try { curve = await api("/api/curve"); } catch (err) { return; }
   const svg = $("curve");
-  const W = 400, H = 180, pad = 24;
+  const key = JSON.stringify(curve);
+  if (svg.dataset.key === key) return;
+  svg.dataset.key = key;
+  const W = 400, H = 190, left = 36, right = 12, top = 10, bottom = 40;
   const n = Math.max(curve.points.length, 10);
-  const x = (i) => pad + ((W - 2 * pad) * (i - 1)) / Math.max(n - 1, 1);
-  const y = (v) => H - pad - (H - 2 * pad) * v;
-  const colour = { warmup: "#ef6c00", online: "#1565c0", offline_eval: "#6a1b9a" };
-  const dots = curve.points
-    .map((p) => `<circle cx="${x(p.n)}" cy="${y(p.success ? 1 : 0)}" r="3" fill="${colour[p.phase] || "#555"}"><title>${p.episode_id}</title></circle>`)
-    .join("");
+  const x = (i) => left + ((W - left - right) * (i - 1)) / Math.max(n - 1, 1);
+  const y = (v) => H - bottom - (H - top - bottom) * v;
+  const parts = [];
+  for (const v of [0, 0.5, 1]) {
+    parts.push(`<line x1="${left}" y1="${y(v)}" x2="${W - right}" y2="${y(v)}" stroke="${v ? "#e0e0e0" : "#888"}"/>`,
+      `<text x="${left - 4}" y="${y(v) + 4}" font-size="10" text-anchor="end">${100 * v}%</text>`);
+  }
+  const step = tickStep(n);
+  for (let i = 1; i <= n; i += i === 1 && step > 1 ? step - 1 : step) {
+    parts.push(`<line x1="${x(i)}" y1="${y(0)}" x2="${x(i)}" y2="${y(0) + 4}" stroke="#888"/>`,
+      `<text class="tick" x="${x(i)}" y="${y(0) + 15}" font-size="10" text-anchor="middle">${i}</text>`);
+  }
+  parts.push(`<text x="${(left + W - right) / 2}" y="${H - 6}" font-size="11" text-anchor="middle">episode</text>`);
   const line = curve.points.map((p) => `${x(p.n)},${y(p.moving_average)}`).join(" ");
-  svg.innerHTML =
-    `<line x1="${pad}" y1="${y(0)}" x2="${W - pad}" y2="${y(0)}" stroke="#aaa"/>` +
-    `<line x1="${pad}" y1="${y(1)}" x2="${W - pad}" y2="${y(1)}" stroke="#eee"/>` +
-    `<text x="2" y="${y(1) + 4}" font-size="10">100%</text><text x="8" y="${y(0) + 4}" font-size="10">0%</text>` +
-    `<polyline id="curve-line" points="${line}" fill="none" stroke="#2e7d32" stroke-width="2"/>` + dots;
+  parts.push(`<polyline id="curve-line" points="${line}"/>`);
+  for (const p of curve.points) {
+    parts.push(`<circle class="phase-${p.phase}" cx="${x(p.n)}" cy="${y(p.success ? 1 : 0)}" r="3.5"><title>${p.episode_id}: ${p.success ? "success" : "failure"}</title></circle>`);
+  }
+  svg.innerHTML = parts.join("");
+  $("curve-window").textContent = curve.window;
   svg.dataset.points = String(curve.points.length);
   $("phase-rates").textContent = Object.entries(curve.phases)
-    .map(([phase, r]) => `${phase}: ${r.successes}/${r.episodes} (${Math.round(100 * r.success_rate)}%)`)
-    .join(" · ") + ` — line: moving average over ${curve.window}`;
+    .map(([phase, r]) => `${PHASE_NAMES[phase] || phase}: ${r.successes}/${r.episodes} (${Math.round(100 * r.success_rate)}%)`)
+    .join(" · ") + " — dots: success (top) / failure (bottom)";
+}
+
+// One card per episode, kept across polls: a card's select keeps its focus and open state, and
+// only what changed is written.
+function episodeCard(e) {
+  const card = element("div", { class: "episode", "data-episode": e.episode_id });
+  const img = element("img", { alt: "" });
+  if (e.has_thumbnail) img.src = `/api/episodes/${encodeURIComponent(e.episode_id)}/thumbnail.jpg`;
+  const select = element("select", { "data-relabel": e.episode_id, "aria-label": `label of ${e.episode_id}` });
+  for (const value of ["success", "failure"]) select.append(element("option", { value }, value));
+  if (e.kind === "demo") { select.disabled = true; select.title = "demonstrations are read-only"; }
+  select.addEventListener("change", async () => {
+    const ok = await command(`/api/episodes/${encodeURIComponent(e.episode_id)}/label`, { label: select.value });
+    if (!ok) select.value = card.dataset.label;  // refused: show the stored label again
+  });
+  card.append(img, element("div", {}, `${e.episode_id} · ${e.phase || e.kind}`), select, element("span", { class: "muted" }));
+  return card;
 }
 
 async function refreshEpisodes() {
   let episodes;
   try { episodes = await api("/api/episodes?limit=12"); } catch (err) { return; }
-  $("episodes").innerHTML = episodes
-    .map((e) => `<div class="episode ${e.label}" data-episode="${e.episode_id}">
-        ${e.has_thumbnail ? `<img src="/api/episodes/${e.episode_id}/thumbnail.jpg" alt="">` : `<img alt="">`}
-        <div>${e.episode_id} · ${e.phase || e.kind}</div>
-        <select data-relabel="${e.episode_id}" ${e.kind === "demo" ? "disabled" : ""}>
-          <option value="success" ${e.label === "success" ? "selected" : ""}>success</option>
-          <option value="failure" ${e.label === "failure" ? "selected" : ""}>failure</option>
-        </select>
-        <span class="muted">${e.label_source}</span></div>`)
-    .join("");
-  document.querySelectorAll("select[data-relabel]").forEach((el) =>
-    el.addEventListener("change", () => command(`/api/episodes/${el.dataset.relabel}/label`, { label: el.value })));
+  const container = $("episodes");
+  const cards = new Map([...container.children].map((card) => [card.dataset.episode, card]));
+  episodes.forEach((e, index) => {
+    const card = cards.get(e.episode_id) || episodeCard(e);
+    cards.delete(e.episode_id);
+    if (container.children[index] !== card) container.insertBefore(card, container.children[index] || null);
+    if (card.dataset.label !== e.label) {
+      card.dataset.label = e.label;
+      card.className = `episode ${e.label}`;
+      card.querySelector("select").value = e.label;
+    }
+    card.querySelector("span").textContent = e.label_source;
+  });
+  for (const stale of cards.values()) stale.remove();
 }
 
 const actions = {
   "btn-reset-done": () => command("/api/reset_done"),
-  "btn-success": () => command("/api/label", { success: true }),
-  "btn-failure": () => command("/api/label", { success: false }),
+  // The label names the episode this page shows: the server refuses it for any other episode.
+  "btn-success": () => command("/api/label", { success: true, episode: latest?.episode }),
+  "btn-failure": () => command("/api/label", { success: false, episode: latest?.episode }),
   "btn-discard": () => command("/api/discard"),
   "btn-pause": () => command("/api/pause"),
   "btn-resume": () => command("/api/resume"),
   "btn-home": () => command("/api/home"),
+  "btn-reboot-motors": () => {
+    if (confirm("Reboot the motors? Motors in error lose torque while they reboot: support the arm first.")) command("/api/reboot_motors");
+  },
   "btn-estop": () => command("/api/estop"),
   "btn-estop-clear": () => command("/api/estop_clear"),
 };
 for (const [id, run] of Object.entries(actions)) $(id).addEventListener("click", run);
 
+// Shortcuts, in the capture phase so no control can swallow them. Space and Esc e-stop from
+// anywhere, even with a select or button focused; letters also work with a select focused (and
+// do not change its value), but not while typing into a text field.
 document.addEventListener("keydown", (event) => {
-  if (event.target.tagName === "SELECT" || event.repeat) return;
   const key = event.key.toLowerCase();
-  if (key === " " || key === "escape") { event.preventDefault(); actions["btn-estop"](); return; }
-  const paused = latest?.learner?.learning_paused;
+  if (key === " " || key === "escape") {
+    event.preventDefault();
+    event.stopPropagation();
+    if (!event.repeat) actions["btn-estop"]();
+    return;
+  }
+  if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (["INPUT", "TEXTAREA"].includes(event.target.tagName) || event.target.isContentEditable) return;
+  const paused = latest?.episodes_paused || latest?.learner?.learning_paused;
   const byKey = { r: "btn-reset-done", s: "btn-success", f: "btn-failure", d: "btn-discard", h: "btn-home", p: paused ? "btn-resume" : "btn-pause" };
-  if (byKey[key] && !$(byKey[key]).disabled) actions[byKey[key]]();
-});
+  if (!byKey[key]) return;
+  event.preventDefault();
+  if (!$(byKey[key]).disabled) actions[byKey[key]]();
+}, true);
+// A focused button clicks on Space's keyup: Space is the e-stop, never that click.
+document.addEventListener("keyup", (event) => { if (event.key === " ") event.preventDefault(); }, true);
 
 refreshStatus(); refreshCamera(); refreshCurve(); refreshEpisodes();
 setInterval(refreshStatus, 250);

@@ -5,6 +5,7 @@ version, config hash, kind = demo|online), `arrays.npz` (states, actions, reward
 and, for image runs, `images.npz` (JPEG bytes per frame). A directory is first written under
 `<store>/.incoming/`, fsynced, then renamed into place, so a crash never leaves half an episode.
 Unreadable episodes are moved to `<store>/quarantine/` with a `reason.txt`, never dropped.
+Demonstrations (kind "demo", ids `demo_NNNNN`) are the offline data set: they cannot be relabelled.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class EpisodeRecord:
     # never loaded into a replay buffer.
     aborted: bool = False
     abort_reason: str = ""
+
+
+def is_demonstration(meta: dict) -> bool:
+    """Whether a stored episode's metadata (a `records()` entry) is a demonstration."""
+    return meta.get("kind") == "demo" or str(meta.get("episode_id", "")).startswith("demo_")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -127,7 +133,8 @@ class EpisodeStore:
     ) -> EpisodeRecord:
         """Change an episode's label. With `final_reward` the stored rewards follow the label too: the
         last step gets `final_reward` and the episode is terminal iff labelled success. Each file is
-        replaced atomically (arrays first, so a crash between the two leaves the old label, not a mix)."""
+        replaced atomically (arrays first, so a crash between the two leaves the old label, not a mix).
+        Demonstrations raise PermissionError and stay as they are."""
         if label not in ("success", "failure"):
             raise ValueError(f"label must be 'success' or 'failure', got {label!r}")
         directory = self.episodes_dir / episode_id
@@ -135,6 +142,8 @@ class EpisodeStore:
         if not meta_path.is_file():
             raise KeyError(f"no stored episode '{episode_id}'")
         record = EpisodeRecord(**json.loads(meta_path.read_text()))
+        if is_demonstration(vars(record)):
+            raise PermissionError(f"'{episode_id}' is a demonstration: demonstrations are read-only")
         if record.aborted:
             raise ValueError(f"'{episode_id}' was aborted by a safety hold ({record.abort_reason}): it is kept for "
                              "inspection and cannot be labelled")

@@ -18,8 +18,10 @@ OVERRIDES = {
     "learner.offline_policy_steps": 40,
     "learner.offline_critic_steps": 20,
     "learner.updates_per_step": 0.5,
+    "learner.warmup_critic_steps": 100,
     "control.max_episode_steps": 12,
 }
+CATCH_UP_BUDGET_S = 300  # the warm-up critic catch-up is CPU work: wait on its end, not on a guess
 
 
 def _online_ids(store):
@@ -32,7 +34,9 @@ def test_learner_killed_mid_episode_arm_holds_and_restart_loses_nothing(tmp_path
         for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
             graph.start(name)
         graph.wait_for(lambda: len(_online_ids(graph.store)) >= 1, 120, "first stored episode")
-        # Kill the learner a few steps into the next episode.
+        # Kill the learner a few steps into the next episode (after the critic's catch-up).
+        graph.wait_for(lambda: graph.observer.stats and not graph.observer.stats[-1].get("catching_up")
+                       and graph.observer.stats[-1].get("phase") == "online", CATCH_UP_BUDGET_S, "critic catch-up done")
         graph.wait_for(lambda: graph.observer.state() == "running", 30, "next episode running")
         started = len(graph.observer.action_times)
         graph.wait_for(lambda: len(graph.observer.action_times) >= started + 3, 10, "a few actions")

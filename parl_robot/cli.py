@@ -4,7 +4,7 @@
     parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
     parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
     parl-robot export store_dir:=DIR out:=FILE.hdf5 [kind:=demo]   /  parl-robot import store_dir:=DIR in:=FILE.hdf5
-    parl-robot calibrate {intrinsics|extrinsics|task} ...   (camera + workspace, see perception/calibrate_cli.py)
+    parl-robot calibrate {capture|intrinsics|collect|extrinsics|task|workspace} ...   (camera + workspace, calibration/README.md)
 
 Arguments use the `name:=value` form of `ros2 launch`.
 """

@@ -10,9 +10,10 @@ import pytest
 
 from parl_robot.config import PerceptionConfig, load_config
 from parl_robot.perception.calibration import (
-    CalibrationError, CameraModel, calibrate_extrinsics, calibrate_intrinsics, chessboard_points, find_aruco_centre,
-    task_workspace_overlay,
+    CalibrationError, CameraModel, Intrinsics, calibrate_extrinsics, calibrate_intrinsics, chessboard_points,
+    find_aruco_centre, task_workspace_overlay,
 )
+from parl_robot.perception.calibration_capture import capture_board_images
 from parl_robot.perception.object_detector import detect_object
 from parl_robot.perception.object_poses import LastSeenPosition, ObjectPoses, decode_object_poses, encode_object_poses
 from parl_robot.perception.success import is_success
@@ -63,6 +64,22 @@ def test_intrinsics_from_synthetic_chessboard_views():
     assert np.allclose(camera_matrix[:2, 2], TRUE_K[:2, 2], atol=6.0)
     with pytest.raises(CalibrationError, match="found in 0 of 2"):
         calibrate_intrinsics([np.full((480, 640), 255, np.uint8)] * 2, BOARD, SQUARE)
+
+
+def test_capture_keeps_the_frames_that_show_the_board(tmp_path):
+    """`calibrate capture`'s loop on a camera that shows an empty view, then the board from two poses."""
+    rng = np.random.default_rng(4)
+    views = []
+    for _ in range(2):
+        rotation, _ = cv2.Rodrigues(rng.normal(0, 0.25, 3))
+        views.append(_render_chessboard(rotation, np.array([0, 0, 0.4]) - rotation @ chessboard_points(BOARD, SQUARE).mean(0)))
+    frames = iter([np.full((480, 640), 255, np.uint8), *views, views[0]])
+    waits, lines = [], []
+    saved = capture_board_images(lambda: np.dstack([next(frames)] * 3), tmp_path / "board", 2, BOARD, interval_s=1.5,
+                                 wait=waits.append, report=lines.append)
+    assert [p.name for p in saved] == ["board_000.png", "board_001.png"]
+    assert cv2.imread(str(saved[1]), cv2.IMREAD_GRAYSCALE).shape == (480, 640)
+    assert "no 9x6 chessboard found" in lines[0] and waits.count(1.5) == 2  # time to move the board after each
 
 
 def test_extrinsics_from_marker_points_recover_the_camera_pose(tmp_path):
@@ -143,7 +160,7 @@ def test_detector_rejects_mismatched_resolution_and_finds_nothing_on_empty_frame
     env = WidowXSimEnv(cfg)
     camera = env.world.camera_model()
     env.close()
-    with pytest.raises(ValueError, match="calibrate on the images"):
+    with pytest.raises(ValueError, match="for_output_size"):
         detect_object(np.zeros((64, 64, 3), np.uint8), camera, PerceptionConfig())
     assert detect_object(np.zeros((128, 128, 3), np.uint8), camera, PerceptionConfig()) is None
 
@@ -201,7 +218,7 @@ def test_detector_node_keeps_publishing_the_last_seen_pose_while_occluded(tmp_pa
     assert np.linalg.norm(np.array(published[0].positions["cup"][:2]) - true_position[:2]) < 0.01
 
 
-def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path):
+def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path, capsys):
     """The `parl-robot calibrate` tool from image files to the camera.yaml the detector node loads."""
     from parl_robot.cli import main
 
@@ -212,6 +229,11 @@ def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path):
         translation = np.array([0, 0, rng.uniform(0.35, 0.5)]) - rotation @ chessboard_points(BOARD, SQUARE).mean(0)
         cv2.imwrite(str(tmp_path / "board" / f"view_{i}.png"), _render_chessboard(rotation, translation))
     assert main(["calibrate", "intrinsics", f"images:={tmp_path / 'board'}", f"out:={tmp_path / 'intrinsics.yaml'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "intrinsics from 8/8 views at 640x480" in printed and "published 128x128 (task cup_to_rack" in printed
+    intrinsics = Intrinsics.load(tmp_path / "intrinsics.yaml")
+    assert (intrinsics.width, intrinsics.height, intrinsics.views) == (640, 480, 8)
+    assert np.allclose(intrinsics.camera_matrix[:2, :2], TRUE_K[:2, :2], rtol=0.02, atol=1.0)
 
     camera_position = np.array([0.8, -0.3, 0.5])
     rotation = _look_at(camera_position, np.array([0.3, 0.0, 0.05]))
@@ -227,9 +249,9 @@ def test_calibrate_command_end_to_end_on_synthetic_files(tmp_path):
     assert np.linalg.norm(model.camera_position - camera_position) < 0.02 and model.reprojection_error_px < 1.0
 
     (tmp_path / "points.yaml").write_text(yaml.safe_dump(
-        {"target": [[0.26, 0.06, 0.03], [0.36, 0.16, 0.15]], "workspace": [[0.15, -0.25, 0.04], [0.45, 0.25, 0.35]]}))
+        {"target": [[0.26, 0.06, 0.03], [0.36, 0.16, 0.15]], "workspace": [[0.2, -0.15, 0.05], [0.36, 0.15, 0.24]]}))
     out = tmp_path / "task.yaml"
-    assert main(["calibrate", "task", "task:=cup_to_rack", f"points:={tmp_path / 'points.yaml'}", f"out:={out}"]) == 0
+    assert main(["calibrate", "task", "task:=cup_to_rack", f"points:={tmp_path / 'points.yaml'}", f"out:={out}", "grid:=3x3x2"]) == 0
     cfg = load_config(task="cup_to_rack", overlays=[out])  # the output is a valid config overlay
     assert cfg.reward.target_low == [0.25, 0.05, 0.02]
     assert main(["calibrate", "extrinsics", f"samples:={tmp_path / 'missing.yaml'}",
@@ -268,3 +290,23 @@ def test_sim_bridge_poses_and_an_occluded_detection_both_score_in_the_reward_nod
         bridge.destroy_node()
         reward.destroy_node()
         rclpy.shutdown()
+def test_capture_command_reads_the_camera_like_the_camera_node(tmp_path, capsys):
+    """`calibrate capture` opens the device with the camera node's `open_capture` (a video file
+    stands in for the USB camera) and saves full-size frames that `calibrate intrinsics` accepts."""
+    pytest.importorskip("rclpy")
+    from parl_robot.cli import main
+
+    rng = np.random.default_rng(5)
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (640, 480))
+    for _ in range(40):
+        rotation, _ = cv2.Rodrigues(rng.normal(0, 0.25, 3))
+        translation = np.array([0, 0, rng.uniform(0.35, 0.5)]) - rotation @ chessboard_points(BOARD, SQUARE).mean(0)
+        writer.write(cv2.cvtColor(_render_chessboard(rotation, translation), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    board = tmp_path / "board"
+    assert main(["calibrate", "capture", f"out:={board}", "count:=6", "interval:=0", f"device:={video}"]) == 0
+    assert "6/6 chessboard frames" in capsys.readouterr().out
+    assert sorted(p.name for p in board.iterdir()) == [f"board_{i:03d}.png" for i in range(6)]
+    assert main(["calibrate", "intrinsics", f"images:={board}", f"out:={tmp_path / 'intrinsics.yaml'}"]) == 0
+    assert Intrinsics.load(tmp_path / "intrinsics.yaml").reprojection_error_px < 1.0

@@ -25,6 +25,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from parl_robot.nodes import common
+from parl_robot.perception.calibration import centre_crop_box
 from parl_robot.perception.frame_grabber import Frame, FrameGrabber
 
 RECONNECT_INTERVAL_S = 1.0
@@ -34,18 +35,10 @@ WARNING_PERIOD_S = 5.0
 
 
 def crop_and_resize(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Centre-crop a BGR frame to the target aspect ratio, resize, and convert to RGB."""
-    frame_h, frame_w = frame_bgr.shape[:2]
-    target_ratio = width / height
-    if frame_w / frame_h > target_ratio:
-        crop_w = int(round(frame_h * target_ratio))
-        x0 = (frame_w - crop_w) // 2
-        frame_bgr = frame_bgr[:, x0 : x0 + crop_w]
-    else:
-        crop_h = int(round(frame_w / target_ratio))
-        y0 = (frame_h - crop_h) // 2
-        frame_bgr = frame_bgr[y0 : y0 + crop_h]
-    resized = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    """Centre-crop a BGR frame to the target aspect ratio, resize, and convert to RGB.
+    (`perception.calibration.camera_matrix_for_output` is the same map applied to the intrinsics.)"""
+    x0, y0, crop_w, crop_h = centre_crop_box(frame_bgr.shape[1], frame_bgr.shape[0], width, height)
+    resized = cv2.resize(frame_bgr[y0 : y0 + crop_h, x0 : x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 

@@ -35,9 +35,10 @@ class ObjectDetectorNode(Node):
         if not path.is_file():
             raise FileNotFoundError(
                 f"no camera calibration at {path.resolve()}: run `parl-robot calibrate intrinsics ...` and "
-                "`parl-robot calibrate extrinsics ...` (README, Hardware setup) or set perception.calibration_file"
+                "`parl-robot calibrate extrinsics ...` (calibration/README.md) or set perception.calibration_file"
             )
-        self.camera = CameraModel.load(path)
+        # Calibrated on full frames at the capture size: moved onto the published (cropped, resized) images.
+        self.camera = CameraModel.load(path).for_output_size(self.cfg.sim.camera_width, self.cfg.sim.camera_height)
         self.poses_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.last_warning = 0.0

@@ -3,14 +3,25 @@ from an ArUco marker on the gripper (or touched points) seen at known end-effect
 the per-task workspace file (target region + safety box) from touched corner points.
 
 Frames: the robot base frame of the Interbotix driver (x forward, z up, metres); the OpenCV camera
-frame (x right, y down, z forward). `CameraModel.project` maps robot points to pixels and
-`CameraModel.pixel_to_plane` maps a pixel back onto a horizontal plane z = h in the robot frame,
-which is how the object detector turns a blob centroid into an object position.
+frame (x right, y down, z forward); pixel (0, 0) is the centre of the top-left pixel. `CameraModel.project`
+maps robot points to pixels and `CameraModel.pixel_to_plane` maps a pixel back onto a horizontal
+plane z = h in the robot frame, which is how the object detector turns a blob centroid into an
+object position.
+
+Sizes: intrinsics and extrinsics are computed on full frames at the camera's capture size (e.g.
+640x480), where the chessboard and marker are sharpest. The camera node publishes a centre crop to
+the policy's aspect ratio resized to `sim.camera_width x camera_height`; `for_output_size` moves a
+model onto those published pixels (the crop shifts the principal point, the resize scales K; the
+distortion coefficients act on normalized coordinates and stay as they are).
+
+Files (examples in calibration/examples/): intrinsics.yaml (`Intrinsics`), camera.yaml
+(`CameraModel`), the extrinsics samples file (`load_extrinsic_samples`), the touched task points
+(`load_task_points`); the task overlay is a config overlay read by `parl_robot.config.load_config`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -27,9 +38,118 @@ def write_yaml_atomic(path: str | Path, data: dict, header: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(f"# {header}\n" + yaml.safe_dump(data, sort_keys=False))
+    temporary.write_text(f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     temporary.replace(path)
     return path
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The top-level mapping of a calibration file, or a CalibrationError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise CalibrationError(f"cannot read {what} {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{path}: a {what} file is a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def read_array(path: str | Path, data: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """`data[key]` as a finite float array of `shape`, or a CalibrationError naming file and key."""
+    if key not in data:
+        raise CalibrationError(f"{path}: missing key '{key}'")
+    try:
+        value = np.asarray(data[key], np.float64)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{path}: '{key}' is not numeric: {data[key]!r}") from None
+    if value.shape != shape or not np.all(np.isfinite(value)):
+        raise CalibrationError(f"{path}: '{key}' must be finite numbers with shape {shape}, got {data[key]!r}")
+    return value
+
+
+def _read_size(path: str | Path, data: dict) -> tuple[int, int]:
+    size = []
+    for key in ("image_width", "image_height"):
+        if key not in data:
+            raise CalibrationError(f"{path}: missing key '{key}'")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CalibrationError(f"{path}: '{key}' must be a positive integer (pixels), got {value!r}")
+        size.append(value)
+    return size[0], size[1]
+
+
+# ----- the camera node's centre crop + resize, as a map of pixel coordinates ------------------
+def centre_crop_box(capture_width: int, capture_height: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, crop_width, crop_height): the centred crop of a capture to the aspect of width x height."""
+    target_ratio = width / height
+    if capture_width / capture_height > target_ratio:
+        crop_width = int(round(capture_height * target_ratio))
+        return (capture_width - crop_width) // 2, 0, crop_width, capture_height
+    crop_height = int(round(capture_width / target_ratio))
+    return 0, (capture_height - crop_height) // 2, capture_width, crop_height
+
+
+def camera_matrix_for_output(
+    camera_matrix: np.ndarray, capture_size: tuple[int, int], output_size: tuple[int, int]
+) -> np.ndarray:
+    """K of the published image (centre crop to the output aspect, then resize) from K at capture size.
+
+    A capture pixel u maps to u' = (u - x0 + 0.5) * s - 0.5 with s = output / crop (pixel centres
+    map onto pixel centres, as cv2.resize samples), so fx' = s fx and cx' = (cx - x0 + 0.5) s - 0.5.
+    """
+    x0, y0, crop_width, crop_height = centre_crop_box(*capture_size, *output_size)
+    scale_x, scale_y = output_size[0] / crop_width, output_size[1] / crop_height
+    pixel_map = np.array([  # homogeneous capture pixel -> output pixel
+        [scale_x, 0.0, (0.5 - x0) * scale_x - 0.5],
+        [0.0, scale_y, (0.5 - y0) * scale_y - 0.5],
+        [0.0, 0.0, 1.0],
+    ])
+    return pixel_map @ np.asarray(camera_matrix, np.float64)
+
+
+def _for_output_size(model, width: int, height: int):
+    """A copy of an `Intrinsics` or `CameraModel` with K moved onto width x height (itself if unchanged)."""
+    if (width, height) == (model.width, model.height):
+        return model
+    camera_matrix = camera_matrix_for_output(model.camera_matrix, (model.width, model.height), (width, height))
+    return replace(model, camera_matrix=camera_matrix, width=width, height=height)
+
+
+@dataclass
+class Intrinsics:
+    """Pinhole + distortion model of the camera at the size it was calibrated at (its capture size)."""
+
+    camera_matrix: np.ndarray  # (3, 3) K
+    distortion: np.ndarray  # (5,) k1 k2 p1 p2 k3
+    width: int
+    height: int
+    reprojection_error_px: float = float("nan")
+    views: int = 0
+
+    def for_output_size(self, width: int, height: int) -> "Intrinsics":
+        return _for_output_size(self, width, height)
+
+    def to_dict(self) -> dict:
+        return {
+            "image_width": int(self.width),
+            "image_height": int(self.height),
+            "camera_matrix": np.round(self.camera_matrix, 6).tolist(),
+            "distortion": np.round(self.distortion, 8).tolist(),
+            "reprojection_error_px": round(float(self.reprojection_error_px), 4),
+            "views": int(self.views),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        return write_yaml_atomic(path, self.to_dict(), "parl_robot camera intrinsics (chessboard, at the camera's capture size)")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Intrinsics":
+        data = read_yaml_mapping(path, "intrinsics")
+        width, height = _read_size(path, data)
+        return cls(read_array(path, data, "camera_matrix", (3, 3)), read_array(path, data, "distortion", (5,)), width, height,
+                   float(data.get("reprojection_error_px", float("nan"))), int(data.get("views", 0)))
 
 
 @dataclass
@@ -69,6 +189,10 @@ class CameraModel:
             raise CalibrationError(f"plane z={plane_height} is behind the camera for pixel {pixel}")
         return origin + scale * ray_robot
 
+    def for_output_size(self, width: int, height: int) -> "CameraModel":
+        """This camera as seen in the images the camera node publishes at width x height (same pose)."""
+        return _for_output_size(self, width, height)
+
     # ----- YAML ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
@@ -86,31 +210,15 @@ class CameraModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CameraModel":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise CalibrationError(f"cannot read calibration {path}: {err}") from err
-        expected = {"image_width": (), "image_height": (), "camera_matrix": (3, 3), "distortion": (5,),
-                    "rotation_robot_to_camera": (3, 3), "translation_robot_to_camera": (3,)}
-        if not isinstance(data, dict):
-            raise CalibrationError(f"{path}: expected a mapping with keys {sorted(expected)}")
-        values = {}
-        for key, shape in expected.items():
-            if key not in data:
-                raise CalibrationError(f"{path}: missing key '{key}'")
-            try:
-                value = np.asarray(data[key], np.float64)
-            except (TypeError, ValueError):
-                raise CalibrationError(f"{path}: '{key}' is not numeric: {data[key]!r}") from None
-            if value.shape != shape or not np.all(np.isfinite(value)):
-                raise CalibrationError(f"{path}: '{key}' must be finite with shape {shape}, got {data[key]!r}")
-            values[key] = value
-        rotation = values["rotation_robot_to_camera"]
-        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4):
+        """The model at the size it was calibrated at; `for_output_size` gives the published images' model."""
+        data = read_yaml_mapping(path, "camera calibration")
+        width, height = _read_size(path, data)
+        rotation = read_array(path, data, "rotation_robot_to_camera", (3, 3))
+        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) or np.linalg.det(rotation) < 0:
             raise CalibrationError(f"{path}: 'rotation_robot_to_camera' is not a rotation matrix")
-        return cls(values["camera_matrix"], values["distortion"], int(values["image_width"]), int(values["image_height"]),
-                   rotation, values["translation_robot_to_camera"], float(data.get("reprojection_error_px", float("nan"))))
+        return cls(read_array(path, data, "camera_matrix", (3, 3)), read_array(path, data, "distortion", (5,)), width, height,
+                   rotation, read_array(path, data, "translation_robot_to_camera", (3,)),
+                   float(data.get("reprojection_error_px", float("nan"))))
 
 
 # ----- intrinsics from chessboard views ------------------------------------------------------
@@ -190,6 +298,86 @@ def find_aruco_centre(image: np.ndarray, marker_id: int, dictionary: str = "DICT
         if int(found_id) == marker_id:
             return marker_corners.reshape(4, 2).mean(axis=0)
     return None
+
+
+# ----- the extrinsics samples file -----------------------------------------------------------
+@dataclass
+class MarkerSample:
+    image: Path  # full-resolution camera frame (resolved against the samples file's folder)
+    ee_xyz: np.ndarray  # (3,) measured end-effector position, robot frame
+
+
+@dataclass
+class PointSample:
+    pixel: np.ndarray  # (2,) at the intrinsics' image size
+    point: np.ndarray  # (3,) robot frame
+
+
+@dataclass
+class ExtrinsicSamples:
+    """`{marker_offset: [dx, dy, dz], samples: [{image, ee_xyz} | {pixel, point}, ...]}`: the marker
+    centre is at ee_xyz + marker_offset (robot frame; the gripper points down at a fixed yaw)."""
+
+    samples: list
+    marker_offset: np.ndarray
+
+    def save(self, path: str | Path) -> Path:
+        folder = Path(path).parent.resolve()
+        samples = []
+        for sample in self.samples:
+            if isinstance(sample, MarkerSample):
+                image = Path(sample.image).resolve()
+                samples.append({"image": str(image.relative_to(folder) if image.is_relative_to(folder) else image),
+                                "ee_xyz": np.round(sample.ee_xyz, 5).tolist()})
+            else:
+                samples.append({"pixel": np.round(sample.pixel, 3).tolist(), "point": np.round(sample.point, 5).tolist()})
+        return write_yaml_atomic(path, {"marker_offset": np.round(self.marker_offset, 5).tolist(), "samples": samples},
+                                 "parl_robot extrinsics samples: camera frames and the measured end-effector positions")
+
+
+def load_extrinsic_samples(path: str | Path) -> ExtrinsicSamples:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise CalibrationError(f"cannot read extrinsics samples {path}: {err}") from err
+    if isinstance(document, list):
+        document = {"samples": document}
+    if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
+        raise CalibrationError(f"{path}: expected a mapping with a 'samples' list (and optionally 'marker_offset')")
+    unknown = set(document) - {"samples", "marker_offset"}
+    if unknown:
+        raise CalibrationError(f"{path}: unknown key(s) {sorted(unknown)} (known: marker_offset, samples)")
+    offset = read_array(path, document, "marker_offset", (3,)) if "marker_offset" in document else np.zeros(3)
+    samples = []
+    for index, sample in enumerate(document["samples"]):
+        where = f"{path} samples[{index}]"
+        if not isinstance(sample, dict):
+            raise CalibrationError(f"{where}: expected {{image, ee_xyz}} or {{pixel, point}}, got {sample!r}")
+        if set(sample) == {"image", "ee_xyz"}:
+            if not isinstance(sample["image"], str) or not sample["image"]:
+                raise CalibrationError(f"{where}: 'image' must be a file name, got {sample['image']!r}")
+            samples.append(MarkerSample(path.parent / sample["image"], read_array(where, sample, "ee_xyz", (3,))))
+        elif set(sample) == {"pixel", "point"}:
+            samples.append(PointSample(read_array(where, sample, "pixel", (2,)), read_array(where, sample, "point", (3,))))
+        else:
+            raise CalibrationError(f"{where}: keys {sorted(sample)}; expected exactly {{image, ee_xyz}} or {{pixel, point}}")
+    if not samples:
+        raise CalibrationError(f"{path}: 'samples' is empty")
+    return ExtrinsicSamples(samples, offset)
+
+
+def load_task_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(target (N, 3), workspace (M, 3)) from `{target: [[x, y, z], ...], workspace: [[x, y, z], ...]}`."""
+    data = read_yaml_mapping(path, "task points")
+    unknown = set(data) - {"target", "workspace"}
+    if unknown:
+        raise CalibrationError(f"{path}: unknown key(s) {sorted(unknown)} (known: target, workspace)")
+    points = []
+    for key in ("target", "workspace"):
+        count = len(data[key]) if isinstance(data.get(key), list) else 0
+        points.append(read_array(path, data, key, (count, 3)))
+    return points[0], points[1]
 
 
 # ----- per-task workspace file ----------------------------------------------------------------

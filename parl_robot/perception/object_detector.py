@@ -36,8 +36,8 @@ def detect_object(image_rgb: np.ndarray, camera: CameraModel, perception: Percep
     height, width = image_rgb.shape[:2]
     if (width, height) != (camera.width, camera.height):
         raise ValueError(
-            f"image is {width}x{height} but the calibration is for {camera.width}x{camera.height}: "
-            "calibrate on the images the camera node publishes (after crop/resize)"
+            f"image is {width}x{height} but the camera model is for {camera.width}x{camera.height}: "
+            "use CameraModel.for_output_size(width, height) for the images the camera node publishes"
         )
     if perception.detector == "aruco":
         centre = find_aruco_centre(image_rgb, perception.object_marker_id, perception.aruco_dictionary)

@@ -104,8 +104,9 @@ class OperatorBridgeNode(Node):
 
 
 def main(args=None) -> int:
-    stop = common.StopRequest()
-    stop.install()
+    stop = common.STOP
+    if stop.requested:
+        return 0
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = OperatorBridgeNode()

@@ -25,6 +25,8 @@ LAUNCH_ARGUMENTS = {
     "store_dir": ("", "episode store directory (default: episodes.store_dir)"),
     "overrides": ("", 'JSON of dotted config keys, e.g. {"episodes.num_online_episodes": 3}'),
     "camera_device": ("0", "OpenCV camera index or path (hardware only)"),
+    "lockstep": ("true", "sim only: ROS time advances one control step per action (/clock from the sim bridge), "
+                         "so a slow machine slows the simulation instead of starving the controller; false = real time"),
 }
 
 
@@ -80,6 +82,10 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
     if int(args["ui_port"]) > 0:
         specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]},
                               respawn=True))
+    if sim and _truthy(args["lockstep"]):
+        for spec in specs:
+            spec.parameters["use_sim_time"] = True
+        specs[0].parameters["lockstep"] = True  # the sim bridge drives /clock
     return specs
 
 

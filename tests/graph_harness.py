@@ -11,6 +11,7 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rosgraph_msgs.msg import Clock
 from rcl_interfaces.srv import SetParameters
 from std_msgs.msg import Float32, Float32MultiArray, String
 
@@ -43,6 +44,9 @@ class Observer:
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("test_observer", namespace=common.NAMESPACE, context=self.context)
         self.action_times: list[tuple[float, int]] = []
+        self.action_sim_times: list[tuple[float, int]] = []  # ROS time (/clock in lockstep) of each action
+        self.sim_time: float | None = None
+        self.node.create_subscription(Clock, "/clock", self._on_clock, 10)
         self.rewards: list[float] = []
         self.stats: list[dict] = []
         self.status: list[dict] = []
@@ -65,6 +69,11 @@ class Observer:
             self.malformed_actions.append(list(msg.data))
             return
         self.action_times.append((time.monotonic(), msg.layout.data_offset))
+        if self.sim_time is not None:
+            self.action_sim_times.append((self.sim_time, msg.layout.data_offset))
+
+    def _on_clock(self, msg):
+        self.sim_time = msg.clock.sec + msg.clock.nanosec * 1e-9
 
     def _spin(self):
         while self.running and self.context.ok():

@@ -60,18 +60,21 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
         assert len(episode.actions) == record["steps"] > 0
         assert len(episode.states) == len(episode.actions) + 1
 
-    # Actions reached the arm at the configured rate (±20 %), measured on both sides.
+    # Lockstep (the default in sim): ROS time advances one control period per action, so the arm gets
+    # actions at exactly the configured rate in ROS time however loaded this machine is — measured on
+    # both sides (the control node's rate on its clock, the step spacing on /clock here).
     executed_rates = [s["action_rate_hz"] for s in observer.status if s["executed_actions"] > 5]
     assert executed_rates, "control node never reported executed actions"
-    assert abs(np.median(executed_rates) - RATE_HZ) <= 0.2 * RATE_HZ, executed_rates
+    assert abs(np.median(executed_rates) - RATE_HZ) <= 0.05 * RATE_HZ, executed_rates
     intervals = [
         later - earlier
-        for (earlier, step_a), (later, step_b) in zip(observer.action_times, observer.action_times[1:])
+        for (earlier, step_a), (later, step_b) in zip(observer.action_sim_times, observer.action_sim_times[1:])
         if step_b == step_a + 1
     ]
     assert observer.malformed_actions == []
     assert len(intervals) >= EPISODES * 5
-    assert abs(1.0 / np.median(intervals) - RATE_HZ) <= 0.2 * RATE_HZ
+    assert abs(np.median(intervals) - 1.0 / RATE_HZ) <= 0.01, intervals
+    assert "watchdog: no fresh action" not in log.split("critic caught up")[-1]  # no holds mid-episode
     # robot/status comes at 1 Hz, so the last few actions may postdate the last report.
     assert max(s["executed_actions"] for s in observer.status) >= len(observer.action_times) - 2 * RATE_HZ
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 import traceback
 from typing import Callable
 
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
@@ -20,6 +19,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from parl_robot.config import TaskConfig, load_config
+from parl_robot.nodes import STOP, StopRequest  # noqa: F401  (StopRequest: re-exported for the page node)
 
 NAMESPACE = "parl"
 
@@ -49,8 +49,24 @@ CAMERA_FRAME_ID = "third_person_camera"
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE)
+CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)  # /clock (rclpy subscribes best effort)
 # State that a late joiner (a restarted page or learner) must see at once: the last message is kept.
 LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def wall_timer(node: Node, period_s: float, callback, callback_group=None):
+    """A timer on the steady wall clock, also when the node runs on sim time (`use_sim_time`):
+    status, stats and supervision keep their wall-clock pace while the simulation is in lockstep."""
+    return node.create_timer(period_s, callback, callback_group=callback_group, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def node_seconds(node: Node) -> float:
+    """The node's ROS time in seconds (sim time under `use_sim_time`)."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def uses_sim_time(node: Node) -> bool:
+    return bool(node.get_parameter("use_sim_time").value)
 
 
 def declare_task_config(node: Node) -> TaskConfig:
@@ -106,34 +122,15 @@ def parse_event(msg: String) -> dict | None:
     return event if event is not None and isinstance(event.get("type"), str) else None
 
 
-class StopRequest:
-    """SIGINT/SIGTERM handled by the node itself (rclpy initialised without its own signal handlers),
-    so that the rclpy context is still up while the node cleans up (parks the arm, saves data)."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-
-    def __call__(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self)
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_name is not None
-
-
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Standard entry point: init, spin until a stop signal, shutdown or the node asks to exit, clean up.
 
     Ctrl-C and SIGTERM end with the node's `close()` run while ROS is still up and exit code 0, with
     no traceback. `threads` > 1 spins a multi-threaded executor (nodes whose e-stop must be served
     while another callback blocks, e.g. a homing move)."""
-    stop = StopRequest()
-    stop.install()
+    stop = STOP  # installed when parl_robot.nodes was imported, before any heavy import
+    if stop.requested:
+        return 0
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = None

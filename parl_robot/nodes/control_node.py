@@ -57,7 +57,9 @@ class ControlNode(Node):
             backend = self._make_backend(self.backend_name, robot_model, control.moving_time_periods * period,
                                          control.accel_time_periods * period)
         self.backend = backend
-        self.controller = ArmController(control, backend)
+        # Watchdog and rate on ROS time: the steady clock on hardware, sim time in lockstep simulation.
+        clock = (lambda: common.node_seconds(self)) if common.uses_sim_time(self) else time.monotonic
+        self.controller = ArmController(control, backend, clock=clock)
         self.state_pub = self.create_publisher(JointState, common.ROBOT_STATE, common.SENSOR_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, common.ROBOT_EE_POSE, common.SENSOR_QOS)
         self.status_pub = self.create_publisher(String, common.ROBOT_STATUS, common.EVENT_QOS)
@@ -73,8 +75,8 @@ class ControlNode(Node):
         self.create_service(Trigger, common.SRV_HOME, self.on_home, callback_group=acting)
         self.create_service(Trigger, common.SRV_REBOOT_MOTORS, self.on_reboot_motors, callback_group=supervision)
         self.create_timer(self.controller.period / 2, self.on_watchdog_tick, callback_group=acting)
-        self.create_timer(1.0, self.publish_status, callback_group=supervision)
-        self.create_timer(control.motor_poll_period_s, self.on_motor_poll, callback_group=supervision)
+        common.wall_timer(self, 1.0, self.publish_status, callback_group=supervision)
+        common.wall_timer(self, control.motor_poll_period_s, self.on_motor_poll, callback_group=supervision)
         if not self.controller.go_home():
             self.get_logger().error(f"start-up: {self.controller.status.last_error}; the arm holds where it is "
                                     "(fix the cause, then call robot/home)")

@@ -59,7 +59,7 @@ class EpisodeManagerNode(Node):
         self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, common.SRV_SIM_RESET)
         self.home_client = self.create_client(Trigger, common.SRV_HOME)
-        self.create_timer(0.1, self.tick)
+        common.wall_timer(self, 0.1, self.tick)
         self._pending_reset = None
         self._pending_home = None
         self.finishing = False

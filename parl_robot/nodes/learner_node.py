@@ -27,6 +27,7 @@ from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.nodes import common
 from parl_robot.observation import STATE_DIM, state_vector
+from parl_robot.perception.object_poses import decode_object_poses
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
 from parl_robot.rl.losses import achievable_returns
@@ -106,6 +107,7 @@ class LearnerNode(Node):
         self.image_stamp: float | None = None  # header stamp (s) of self.image
         self.latest_reward: float | None = None
         self.input_times: dict[str, float] = {}  # arrival time (monotonic) of the latest pose / objects
+        self.poses_stamp: float | None = None  # `_meta.stamp` of the latest objects/poses (ROS time, s)
         self.stale_since: float | None = None
         # Episode in progress.
         self.running_episode: int | None = None
@@ -128,7 +130,7 @@ class LearnerNode(Node):
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
-        self.create_timer(1.0, self.publish_stats)
+        common.wall_timer(self, 1.0, self.publish_stats)
         self._restore()
         self.learning_thread = threading.Thread(target=self._learning_loop, name="learning", daemon=True)
         self.learning_thread.start()
@@ -267,10 +269,13 @@ class LearnerNode(Node):
             self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
 
     def on_objects(self, msg: String) -> None:
-        try:
-            self.object_position = np.asarray(json.loads(msg.data)[self.cfg.reward.object_name], float)
-        except (ValueError, KeyError, TypeError):
+        poses = decode_object_poses(msg.data)
+        position = None if poses is None else poses.positions.get(self.cfg.reward.object_name)
+        if position is None:
             return
+        self.object_position = np.asarray(position, float)
+        # Judged by the stamp of the image (sim: the step) the poses come from, on this node's clock.
+        self.poses_stamp = poses.stamp if poses.stamp is not None else None
         self.input_times["objects/poses"] = time.monotonic()
 
     def on_image(self, msg: Image) -> None:
@@ -291,8 +296,12 @@ class LearnerNode(Node):
         stamped in the future means unsynchronized clocks); object poses by their arrival.
         The robot pose comes only when the arm moves, so it is not required to be fresh."""
         limit = self.cfg.learner.max_observation_age_s
-        poses_age = time.monotonic() - self.input_times.get("objects/poses", -np.inf)
-        stale = [] if poses_age <= limit else [f"objects/poses ({_age_text(poses_age)})"]
+        if self.poses_stamp is not None:
+            poses_age = common.node_seconds(self) - self.poses_stamp
+            judged = " by its stamp"
+        else:
+            poses_age, judged = time.monotonic() - self.input_times.get("objects/poses", -np.inf), ""
+        stale = [] if abs(poses_age) <= limit else [f"objects/poses ({_age_text(poses_age, judged)})"]
         if self.cfg.learner.observation == "image":
             image_age = np.inf if self.image_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.image_stamp
             if abs(image_age) > limit:

@@ -7,7 +7,11 @@ occluded, age 0) that the real setup gets from its perception. `sim/reset` re-ra
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -17,6 +21,7 @@ from parl_robot.nodes.control_node import ControlNode
 from parl_robot.perception.object_poses import ObjectPoses, encode_object_poses
 from parl_robot.robot.backend import SimArmBackend
 from parl_robot.robot.safety import DOWNWARD_ROTATION
+from parl_robot.sim.lockstep import LockstepClock
 from parl_robot.sim.scenes import distractors_active
 from parl_robot.sim.world import SimWorld
 
@@ -37,7 +42,49 @@ class SimBridgeNode(ControlNode):
         self.learner_phase = "offline"
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
         self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick)
+        self.lockstep: LockstepClock | None = None
+        if self.declare_parameter("lockstep", False).value:
+            self._start_lockstep()
         self.reset_scene()
+
+    def _start_lockstep(self) -> None:
+        """Drive ROS time (`/clock`) from a thread: one control period per handled action while an
+        episode runs (parl_robot/sim/lockstep.py); every node of the graph runs with `use_sim_time`."""
+        if not common.uses_sim_time(self):
+            raise ValueError("lockstep:=true needs use_sim_time:=true on every node (the launchers set both)")
+        self.lockstep = LockstepClock(self.controller.period)
+        self.clock_pub = self.create_publisher(Clock, "/clock", common.CLOCK_QOS)
+        self.create_subscription(String, common.EPISODE_STATE, self.on_episode_state, common.LATCHED_QOS)
+        self._publish_clock(self.lockstep.now_s)
+        self._clock_running = True
+        self._clock_thread = threading.Thread(target=self._drive_clock, name="lockstep-clock", daemon=True)
+        self._clock_thread.start()
+
+    def _publish_clock(self, seconds: float) -> None:
+        message = Clock()
+        message.clock.sec, message.clock.nanosec = int(seconds), int(round((seconds % 1) * 1e9)) % 1_000_000_000
+        self.clock_pub.publish(message)
+
+    def _drive_clock(self) -> None:
+        published = 0.0
+        while self._clock_running:
+            # Between episodes time runs at wall speed: 50 updates/s are plenty (and cheap over DDS).
+            if self.lockstep.stepping or time.monotonic() - published >= 0.02:
+                now = self.lockstep.advance()
+                if now is not None:
+                    self._publish_clock(now)
+                    published = time.monotonic()
+            time.sleep(0.005)
+
+    def on_episode_state(self, msg: String) -> None:
+        state = (common.parse_json_object(msg) or {}).get("state")
+        if isinstance(state, str):
+            self.lockstep.set_stepping(state == "running")
+
+    def on_action(self, msg) -> None:
+        super().on_action(msg)
+        if self.lockstep is not None:
+            self.lockstep.step_done()  # executed or refused: this step's time may pass
 
     def _make_backend(self, name: str, robot_model: str, moving_time: float, accel_time: float) -> SimArmBackend:
         self.world = SimWorld(self.cfg.task.name, self.cfg.sim)
@@ -85,6 +132,9 @@ class SimBridgeNode(ControlNode):
         self.image_pub.publish(common.rgb_image_message(frame, self.get_clock().now().to_msg()))
 
     def close(self) -> None:
+        if self.lockstep is not None:
+            self._clock_running = False
+            self._clock_thread.join(timeout=1.0)
         self.world.close()
 
 

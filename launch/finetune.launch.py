@@ -5,7 +5,10 @@ launcher (`parl-robot launch finetune ...`) uses, with the same supervision:
 - the launch ends (exit 0) when the episode manager finishes its episodes;
 - a node marked `respawn` (learner, reward detector, episode manager, camera, object detector,
   page) is restarted after it dies, at most RESPAWN_LIMIT times, so that a dead learner never takes
-  the arm's node or the operator page down;
+  the arm's node or the operator page down. launch's own `respawn` restarts after any exit, code 0
+  included, and only its respawn delay keeps it behind the Shutdown: so the episode manager, whose
+  exit 0 ends the launch, is restarted by its exit handler instead (a fresh Node after
+  RESPAWN_DELAY_S, in a TimerAction that the Shutdown cancels), and only after a failure;
 - the arm's node (control, or the sim bridge) is `critical`: its exit stops everything and
   `ros2 launch` exits 1 (the exit handler raises, which the launch service reports as an error);
 - Ctrl-C stops every node with SIGINT: each node cleans up itself (the control node parks the arm,
@@ -13,7 +16,7 @@ launcher (`parl-robot launch finetune ...`) uses, with the same supervision:
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
@@ -39,34 +42,38 @@ def _exit_handler(spec, run: dict):
         restarts = run["restarts"].get(spec.name, 0)
         if spec.respawn and not spec.critical and restarts < RESPAWN_LIMIT:
             run["restarts"][spec.name] = restarts + 1
+            restart = [TimerAction(period=RESPAWN_DELAY_S, actions=_supervised(spec, run))] if spec.ends_launch else []
             return [LogInfo(msg=f"[launch] {spec.name} exited with code {code}; restarting it in "
-                                f"{RESPAWN_DELAY_S:.0f} s ({restarts + 1}/{RESPAWN_LIMIT})")]
+                                f"{RESPAWN_DELAY_S:.0f} s ({restarts + 1}/{RESPAWN_LIMIT})"), *restart]
         run["stopping"] = True
         raise NodeFailed(f"{spec.name} exited with code {code}; stopping all nodes")
 
     return on_exit
 
 
+def _supervised(spec, run: dict) -> list:
+    """A Node for `spec` and the exit handler that supervises it (see the module docstring)."""
+    naming = {"name": spec.name} if spec.remap_name else {}  # see NodeSpec.remap_name
+    respawns = spec.respawn and not spec.critical and not spec.ends_launch
+    respawn = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S} if respawns else {}
+    node = Node(
+        package="parl_robot",
+        executable=spec.executable,
+        **naming,
+        namespace=NAMESPACE,
+        parameters=[spec.parameters],
+        output="screen",
+        emulate_tty=True,
+        sigterm_timeout=str(spec.stop_timeout_s),
+        **respawn,
+    )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_exit_handler(spec, run)))]
+
+
 def _nodes(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     run = {"stopping": False, "restarts": {}}
-    actions = []
-    for spec in finetune_graph(arguments):
-        naming = {"name": spec.name} if spec.remap_name else {}  # see NodeSpec.remap_name
-        respawn = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S} if spec.respawn and not spec.critical else {}
-        node = Node(
-            package="parl_robot",
-            executable=spec.executable,
-            **naming,
-            namespace=NAMESPACE,
-            parameters=[spec.parameters],
-            output="screen",
-            emulate_tty=True,
-            sigterm_timeout=str(spec.stop_timeout_s),
-            **respawn,
-        )
-        actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_exit_handler(spec, run)))]
-    return actions
+    return [action for spec in finetune_graph(arguments) for action in _supervised(spec, run)]
 
 
 def generate_launch_description():

@@ -22,6 +22,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from parl_robot.launch_arguments import validate_launch_arguments
 from parl_robot.graph import LAUNCH_ARGUMENTS, RESPAWN_DELAY_S, RESPAWN_LIMIT, finetune_graph
 from parl_robot.nodes.common import NAMESPACE
 
@@ -72,6 +73,8 @@ def _supervised(spec, run: dict) -> list:
 
 def _nodes(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    # Every argument is checked before any node starts: a typo is one line naming it, not three dying nodes.
+    arguments = validate_launch_arguments(arguments)
     run = {"stopping": False, "restarts": {}}
     return [action for spec in finetune_graph(arguments) for action in _supervised(spec, run)]
 

@@ -18,15 +18,20 @@ import time
 
 from parl_robot.config import ConfigError, load_config
 from parl_robot.graph import finetune_graph
+from parl_robot.launch_arguments import LaunchArgumentError, check_store_dir, help_text, parse_overrides, validate_launch_arguments
 
 GRAPHS = {"finetune": finetune_graph}
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return any(item in ("-h", "--help", "help") for item in argv)
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
     assignments = {}
     for item in items:
         if ":=" not in item:
-            raise SystemExit(f"error: expected name:=value, got '{item}'")
+            raise LaunchArgumentError(f"expected name:=value, got '{item}' (`--help` lists the arguments)")
         key, value = item.split(":=", 1)
         assignments[key] = value
     return assignments
@@ -35,34 +40,78 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def _store_and_config(args: dict[str, str], overlay_default: str = ""):
     task = args.get("task", "cup_to_rack")
     overlay = args.get("overlay", overlay_default)
-    overrides = json.loads(args["overrides"]) if args.get("overrides") else {}
+    overrides = parse_overrides(args.get("overrides", ""))
     if args.get("store_dir"):
         overrides["episodes.store_dir"] = args["store_dir"]
+    if args.get("policy"):
+        overrides["learner.policy"] = args["policy"]
     cfg = load_config(args.get("config") or None, task=task, overlays=[overlay] if overlay else [], overrides=overrides)
+    check_store_dir(cfg.episodes.store_dir)
     return cfg, overlay
 
 
 def command_launch(argv: list[str]) -> int:
     if not argv or argv[0] not in GRAPHS:
-        raise SystemExit(f"error: name a graph to launch: {sorted(GRAPHS)}")
-    args = parse_assignments(argv[1:])
-    _store_and_config(args)  # fail fast, in this process, on a bad config
+        raise LaunchArgumentError(f"name a graph to launch: parl-robot launch {{{','.join(GRAPHS)}}} name:=value ...")
+    if _wants_help(argv[1:]):
+        print(help_text(f"parl-robot launch {argv[0]}"))
+        return 0
+    args = validate_launch_arguments(parse_assignments(argv[1:]))  # every argument checked before any node starts
     from parl_robot.launcher import launch
 
     return launch(GRAPHS[argv[0]](args))
 
 
+RECORD_DEMOS_HELP = """usage: parl-robot record-demos name:=value ...
+
+Scripted, noisy demonstrations in the MuJoCo twin, stored as episodes.
+  task       task name ['cup_to_rack']
+  count      number of episodes [episodes.num_demos]
+  seed       random seed [0]
+  images     store camera frames too (image policies) [false]
+  store_dir  episode store [episodes.store_dir]
+  overlay, config, overrides, policy   as for `parl-robot launch finetune`"""
+
+DEMO_HELP = """usage: parl-robot demo name:=value ...
+
+The sim fine-tuning demo: a fresh store, scripted demonstrations, then the full ROS 2 graph.
+  task       task name ['cup_to_rack']
+  episodes   online episodes [episodes.num_online_episodes of the overlay]
+  store_dir  episode store [runs/demo-<task>-<time>]
+  overlay    ['cpu_demo']
+  policy, config, overrides, ui_port, lockstep   as for `parl-robot launch finetune`"""
+
+
+def _only(args: dict[str, str], allowed: set[str], command: str) -> None:
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        close = [m for name in unknown for m in __import__("difflib").get_close_matches(name, sorted(allowed), n=1)]
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise LaunchArgumentError(f"unknown argument(s) {unknown} for `parl-robot {command}`{hint} (`--help` lists them)")
+
+
+def _integer(args: dict[str, str], name: str, default: str, low: int, high: int) -> int:
+    text = args.pop(name, default)
+    if not str(text).isdigit() or not low <= int(text) <= high:
+        raise LaunchArgumentError(f"{name}:={text} must be an integer in {low}..{high}")
+    return int(text)
+
+
 def command_record_demos(argv: list[str]) -> int:
+    if _wants_help(argv):
+        print(RECORD_DEMOS_HELP)
+        return 0
     args = parse_assignments(argv)
-    count = args.pop("count", None)
-    seed = int(args.pop("seed", "0"))
+    _only(args, {"task", "count", "seed", "images", "store_dir", "overlay", "config", "overrides", "policy"}, "record-demos")
+    count = _integer(args, "count", "0", 0, 100_000) or None
+    seed = _integer(args, "seed", "0", 0, 2**31 - 1)
     images = args.pop("images", "false").lower() == "true"
     cfg, _ = _store_and_config(args)
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.sim.record_demos import record_demos
 
     store = EpisodeStore(cfg.episodes.store_dir)
-    total = int(count) if count else cfg.episodes.num_demos
+    total = count or cfg.episodes.num_demos
     successes = record_demos(cfg, store, total, seed=seed, images=images)
     print(f"recorded {total} demos into {store.root}: {successes} successful")
     return 0
@@ -70,12 +119,18 @@ def command_record_demos(argv: list[str]) -> int:
 
 def command_demo(argv: list[str]) -> int:
     """Sim fine-tuning demo: fresh store, scripted demos, then the full ROS 2 graph until done."""
+    if _wants_help(argv):
+        print(DEMO_HELP)
+        return 0
     args = parse_assignments(argv)
+    _only(args, {"task", "episodes", "store_dir", "overlay", "policy", "config", "overrides", "ui_port", "lockstep"}, "demo")
     args.setdefault("task", "cup_to_rack")
     args.setdefault("store_dir", f"runs/demo-{args['task']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    episodes = args.pop("episodes", None)
-    if episodes:
-        args["overrides"] = json.dumps({"episodes.num_online_episodes": int(episodes)})
+    if "episodes" in args:
+        episodes = _integer(args, "episodes", "0", 1, 10_000)
+        args["overrides"] = json.dumps({**parse_overrides(args.get("overrides", "")), "episodes.num_online_episodes": episodes})
+    args.setdefault("overlay", "cpu_demo")
+    validate_launch_arguments({k: v for k, v in args.items()}, require_demos=False)  # before any work starts
     cfg, overlay = _store_and_config(args, overlay_default="cpu_demo")
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.launcher import launch
@@ -89,10 +144,12 @@ def command_demo(argv: list[str]) -> int:
         print(f"== demos: {successes}/{cfg.episodes.num_demos} successful")
     print("== 2/2 launching the ROS 2 graph: offline pre-training, warm-up, online PA-RL fine-tuning")
     graph_args = {"task": cfg.task.name, "sim": "true", "overlay": overlay, "store_dir": str(store.root)}
-    for key in ("policy", "config", "overrides"):
+    for key in ("policy", "config", "overrides", "ui_port", "lockstep"):
         if key in args:
             graph_args[key] = args[key]
-    code = launch(finetune_graph(graph_args))
+    if graph_args.get("ui_port", "0") != "0":
+        print(f"== operator page: http://127.0.0.1:{graph_args['ui_port']}/")
+    code = launch(finetune_graph(validate_launch_arguments(graph_args)))
     records = [r for r in store.records() if r["kind"] == "online"]
     print(f"== done: {len(records)} online episodes, {sum(r['success'] for r in records)} successes; data in {store.root}")
     for record in records:
@@ -104,6 +161,9 @@ def command_export_import(command: str, argv: list[str]) -> int:
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.data.hdf5_export import export_hdf5, import_hdf5
 
+    if _wants_help(argv):
+        print(f"usage: parl-robot {command} store_dir:=DIR {'out' if command == 'export' else 'in'}:=FILE.hdf5 [kind:=demo|online]")
+        return 0
     args = parse_assignments(argv)
     unknown = set(args) - {"store_dir", "out", "in", "kind"}
     if unknown or "store_dir" not in args or ("out" if command == "export" else "in") not in args:
@@ -121,7 +181,8 @@ def command_export_import(command: str, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__ + "\n" + help_text("parl-robot launch finetune"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import"])
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(argv[:1])
@@ -138,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return calibrate_main(rest, parse_assignments)
         return command_demo(rest)
-    except (ConfigError, ValueError) as err:
+    except (ConfigError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from parl_robot.launch_arguments import LAUNCH_ARGUMENTS, truthy
 from parl_robot.nodes.common import NAMESPACE
 
 RESPAWN_LIMIT = 3
 RESPAWN_DELAY_S = 2.0
 PARK_TIMEOUT_S = 30.0
-
-LAUNCH_ARGUMENTS = {
-    "task": ("cup_to_rack", "task name: config/tasks/<task>.yaml"),
-    "sim": ("true", "true: MuJoCo sim bridge; false: camera + WidowX-250 hardware"),
-    "policy": ("", "policy class override: diffusion | gaussian | transformer"),
-    "robot_model": ("wx250s", "Interbotix robot model (hardware only)"),
-    "ui_port": ("0", "operator page port; 0 disables the page"),
-    "config": ("", "explicit task config file (default: the packaged one for `task`)"),
-    "overlay": ("", "partial config merged over the task config, e.g. cpu_demo"),
-    "store_dir": ("", "episode store directory (default: episodes.store_dir)"),
-    "overrides": ("", 'JSON of dotted config keys, e.g. {"episodes.num_online_episodes": 3}'),
-    "camera_device": ("0", "OpenCV camera index or path (hardware only)"),
-    "lockstep": ("true", "sim only: ROS time advances one control step per action (/clock from the sim bridge), "
-                         "so a slow machine slows the simulation instead of starving the controller; false = real time"),
-}
-
 
 @dataclass
 class NodeSpec:
@@ -50,18 +35,15 @@ class NodeSpec:
         return self.module.rsplit(".", 1)[-1]
 
 
-def _truthy(value: str) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
-
-
 def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
-    """Specs for `finetune`; `arguments` holds the launch arguments (missing ones take defaults)."""
+    """Specs for `finetune`; `arguments` holds the launch arguments (missing ones take defaults).
+    Validate them first (`launch_arguments.validate_launch_arguments`): this only assembles."""
     unknown = set(arguments) - set(LAUNCH_ARGUMENTS)
     if unknown:
         raise ValueError(f"unknown launch argument(s) {sorted(unknown)}; known: {sorted(LAUNCH_ARGUMENTS)}")
     args = {key: str(arguments.get(key, default)) for key, (default, _) in LAUNCH_ARGUMENTS.items()}
     shared = {key: args[key] for key in ("task", "config", "overlay", "policy", "store_dir", "overrides")}
-    sim = _truthy(args["sim"])
+    sim = truthy(args["sim"])
     specs = []
     if sim:
         specs.append(NodeSpec("sim_bridge", "parl_robot.nodes.sim_bridge_node", {**shared}, critical=True))
@@ -82,7 +64,7 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
     if int(args["ui_port"]) > 0:
         specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]},
                               respawn=True))
-    if sim and _truthy(args["lockstep"]):
+    if sim and truthy(args["lockstep"]):
         for spec in specs:
             spec.parameters["use_sim_time"] = True
         specs[0].parameters["lockstep"] = True  # the sim bridge drives /clock

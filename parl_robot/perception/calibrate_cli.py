@@ -332,8 +332,12 @@ COMMANDS = {
 
 
 def main(argv: list[str], parse_assignments) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        raise SystemExit(f"error: parl-robot calibrate {{{','.join(COMMANDS)}}} name:=value ... (see `--help`)\n{__doc__}")
+    if not argv or argv[0] in ("-h", "--help", "help") or (len(argv) > 1 and argv[1] in ("-h", "--help")):
+        print(__doc__)
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: parl-robot calibrate {{{','.join(COMMANDS)}}} name:=value ... (`parl-robot calibrate --help`)")
+        return 2
     command, known = COMMANDS[argv[0]]
     try:
         args = parse_assignments(argv[1:])

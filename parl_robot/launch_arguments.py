@@ -1,0 +1,142 @@
+"""Launch arguments: the one table both launchers declare, and their validation before any node starts.
+
+`validate_launch_arguments` turns a typo, an unwritable store or a bad override into one line that
+names the argument (with a did-you-mean for names) instead of tracebacks from three dying nodes.
+`help_text` renders the same table for `--help` (the launch file's descriptions come from it too).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import uuid
+from pathlib import Path
+
+from parl_robot.config import TASKS, ConfigError, LearnerConfig, load_config
+
+LAUNCH_ARGUMENTS = {
+    "task": ("cup_to_rack", "task name: config/tasks/<task>.yaml"),
+    "sim": ("true", "true: MuJoCo sim bridge; false: camera + WidowX-250 hardware"),
+    "policy": ("", "policy class override: diffusion | gaussian | transformer | openvla"),
+    "robot_model": ("wx250s", "Interbotix robot model (hardware only)"),
+    "ui_port": ("0", "operator page port; 0 disables the page"),
+    "config": ("", "explicit task config file (default: the packaged one for `task`)"),
+    "overlay": ("", "partial config merged over the task config, e.g. cpu_demo"),
+    "store_dir": ("", "episode store directory (default: episodes.store_dir)"),
+    "overrides": ("", 'JSON of dotted config keys, e.g. {"episodes.num_online_episodes": 3}'),
+    "camera_device": ("0", "OpenCV camera index or path (hardware only)"),
+    "lockstep": ("true", "sim only: ROS time advances one control step per action (/clock from the sim bridge), "
+                         "so a slow machine slows the simulation instead of starving the controller; false = real time"),
+}
+BOOLEAN_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument is unknown or invalid; the message names it."""
+
+
+def truthy(value: str) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def _suggest(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; choose one of {', '.join(choices)}"
+
+
+def parse_overrides(text: str) -> dict:
+    """`overrides:=` as a JSON object of dotted keys, or `key=value[,key=value]` (values parsed as JSON
+    when they parse, else kept as strings)."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith(("{", "[", '"')):
+        try:
+            value = json.loads(text)
+        except ValueError as err:
+            raise LaunchArgumentError(f"overrides:= is not valid JSON ({err.msg} at character {err.pos}): {text}") from None
+        if not isinstance(value, dict):
+            raise LaunchArgumentError(f"overrides:= must be a JSON object of dotted keys, got {text}")
+        return value
+    overrides = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise LaunchArgumentError(f"overrides:= expects JSON or key=value pairs separated by commas, got '{item}'")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        try:
+            overrides[key] = json.loads(raw)
+        except ValueError:
+            overrides[key] = raw
+    return overrides
+
+
+def check_store_dir(path: str | Path) -> Path:
+    """The store directory exists or can be created, and is writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LaunchArgumentError(f"store_dir:={path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise LaunchArgumentError(f"store_dir:={path} is not writable ({err.strerror or err})") from None
+    return path
+
+
+def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = True) -> dict[str, str]:
+    """All launch arguments with defaults filled in, checked; raises LaunchArgumentError naming the first bad one."""
+    unknown = sorted(set(arguments) - set(LAUNCH_ARGUMENTS))
+    if unknown:
+        hints = "".join(_suggest(name, LAUNCH_ARGUMENTS) for name in unknown[:1])
+        raise LaunchArgumentError(f"unknown launch argument(s) {unknown}{hints}")
+    args = {key: str(arguments.get(key, default)) for key, (default, _) in LAUNCH_ARGUMENTS.items()}
+    if args["task"] not in TASKS and not args["config"]:
+        raise LaunchArgumentError(f"task:={args['task']} is not a task{_suggest(args['task'], TASKS)}")
+    policies = LearnerConfig.__dataclass_fields__["policy"].metadata["choices"]
+    if args["policy"] and args["policy"] not in policies:
+        raise LaunchArgumentError(f"policy:={args['policy']} is not a policy class{_suggest(args['policy'], policies)}")
+    for flag in ("sim", "lockstep"):
+        if args[flag].lower() not in BOOLEAN_WORDS:
+            raise LaunchArgumentError(f"{flag}:={args[flag]} must be true or false")
+    port = args["ui_port"]
+    if not port.isdigit() or int(port) > 65535:
+        raise LaunchArgumentError(f"ui_port:={port} must be an integer port in 0..65535 (0 disables the page)")
+    overrides = parse_overrides(args["overrides"])
+    if args["store_dir"]:
+        overrides["episodes.store_dir"] = args["store_dir"]
+    if args["policy"]:
+        overrides["learner.policy"] = args["policy"]
+    if args["config"] and not Path(args["config"]).is_file():
+        raise LaunchArgumentError(f"config:={args['config']} does not exist")
+    try:
+        cfg = load_config(args["config"] or None, task=args["task"], overlays=[args["overlay"]] if args["overlay"] else [],
+                          overrides=overrides)
+    except ConfigError as err:
+        raise LaunchArgumentError(f"the configuration is invalid: {err}") from None
+    except FileNotFoundError as err:
+        raise LaunchArgumentError(f"overlay:={args['overlay']}: {err}") from None
+    store = check_store_dir(cfg.episodes.store_dir)
+    if require_demos and not _has_demos(store):
+        raise LaunchArgumentError(
+            f"no demonstrations in {store}: record them first with "
+            f"`parl-robot record-demos task:={cfg.task.name} store_dir:={store}"
+            + (f" overlay:={args['overlay']}" if args["overlay"] else "") + "`"
+        )
+    args["overrides"] = json.dumps(parse_overrides(args["overrides"])) if args["overrides"] else ""
+    return args
+
+
+def _has_demos(store: Path) -> bool:
+    episodes = store / "episodes"
+    return episodes.is_dir() and any(entry.name.startswith("demo_") for entry in os.scandir(episodes))
+
+
+def help_text(command: str) -> str:
+    width = max(len(name) for name in LAUNCH_ARGUMENTS)
+    lines = [f"usage: {command} name:=value ...", "", "arguments (default in brackets):"]
+    for name, (default, text) in LAUNCH_ARGUMENTS.items():
+        lines.append(f"  {name:<{width}}  {text} [{default!r}]" if default else f"  {name:<{width}}  {text}")
+    return "\n".join(lines)

@@ -184,3 +184,46 @@ def test_estop_from_a_foreign_client_aborts_the_episode_and_nothing_refused_is_t
     assert final_stats["online_transitions"] == sum(r["steps"] for r in kept)
     with pytest.raises(ValueError, match="aborted"):
         graph.store.relabel(aborted[0]["episode_id"], "success")
+
+
+def _page(port: int, path: str, post: bool = False):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=b"{}" if post else None, method="POST" if post else "GET",
+        headers={"Content-Type": "application/json", "X-Operator-Request": "1", "Origin": f"http://127.0.0.1:{port}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+    except OSError:
+        return None, {}
+
+
+def test_a_restarted_page_shows_the_true_state_and_the_reset_works(tmp_path):
+    """Hardware-style run (the operator confirms resets): the page restarted mid-run gets the latched
+    episode and safety state at once, not 'waiting for learner' forever."""
+    port = free_port()
+    graph = Graph(tmp_path, {**OVERRIDES, "episodes.num_online_episodes": 2, "episodes.auto_reset": False}, ui_port=port)
+    try:
+        for name in ("sim_bridge", "reward_detector", "learner", "episode_manager", "operator_ui"):
+            graph.start(name)
+        graph.wait_for(lambda: _page(port, "/api/status")[1].get("episode_state") == "waiting_for_reset", 120,
+                       "the page asking for a reset")
+        graph.kill("operator_ui")
+        graph.start("operator_ui")
+        graph.wait_for(lambda: _page(port, "/api/status")[0] == 200, 30, "the restarted page")
+        status = _page(port, "/api/status")[1]
+        assert status["episode_state"] == "waiting_for_reset", status
+        assert status["prompt"]["reason"] == "reset", status["prompt"]
+        assert _page(port, "/api/reset_done", post=True)[0] == 200
+        graph.wait_for(lambda: graph.observer.state() == "running", 30, "the episode started from the restarted page")
+        # The latched safety state reaches the restarted page too.
+        assert graph.observer.call_trigger("robot/estop").success
+        graph.kill("operator_ui")
+        graph.start("operator_ui")
+        graph.wait_for(lambda: _page(port, "/api/status")[0] == 200, 30, "the page, again")
+        graph.wait_for(lambda: _page(port, "/api/status")[1].get("prompt", {}).get("reason") == "estop", 10,
+                       "the e-stop on the restarted page")
+    finally:
+        graph.close()

@@ -30,6 +30,7 @@ from parl_robot.nodes import common
 from parl_robot.robot.arm_controller import ArmController
 
 EXECUTOR_THREADS = 4
+CAMERA_LOST_AFTER_S = 1.0  # newest frame older than this: the camera counts as lost (ANCHOR: > 1 s is an error)
 BACKENDS = ("interbotix", "interbotix_emulated", "sim")
 
 
@@ -74,6 +75,12 @@ class ControlNode(Node):
         self.create_service(Trigger, common.SRV_ESTOP_CLEAR, self.on_estop_clear, callback_group=acting)
         self.create_service(Trigger, common.SRV_HOME, self.on_home, callback_group=acting)
         self.create_service(Trigger, common.SRV_REBOOT_MOTORS, self.on_reboot_motors, callback_group=supervision)
+        # camera_lost: judged from the camera node's status (hardware); the sim bridge knows its own camera.
+        self._camera_status_time: float | None = None
+        self._camera_ok = True
+        if self.backend_name != "sim":
+            self.create_subscription(String, common.CAMERA_STATUS, self.on_camera_status, common.EVENT_QOS,
+                                     callback_group=supervision)
         self.create_timer(self.controller.period / 2, self.on_watchdog_tick, callback_group=acting)
         common.wall_timer(self, 1.0, self.publish_status, callback_group=supervision)
         common.wall_timer(self, control.motor_poll_period_s, self.on_motor_poll, callback_group=supervision)
@@ -119,8 +126,26 @@ class ControlNode(Node):
             self.get_logger().info("watchdog: no fresh action, holding still")
         if self.controller.check_tracking():
             self.get_logger().error(f"HOLD: {self.controller.status.fault}")
+        camera_ok = self.camera_ok()
+        if self.controller.set_camera_lost(not camera_ok):
+            if camera_ok:
+                self.get_logger().info("camera back: the hold is released")
+            else:
+                self.get_logger().error("HOLD: camera lost; actions refused until it is back")
         self.publish_state()
         self.publish_safety()
+
+    def on_camera_status(self, msg: String) -> None:
+        status = common.parse_json_object(msg) or {}
+        self._camera_status_time = time.monotonic()
+        self._camera_ok = bool(status.get("connected")) and not status.get("frozen") and float(status.get("age_s") or 0) <= CAMERA_LOST_AFTER_S
+
+    def camera_ok(self) -> bool:
+        """No camera status yet counts as fine (a camera never seen is the learner's business); silent
+        status for 3 s, a disconnected, frozen or stale camera means lost."""
+        if self._camera_status_time is None:
+            return True
+        return self._camera_ok and time.monotonic() - self._camera_status_time < 3.0
 
     def on_motor_poll(self) -> None:
         try:

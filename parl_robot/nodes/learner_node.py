@@ -324,6 +324,10 @@ class LearnerNode(Node):
         held = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
         if held and not self.safety_held:
             self.get_logger().warning(f"arm held ({', '.join(held)}): not acting")
+        if held:
+            self.warning = f"not acting: the arm is held ({', '.join(held)})"
+        elif self.safety_held and self.warning.startswith("not acting: the arm is held"):
+            self.warning = ""
         self.safety_held = held
 
     def on_control_tick(self) -> None:

@@ -116,6 +116,9 @@ class SimBridgeNode(ControlNode):
     def camera_connected(self) -> bool:
         return bool(self.get_parameter("camera_connected").value)
 
+    def camera_ok(self) -> bool:
+        return self.camera_connected()
+
     def publish_objects(self) -> None:
         if self.objects_pub is None or not self.camera_connected():  # inside ControlNode.__init__, or dropped
             return

@@ -5,7 +5,8 @@ to the backend, and keeps the watchdog and the latched holds. The arm never move
 valid action, and not at all while a hold is latched: `estop` (operator), `tracking_error` (the
 measured gripper is far from where the commands should have brought it), `motor_error` (a motor
 reports a hardware error). Latched holds end only through `clear_holds`, which re-anchors the
-command on the measured pose so the arm never jumps toward a stale target.
+command on the measured pose so the arm never jumps toward a stale target. `camera_lost` holds
+while the camera is gone and releases itself when it is back (nothing moved meanwhile).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from parl_robot.robot.backend import ArmBackend, HomingError
 from parl_robot.robot.safety import DOWNWARD_ROTATION, ActionError, CommandIntegrator, EECommand, SafetyLimits
 
 LATCHED_REASONS = ("estop", "tracking_error", "motor_error")
+SELF_CLEARING_REASONS = ("camera_lost",)  # held while it lasts, released when the camera is back
 TRACKING_TRIP_TICKS = 2  # consecutive checks over the tolerance before holding
 
 
@@ -165,6 +167,18 @@ class ArmController:
             self._latch("motor_error", f"motor hardware error: {described}; reboot the motors from the page, then clear")
             return True
 
+    def set_camera_lost(self, lost: bool) -> bool:
+        """The camera is gone (True) or back (False); returns True when the hold state changed."""
+        with self._lock:
+            if lost == ("camera_lost" in self.status.held_reasons):
+                return False
+            if lost:
+                self.status.held_reasons.append("camera_lost")
+                self.status.holding = True
+            else:
+                self.status.held_reasons.remove("camera_lost")
+            return True
+
     def _latch(self, reason: str, fault: str) -> None:
         if reason not in self.status.held_reasons:
             self.status.held_reasons.append(reason)
@@ -185,7 +199,7 @@ class ArmController:
         with self._lock:
             if faults:
                 return f"motors still report hardware errors: {sorted(faults)}; reboot them first"
-            self.status.held_reasons.clear()
+            self.status.held_reasons[:] = [r for r in self.status.held_reasons if r in SELF_CLEARING_REASONS]
             self.status.estopped = False
             self.status.fault = ""
             self._tracking_over = 0

@@ -198,7 +198,8 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
             raise ApiError(400, f"limit must be an integer in 1..500, got {limit_text!r}")
         records = sorted(store.records(), key=lambda r: r.get("created", 0.0), reverse=True)[: int(limit_text)]
-        keys = ("episode_id", "kind", "phase", "success", "label", "label_source", "steps", "policy_version", "created")
+        keys = ("episode_id", "kind", "phase", "success", "label", "label_source", "steps", "policy_version", "created",
+                "aborted", "abort_reason")
         return jsonify(
             [
                 {**{key: record.get(key) for key in keys}, "has_thumbnail": store.thumbnail_path(record["episode_id"]) is not None}
@@ -225,6 +226,8 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
             raise ApiError(404, f"no stored episode '{episode_id}'")
         if is_demonstration(record):
             raise ApiError(403, f"'{episode_id}' is a demonstration: demonstrations are read-only")
+        if record.get("aborted"):
+            raise ApiError(403, f"'{episode_id}' was aborted by a safety hold: it is kept for inspection, never labelled")
         require_learner()
         graph.publish_event("relabel", episode_id=episode_id, label=data["label"], source="operator")
         return jsonify(ok=True, episode_id=episode_id, label=data["label"]), 202

@@ -183,6 +183,49 @@ def test_prompt_labels_shortcuts_and_layout_in_chromium(tmp_path, browser):
     assert (tmp_path / "4_width_400.png").stat().st_size > 10_000
 
 
+def test_aborted_episode_flow_and_learner_restart_banner_in_chromium(tmp_path, browser):
+    page = PageServer(tmp_path)
+    state, graph = page.state, page.graph
+    shot, wait_for = _waiter(browser, tmp_path)
+    by_id = lambda element_id: browser.find_element(By.ID, element_id)  # noqa: E731
+    print(f"screenshots in {tmp_path}")
+    try:
+        state.on_event({"type": "state", "state": "running", "episode": 6})
+        browser.get(page.url)
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "running", "running prompt")
+        # A foreign client e-stops: the control node's latched safety state and the manager's abort arrive.
+        state.on_safety({"state": "held", "reasons": ["estop"], "fault": ""})
+        state.on_event({"type": "aborted", "episode": 6, "reason": "estop", "steps": 9})
+        state.on_episode_state({"state": "waiting_for_reset", "episode": 7, "held": "arm held: estop (clear it on the page)"})
+        episode = EpisodeData(np.zeros((10, 7), np.float32), np.zeros((9, 7), np.float32), np.full(9, -1.0, np.float32), False)
+        page.store.save(EpisodeRecord("online_00003", "online", False, "aborted", "safety", 9, 3, "h", "cup_to_rack",
+                                      created=3000.0, aborted=True, abort_reason="estop"), episode)
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "estop", "e-stop prompt")
+        assert "aborted" in by_id("prompt").text and "never trained on" in by_id("prompt").text
+        card = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, '[data-episode="online_00003"]'), "aborted episode card")
+        select = card.find_element(By.CSS_SELECTOR, "select")
+        assert not select.is_enabled() and select.get_attribute("value") == "aborted" and "aborted (estop)" in card.text
+        assert not by_id("btn-success").is_enabled()  # nothing to label: the frozen steps are not an episode
+        shot("1_aborted_by_estop")
+        # Cleared: the arm goes home before the next episode, and the page says so.
+        state.on_safety({"state": "ok", "reasons": [], "fault": ""})
+        state.on_episode_state({"state": "waiting_for_reset", "episode": 7, "held": "the arm is going home after an aborted episode"})
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "homing", "homing prompt")
+        # The learner dies (no stats): the banner and the prompt say it is restarting.
+        state.learner_timeout_s = 0.5
+        state.stats_time = state.clock() - 5.0
+        wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="learner_lost"]'), "learner banner")
+        wait_for(lambda d: by_id("prompt").get_attribute("data-reason") == "learner_lost", "learner prompt")
+        assert "restarting" in by_id("prompt").text
+        shot("2_learner_restarting")
+        state.on_stats({"phase": "online", "policy_version": 3, "warning": ""})  # it is back
+        wait_for(lambda d: not d.find_elements(By.CSS_SELECTOR, '#warnings [data-code="learner_lost"]'), "banner gone")
+        assert graph.events == [] and graph.services == []
+    finally:
+        page.close()
+    assert (tmp_path / "2_learner_restarting.png").stat().st_size > 10_000
+
+
 def test_token_login_form_and_clean_address_bar_in_chromium(tmp_path, browser):
     page = PageServer(tmp_path, token="s3cret")
     shot, wait_for = _waiter(browser, tmp_path)

@@ -173,12 +173,19 @@ function episodeCard(e) {
   if (e.has_thumbnail) img.src = `/api/episodes/${encodeURIComponent(e.episode_id)}/thumbnail.jpg`;
   const select = element("select", { "data-relabel": e.episode_id, "aria-label": `label of ${e.episode_id}` });
   for (const value of ["success", "failure"]) select.append(element("option", { value }, value));
+  if (e.aborted) select.append(element("option", { value: "aborted" }, "aborted"));
   if (e.kind === "demo") { select.disabled = true; select.title = "demonstrations are read-only"; }
+  if (e.aborted) {
+    select.disabled = true;
+    select.title = `aborted by a safety hold (${e.abort_reason || "?"}): kept for inspection, never trained on`;
+    card.classList.add("aborted");
+  }
   select.addEventListener("change", async () => {
     const ok = await command(`/api/episodes/${encodeURIComponent(e.episode_id)}/label`, { label: select.value });
     if (!ok) select.value = card.dataset.label;  // refused: show the stored label again
   });
-  card.append(img, element("div", {}, `${e.episode_id} · ${e.phase || e.kind}`), select, element("span", { class: "muted" }));
+  const title = `${e.episode_id} · ${e.phase || e.kind}` + (e.aborted ? ` · aborted (${e.abort_reason || "?"})` : "");
+  card.append(img, element("div", {}, title), select, element("span", { class: "muted" }));
   return card;
 }
 

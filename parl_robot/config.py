@@ -211,6 +211,21 @@ class EpisodeConfig:
 
 
 @dataclass
+class TeleopConfig:
+    """Operator take-over: `sensor_msgs/Joy` mapping (SpaceMouse / joystick) and stream timeouts."""
+
+    # Joy axis index for each of dx, dy, dz, droll, dpitch, dyaw (-1: unused), and a scale (sign) each.
+    joy_axes: list = _field([0, 1, 2, 3, 4, 5])
+    joy_axis_scale: list = _field([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    deadband: float = _field(0.1, low=0.0, high=0.9)
+    gripper_button: int = _field(0, low=-1, high=64)  # a press toggles open/closed
+    takeover_button: int = _field(1, low=-1, high=64)  # a press toggles the intervention
+    # Operator actions older than this are not executed (the arm holds); after this plus the
+    # watchdog period without teleop input, control goes back to the policy.
+    stream_timeout_s: float = _field(0.5, low=0.05, high=10.0)
+
+
+@dataclass
 class UIConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -240,6 +255,7 @@ class PerceptionConfig:
 class TaskConfig:
     task: TaskInfo = field(default_factory=TaskInfo)
     control: ControlConfig = field(default_factory=ControlConfig)
+    teleop: TeleopConfig = field(default_factory=TeleopConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
@@ -269,6 +285,8 @@ _VECTOR_LENGTHS = {
     "reward.target_low": 3,
     "reward.target_high": 3,
     "control.yaw_limits_rad": 2,
+    "teleop.joy_axes": 6,
+    "teleop.joy_axis_scale": 6,
     "perception.object_hsv_low": 3,
     "perception.object_hsv_high": 3,
 }

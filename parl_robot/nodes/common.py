@@ -41,6 +41,9 @@ SRV_ESTOP = "robot/estop"
 SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"
 SRV_REBOOT_MOTORS = "robot/reboot_motors"
+TELEOP_JOY = "teleop/joy"  # sensor_msgs/Joy from the joy / spacenav driver
+TELEOP_ACTION = "teleop/action"  # Float32MultiArray (7) from the page; dim[0].label "takeover" or "release"
+ROBOT_EXECUTED = "robot/executed"  # JSON per step: step, action executed, source policy/intervention/held, refused
 ROBOT_SAFETY = "robot/safety"  # JSON: state ok/held, reasons, fault, since (latched, transient-local)
 SRV_SIM_RESET = "sim/reset"
 

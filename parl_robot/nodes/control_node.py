@@ -22,12 +22,13 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Float32MultiArray, String
 from std_srvs.srv import Trigger
 
 from parl_robot.nodes import common
 from parl_robot.robot.arm_controller import ArmController
+from parl_robot.robot.teleop import HELD, InterventionArbiter, JoyMapping
 
 EXECUTOR_THREADS = 4
 CAMERA_LOST_AFTER_S = 1.0  # newest frame older than this: the camera counts as lost (ANCHOR: > 1 s is an error)
@@ -71,6 +72,14 @@ class ControlNode(Node):
         supervision = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self.on_action, common.COMMAND_QOS,
                                  callback_group=acting)
+        # Interventions: the operator's teleop replaces the policy's action while it holds control.
+        self.arbiter = InterventionArbiter(self.cfg.teleop.stream_timeout_s,
+                                           self.cfg.teleop.stream_timeout_s + self.controller.watchdog_timeout, clock)
+        self.joy = JoyMapping(self.cfg.teleop)
+        self.executed_pub = self.create_publisher(String, common.ROBOT_EXECUTED, common.COMMAND_QOS)
+        self.create_subscription(Joy, common.TELEOP_JOY, self.on_joy, common.SENSOR_QOS, callback_group=acting)
+        self.create_subscription(Float32MultiArray, common.TELEOP_ACTION, self.on_teleop_action, common.COMMAND_QOS,
+                                 callback_group=acting)
         self.create_service(Trigger, common.SRV_ESTOP, self.on_estop, callback_group=estop)
         self.create_service(Trigger, common.SRV_ESTOP_CLEAR, self.on_estop_clear, callback_group=acting)
         self.create_service(Trigger, common.SRV_HOME, self.on_home, callback_group=acting)
@@ -111,12 +120,44 @@ class ControlNode(Node):
 
     # ----- acting -------------------------------------------------------------------------------
     def on_action(self, msg: Float32MultiArray) -> None:
-        command = self.controller.handle_action(msg.data)
+        """One control step, paced by the policy's action; the arbiter decides whose action it executes."""
+        step = int(msg.layout.data_offset)
+        decision = self.arbiter.decide(np.asarray(msg.data, float) if len(msg.data) == 7 else np.asarray(msg.data))
+        if decision.source == HELD:
+            self.publish_executed(step, None, HELD, "the operator holds control but the teleop stream is quiet")
+            return
+        command = self.controller.handle_action(decision.action)
         if command is None:
-            self.get_logger().warning(f"action {msg.layout.data_offset} refused: {self.controller.status.last_error}")
+            self.get_logger().warning(f"action {step} refused: {self.controller.status.last_error}")
+            self.publish_executed(step, None, decision.source, self.controller.status.last_error)
             self.publish_safety()
             return
+        self.publish_executed(step, decision.action, decision.source, "")
         self.after_command()
+
+    def publish_executed(self, step: int, action, source: str, refused: str) -> None:
+        self.executed_pub.publish(String(data=json.dumps({
+            "step": step, "action": None if action is None else [round(float(v), 6) for v in action],
+            "source": source, "refused": bool(refused), "reason": refused})))
+
+    # ----- teleop ---------------------------------------------------------------------------------
+    def on_joy(self, msg) -> None:
+        action, toggled = self.joy.action(list(msg.axes), list(msg.buttons))
+        takeover = (not self.arbiter.active) if toggled else None
+        self.arbiter.operator_input(action, takeover=takeover, gripper_open=self.joy.gripper_open)
+        if toggled:
+            self.get_logger().info("operator took over (joystick)" if self.arbiter.active else "operator released control")
+
+    def on_teleop_action(self, msg: Float32MultiArray) -> None:
+        label = msg.layout.dim[0].label if msg.layout.dim else "takeover"
+        if len(msg.data) != 7 or not np.all(np.isfinite(msg.data)) or label not in ("takeover", "release"):
+            self.get_logger().warning("teleop/action ignored: 7 finite values with dim label takeover|release expected")
+            return
+        was_active = self.arbiter.active
+        self.arbiter.operator_input(np.asarray(msg.data, float), takeover=label == "takeover",
+                                    gripper_open=self.backend.gripper_opening() > 0.5)
+        if was_active != self.arbiter.active:
+            self.get_logger().info("operator took over (page)" if self.arbiter.active else "operator released control")
 
     def after_command(self) -> None:
         self.publish_state()
@@ -176,7 +217,9 @@ class ControlNode(Node):
         self.pose_pub.publish(pose)
 
     def publish_status(self) -> None:
-        self.status_pub.publish(String(data=json.dumps(vars(self.controller.status))))
+        status = {**vars(self.controller.status), "intervening": self.arbiter.active,
+                  "intervention_steps": self.arbiter.interventions}
+        self.status_pub.publish(String(data=json.dumps(status)))
         self.publish_safety(force=True)
 
     def safety_state(self) -> dict:

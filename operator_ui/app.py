@@ -21,6 +21,7 @@ API (all JSON unless noted):
   POST /api/episodes/<id>/label       {"label": "success" | "failure"}: correct a stored episode's label
                                       (the learner relabels store + replay buffer); demonstrations
                                       are read-only (403)
+  POST /api/teleop                    {"action": [7 numbers], "takeover": bool}: the operator drives (intervention)
   POST /api/reset_done                operator confirms the scene is reset; the episode starts
   POST /api/label                     {"success": bool, "episode": int}: label the episode that is
                                       awaiting a label (`episode` = the number /api/status shows).
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import math
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -56,6 +58,8 @@ class GraphCommands(Protocol):
     def publish_event(self, kind: str, **fields) -> None: ...
 
     def call_service(self, name: str, timeout_s: float = 3.0) -> tuple[bool, str]: ...
+
+    def publish_teleop(self, action: list[float], takeover: bool) -> None: ...
 
 
 class ApiError(Exception):
@@ -231,6 +235,17 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         require_learner()
         graph.publish_event("relabel", episode_id=episode_id, label=data["label"], source="operator")
         return jsonify(ok=True, episode_id=episode_id, label=data["label"]), 202
+
+    @app.post("/api/teleop")
+    def teleop():
+        """The operator's action while they drive (sent at the control rate), or the hand-back."""
+        data = body({"action": list, "takeover": bool}, required=("action", "takeover"))
+        action = data["action"]
+        if len(action) != 7 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                       for v in action):
+            raise ApiError(400, "action must be 7 finite numbers in [-1, 1]")
+        graph.publish_teleop([max(-1.0, min(1.0, float(v))) for v in action], data["takeover"])
+        return jsonify(ok=True)
 
     @app.post("/api/reset_done")
     def reset_done():

@@ -20,7 +20,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool, Float32, Float32MultiArray, String
+from std_msgs.msg import Bool, Float32, Float32MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 from werkzeug.serving import make_server
 
@@ -56,6 +56,7 @@ class OperatorBridgeNode(Node):
         self.token = os.environ.get("PARL_UI_TOKEN", "") or self.cfg.ui.token
         self.state = OperatorState(self.cfg.task.name, self.cfg.task.instruction, self.cfg.control.max_episode_steps)
         self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
+        self.teleop_pub = self.create_publisher(Float32MultiArray, common.TELEOP_ACTION, common.COMMAND_QOS)
         self.create_subscription(String, common.EPISODE_EVENT, _when_parsed(common.parse_event, self.state.on_event),
                                  common.EVENT_QOS)
         self.create_subscription(String, common.LEARNER_STATS, _when_parsed(common.parse_json_object, self.state.on_stats),
@@ -86,6 +87,11 @@ class OperatorBridgeNode(Node):
     # ----- GraphCommands (called from request threads) ---------------------------------------
     def publish_event(self, kind: str, **fields) -> None:
         self.event_pub.publish(common.event_message(kind, **fields))
+
+    def publish_teleop(self, action: list[float], takeover: bool) -> None:
+        message = Float32MultiArray(data=action)
+        message.layout.dim = [MultiArrayDimension(label="takeover" if takeover else "release", size=7, stride=7)]
+        self.teleop_pub.publish(message)
 
     def call_service(self, name: str, timeout_s: float = 3.0) -> tuple[bool, str]:
         client = self.clients_by_name.get(name)

@@ -28,6 +28,9 @@ class RecordingGraph:
         self.services.append(name)
         return self.service_result
 
+    def publish_teleop(self, action, takeover):
+        self.events.append(("teleop", {"action": action, "takeover": takeover}))
+
 
 class Clock:
     def __init__(self):
@@ -439,3 +442,17 @@ def test_prompt_says_what_to_do_and_why_the_run_is_held(rig):
     state.on_status({"estopped": False})
     state.on_image(np.zeros((8, 8, 3), np.uint8))
     assert prompt()["reason"] == "learner_lost" and "restarting" in prompt()["text"]
+
+
+def test_teleop_endpoint_checks_and_forwards_the_operators_action(rig):
+    client, state, graph, _, clock = rig
+    headers = {"X-Operator-Request": "1", "Origin": "http://localhost"}
+    ok = client.post("/api/teleop", json={"action": [0, 0, 1.5, 0, 0, 0, -1], "takeover": True}, headers=headers)
+    assert ok.status_code == 200
+    assert graph.events[-1] == ("teleop", {"action": [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0], "takeover": True})
+    for bad in ({"action": [0] * 6, "takeover": True}, {"action": [0, 0, 0, 0, 0, 0, "x"], "takeover": True},
+                {"action": [0] * 7}, {"action": [0] * 7, "takeover": 1}):
+        assert client.post("/api/teleop", json=bad, headers=headers).status_code == 400, bad
+    assert client.post("/api/teleop", json={"action": [0] * 7, "takeover": False},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert len([e for e in graph.events if e[0] == "teleop"]) == 1

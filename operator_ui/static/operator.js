@@ -60,6 +60,7 @@ const DANGER_WARNINGS = ["estop", "control_lost", "fault", "held"];
 async function refreshStatus() {
   try {
     latest = await api("/api/status");
+    $("teleop-who").textContent = latest.robot?.intervening ? "operator (intervention)" : "policy";
   } catch (err) {
     render($("warnings"), [err.message], (text) =>
       element("div", { class: "warning danger", "data-code": "page_lost" }, `operator page cannot reach its server: ${text}`));
@@ -225,6 +226,49 @@ const actions = {
 };
 for (const [id, run] of Object.entries(actions)) $(id).addEventListener("click", run);
 
+// Teleop: while the operator has taken over, held keys (or a gamepad) make the action sent to the
+// control node at the control rate; the control node executes it in place of the policy's.
+const TELEOP_KEYS = { w: [0, 1], s: [0, -1], a: [1, 1], d: [1, -1], q: [2, 1], e: [2, -1], j: [5, 1], l: [5, -1] };
+const teleop = { active: false, held: new Set(), gripperOpen: true, timer: null };
+
+function teleopAction() {
+  const action = [0, 0, 0, 0, 0, 0, teleop.gripperOpen ? 1 : -1];
+  for (const key of teleop.held) { const [dim, sign] = TELEOP_KEYS[key]; action[dim] += sign; }
+  const pad = navigator.getGamepads ? [...navigator.getGamepads()].find((g) => g) : null;
+  if (pad) {  // standard mapping: left stick x/y, right stick y -> z, right stick x -> yaw
+    const dead = (v) => (Math.abs(v) < 0.1 ? 0 : v);
+    action[0] += -dead(pad.axes[1] || 0); action[1] += -dead(pad.axes[0] || 0);
+    action[2] += -dead(pad.axes[3] || 0); action[5] += -dead(pad.axes[2] || 0);
+  }
+  return action.map((v) => Math.max(-1, Math.min(1, v)));
+}
+
+async function sendTeleop(takeover) {
+  const action = teleopAction();
+  $("teleop-action").textContent = takeover ? `action [${action.map((v) => v.toFixed(1)).join(", ")}]` : "";
+  try {
+    await api("/api/teleop", { method: "POST", headers: { "Content-Type": "application/json", [REQUEST_HEADER]: "1" },
+                               body: JSON.stringify({ action, takeover }) });
+  } catch (err) { $("message").textContent = `teleop: ${err.message}`; }
+}
+
+function setTakeover(active) {
+  teleop.active = active;
+  teleop.held.clear();
+  if (active) {
+    teleop.gripperOpen = (latest?.robot?.gripper_open ?? 1) > 0.5;
+    const period = 1000 / (latest?.control_rate_hz || 5);
+    teleop.timer = setInterval(() => sendTeleop(true), period);
+  } else {
+    clearInterval(teleop.timer);
+    sendTeleop(false);
+  }
+  $("btn-takeover").textContent = active ? "Hand back (T)" : "Take over (T)";
+  $("btn-takeover").classList.toggle("attention", active);
+}
+$("btn-takeover").addEventListener("click", () => setTakeover(!teleop.active));
+document.addEventListener("keyup", (event) => teleop.held.delete(event.key.toLowerCase()), true);
+
 // Shortcuts, in the capture phase so no control can swallow them. Space and Esc e-stop from
 // anywhere, even with a select or button focused; letters also work with a select focused (and
 // do not change its value), but not while typing into a text field.
@@ -238,6 +282,12 @@ document.addEventListener("keydown", (event) => {
   }
   if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
   if (["INPUT", "TEXTAREA"].includes(event.target.tagName) || event.target.isContentEditable) return;
+  if (key === "t") { event.preventDefault(); setTakeover(!teleop.active); return; }
+  if (teleop.active && (TELEOP_KEYS[key] || key === "g")) {  // driving: these keys move the arm
+    event.preventDefault();
+    if (key === "g") teleop.gripperOpen = !teleop.gripperOpen; else teleop.held.add(key);
+    return;
+  }
   const paused = latest?.episodes_paused || latest?.learner?.learning_paused;
   const byKey = { r: "btn-reset-done", s: "btn-success", f: "btn-failure", d: "btn-discard", h: "btn-home", p: paused ? "btn-resume" : "btn-pause" };
   if (!byKey[key]) return;

@@ -218,7 +218,8 @@ class ControlNode(Node):
 
     def publish_status(self) -> None:
         status = {**vars(self.controller.status), "intervening": self.arbiter.active,
-                  "intervention_steps": self.arbiter.interventions}
+                  "intervention_steps": self.arbiter.interventions,
+                  "gripper_open": round(float(self.backend.gripper_opening()), 3)}
         self.status_pub.publish(String(data=json.dumps(status)))
         self.publish_safety(force=True)
 

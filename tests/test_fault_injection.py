@@ -8,6 +8,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes through several episodes: `scripts/test.sh -m slow`
+
 pytest.importorskip("rclpy")
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension  # noqa: E402
 

@@ -11,6 +11,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes through several episodes: `scripts/test.sh -m slow`
+
 pytest.importorskip("rclpy")
 
 from graph_harness import free_port, isolated_ros_env  # noqa: E402

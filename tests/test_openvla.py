@@ -1,7 +1,7 @@
 """OpenVLA adapter on a tiny random-weight checkpoint written as the release is (names, config layout,
-shards): tokens, action-space map, loading, the vision featurizer against timm's ViT semantics, a
-saved expected action, cached-prefix sampling, distillation, LoRA, 4-bit, and the full PA-RL path
-(sample, optimize, distil, cache rebuild, checkpoint) through the agent."""
+shards): tokens, action-space map, loading and `parl-robot openvla check`, the vision featurizer
+against timm's ViT semantics, a saved expected action, cached-prefix sampling, distillation, LoRA,
+4-bit, and the full PA-RL path (sample, optimize, distil, cache rebuild, checkpoint) through the agent."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from parl_robot.policies.openvla.policy import (  # noqa: E402
     PROMPT,
     SPACE_TOKEN_ID,
     load_prompt_tokenizer,
+    prompt_token_ids,
 )
 from parl_robot.policies.openvla.tiny import (  # noqa: E402
     released_config,
@@ -280,6 +281,66 @@ def test_vision_featurizer_equals_timm_semantics_on_the_released_tensors(tiny_di
     tanh_siglip = timm_vit_patch_tokens(weights, "vision_backbone.fused_featurizer.", pixels[:, 3:], siglip.heads,
                                         siglip.patch_size, gelu="tanh")
     assert (features[..., dino.width:] - tanh_siglip).abs().max() > 1e-4
+
+
+# ----- `parl-robot openvla check` -------------------------------------------------------------------
+def run_check(capsys, directory, *arguments) -> tuple[int, str]:
+    from parl_robot.cli import main
+
+    code = main(["openvla", "check", str(directory), *arguments])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_check_command_passes_the_tiny_checkpoint_and_prints_the_prompt_ids(tiny_dir, capsys):
+    code, out = run_check(capsys, tiny_dir, f"instruction:={INSTRUCTION}")
+    assert code == 0, out
+    architecture = OpenVLAArchitecture.tiny()
+    assert f"{len(model_shapes(architecture))} tensors match the model; 43 released entries" in out
+    assert str(prompt_token_ids(load_prompt_tokenizer(tiny_dir), INSTRUCTION)) in out
+    assert "rms_norm_eps 1e-06 (LlamaConfig default, as released)" in out and "OK: no problems" in out
+    code, out = run_check(capsys, tiny_dir, "task:=vegetable_to_sink")  # the task's instruction by default
+    assert code == 0 and load_config(task="vegetable_to_sink").task.instruction.lower() in out
+
+
+def test_check_command_lists_every_weight_problem(tiny_dir, tmp_path, capsys):
+    def drift(tensors):
+        gamma_named(tensors)
+        tensors["projector.fc3.bias"] = tensors["projector.fc3.bias"][:-1]
+        del tensors["projector.fc1.weight"]
+
+    broken = edited_copy(tiny_dir, tmp_path / "broken", drift)
+    (broken / "model-00002-of-00002.safetensors").rename(broken / "elsewhere.safetensors")
+    code, out = run_check(capsys, broken)
+    assert code == 1, out
+    for block in (0, 1):  # block 2 is the released last block, which the model skips whatever its names
+        for scale in ("ls1", "ls2"):
+            assert f"unexpected tensor vision_backbone.featurizer.blocks.{block}.{scale}.gamma (64,)" in out
+            assert f"missing tensor vision_backbone.featurizer.blocks.{block}.{scale}.scale_factor (the model's shape (64,))" in out
+    assert "shape differs: projector.fc3.bias is (63,) in the checkpoint, (64,) in the model" in out
+    assert "missing tensor projector.fc1.weight" in out
+    assert "names model-00002-of-00002.safetensors, which is not in the directory" in out
+    assert "FAILED: 11 problem(s)" in out
+
+
+def test_check_command_reports_statistics_processor_and_tokenizer_problems(tiny_dir, tmp_path, capsys):
+    code, out = run_check(capsys, tiny_dir, "unnorm_key:=fractal20220817_data")
+    assert code == 1 and "unnorm key 'fractal20220817_data' not in dataset statistics; available: ['bridge_orig']" in out
+    broken = edited_copy(tiny_dir, tmp_path / "broken")
+    (broken / "tokenizer.json").unlink()
+    processor = json.loads((broken / "preprocessor_config.json").read_text())
+    processor["means"][0] = [0.485, 0.456, 0.406]
+    (broken / "preprocessor_config.json").write_text(json.dumps(processor))
+    code, out = run_check(capsys, broken)
+    assert code == 1, out
+    assert "tokenizer.json is missing" in out and "preprocessor_config.json means" in out
+    code, out = run_check(capsys, tmp_path / "nowhere")
+    assert code == 1 and "is not a directory" in out
+    from parl_robot.cli import main
+
+    assert main(["openvla", "check", str(tiny_dir), "unnorm:=bridge_orig"]) == 2  # a misspelt argument
+    assert "unknown argument(s) ['unnorm']" in capsys.readouterr().err
+    assert main(["openvla", "--help"]) == 0 and "unnorm_key" in capsys.readouterr().out
 
 
 # ----- the full policy's action, saved ---------------------------------------------------------------

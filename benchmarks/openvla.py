@@ -36,7 +36,7 @@ def random_model(architecture: OpenVLAArchitecture, device: torch.device, dtype:
     model = model.to_empty(device=device).to(dtype)
     with torch.no_grad():
         for name, tensor in model.named_parameters():
-            if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "layernorm.weight")) or "gamma" in name:
+            if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "layernorm.weight", "scale_factor")):
                 tensor.fill_(1.0)
             else:
                 tensor.normal_(0.0, 0.02)

@@ -5,6 +5,7 @@
     parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
     parl-robot export store_dir:=DIR out:=FILE.hdf5 [kind:=demo]   /  parl-robot import store_dir:=DIR in:=FILE.hdf5
     parl-robot calibrate {capture|intrinsics|collect|extrinsics|task|workspace} ...   (camera + workspace, calibration/README.md)
+    parl-robot openvla check DIR [unnorm_key:=bridge_orig] [instruction:=TEXT]   (verify a local OpenVLA checkpoint)
 
 Arguments use the `name:=value` form of `ros2 launch`.
 """
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__ + "\n" + help_text("parl-robot launch finetune"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import"])
+    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import", "openvla"])
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(argv[:1])
     rest = argv[1:]
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             from parl_robot.perception.calibrate_cli import main as calibrate_main
 
             return calibrate_main(rest, parse_assignments)
+        if parsed.command == "openvla":
+            from parl_robot.policies.openvla.check import main as openvla_main
+
+            return openvla_main(rest, parse_assignments)
         return command_demo(rest)
     except (ConfigError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

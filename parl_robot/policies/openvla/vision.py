@@ -1,11 +1,18 @@
 """The two ViT featurizers of OpenVLA's fused vision backbone, in plain torch.
 
-Parameter names follow timm's VisionTransformer so the released checkpoint's
-`vision_backbone.featurizer.*` (DINOv2 ViT-L/14 with 4 registers) and
-`vision_backbone.fused_featurizer.*` (SigLIP SO400M/14) load directly, without timm (whose current
-releases break OpenVLA's remote code). OpenVLA uses the patch tokens after the second-to-last block
-(no final norm), so the last block, the final norm and SigLIP's attention-pool head are not built;
-their checkpoint entries are listed by `unused_checkpoint_prefixes` and skipped at load.
+They compute what the released model computes with timm 0.9.x, the version its remote code pins:
+`timm.create_model(id, num_classes=0, img_size=224, act_layer=None)` and the patch tokens of
+`get_intermediate_layers(n={depth - 2})`. That is: pre-norm blocks (LayerNorm eps 1e-6), exact
+`nn.GELU` in both ViTs (timm builds `vit_so400m_patch14_siglip_224` with its default activation; the
+tanh approximation of transformers' SigLIP and of timm's newer SigLIP variants is not what OpenVLA
+trained or runs with), DINOv2's LayerScale, class and register tokens put in front *after* the
+position embedding is added to the patches (`no_embed_class`), and the output of the second-to-last
+block without the final norm. So the last block, the final norms and SigLIP's attention-pool head are
+not built; their checkpoint entries are listed by `unused_checkpoint_prefixes` and skipped at load.
+
+Parameter names are the released checkpoint's, i.e. timm's, except LayerScale's: OpenVLA's conversion
+renames timm's `ls1.gamma` / `ls2.gamma` to `scale_factor` (transformers' loader rewrites parameter
+names containing "gamma"), and so does this module.
 """
 
 from __future__ import annotations
@@ -15,8 +22,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# Per-channel normalizations of the 6-channel pixel input: DINOv2 (ImageNet) then SigLIP (0.5 / 0.5).
-DINO_MEAN, DINO_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Per-channel normalizations of the 6-channel pixel input, DINOv2 then SigLIP, exactly as the released
+# processor (preprocessor_config.json) applies them. OpenVLA's conversion script built timm's transforms
+# with bfloat16 as torch's default dtype, so the DINOv2 mean/std it saved, and every model fine-tuned or
+# evaluated through that processor saw, are ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)
+# rounded to bfloat16. Pre-training (Prismatic's own code) used the exact values; the two differ by at most
+# 0.008 in normalized units (under half an 8-bit grey level), far below training's colour jitter. We follow
+# the release: its weights are what we load and fine-tune, and OpenVLA's own fine-tuning saw these values.
+DINO_MEAN, DINO_STD = (0.484375, 0.455078125, 0.40625), (0.228515625, 0.2236328125, 0.224609375)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
@@ -29,7 +42,6 @@ class ViTShape:
     class_token: bool
     register_tokens: int
     layer_scale: bool
-    gelu_tanh: bool
     patch_size: int = 14
     image_size: int = 224
 
@@ -38,8 +50,9 @@ class ViTShape:
         return (self.image_size // self.patch_size) ** 2
 
 
-DINOV2_VIT_L14_REG4 = ViTShape(1024, 24, 16, 4096, class_token=True, register_tokens=4, layer_scale=True, gelu_tanh=False)
-SIGLIP_SO400M_14 = ViTShape(1152, 27, 16, 4304, class_token=False, register_tokens=0, layer_scale=False, gelu_tanh=True)
+# timm 0.9.16 `vit_large_patch14_reg4_dinov2` and `vit_so400m_patch14_siglip_224` (mlp_ratio 3.7362 -> 4304).
+DINOV2_VIT_L14_REG4 = ViTShape(1024, 24, 16, 4096, class_token=True, register_tokens=4, layer_scale=True)
+SIGLIP_SO400M_14 = ViTShape(1152, 27, 16, 4304, class_token=False, register_tokens=0, layer_scale=False)
 
 
 class PatchEmbed(nn.Module):
@@ -54,10 +67,10 @@ class PatchEmbed(nn.Module):
 class LayerScale(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((width,), 1e-5))
+        self.scale_factor = nn.Parameter(torch.full((width,), 1e-5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
+        return x * self.scale_factor
 
 
 class Attention(nn.Module):
@@ -75,10 +88,10 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int, gelu_tanh: bool):
+    def __init__(self, width: int, hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
-        self.act = nn.GELU(approximate="tanh" if gelu_tanh else "none")
+        self.act = nn.GELU()  # exact (erf) GELU in both ViTs, as timm 0.9 builds them
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +105,7 @@ class Block(nn.Module):
         self.attn = Attention(shape.width, shape.heads)
         self.ls1 = LayerScale(shape.width) if shape.layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(shape.width, eps=1e-6)
-        self.mlp = Mlp(shape.width, shape.mlp_width, shape.gelu_tanh)
+        self.mlp = Mlp(shape.width, shape.mlp_width)
         self.ls2 = LayerScale(shape.width) if shape.layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,15 +159,11 @@ class FusedVisionBackbone(nn.Module):
 
 
 def unused_checkpoint_prefixes(dino: ViTShape, siglip: ViTShape) -> tuple[str, ...]:
-    """Checkpoint entries this backbone does not build (see the module docstring)."""
+    """Released checkpoint entries this backbone does not build (see the module docstring)."""
     return (
         f"vision_backbone.featurizer.blocks.{dino.depth - 1}.",
         "vision_backbone.featurizer.norm.",
-        "vision_backbone.featurizer.head",
-        "vision_backbone.featurizer.fc_norm.",
         f"vision_backbone.fused_featurizer.blocks.{siglip.depth - 1}.",
         "vision_backbone.fused_featurizer.norm.",
         "vision_backbone.fused_featurizer.attn_pool.",
-        "vision_backbone.fused_featurizer.head",
-        "vision_backbone.fused_featurizer.fc_norm.",
     )

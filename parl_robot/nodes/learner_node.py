@@ -333,6 +333,8 @@ class LearnerNode(Node):
     def on_control_tick(self) -> None:
         if self.running_episode is None or self.recorder is None or self.safety_held:
             return
+        if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
+            return
         tick_wall, tick_start = time.time(), time.perf_counter()
         stale = self.stale_inputs()
         obs = None if stale else self.observation()

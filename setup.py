@@ -27,8 +27,10 @@ setup(
     # requirement never pulls a multi-GB CUDA build; any torch >= 2.2 works.
     install_requires=["numpy>=1.24", "modern_robotics>=1.1", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "h5py>=3.8", "torch>=2.2"],
     extras_require={
-        "test": ["pytest>=8", "selenium>=4.15"],
+        "test": ["pytest>=8", "selenium>=4.15", "pyarrow>=14"],
         "benchmarks": ["matplotlib>=3.7"],
+        # `parl-robot export ... format:=lerobot`: parquet, and video in LeRobot's own codec (AV1) via PyAV
+        "lerobot": ["pyarrow>=14", "av>=14"],
         # OpenVLA policy: Llama from transformers 5 (the `cache=` API), LoRA, NF4 4-bit.
         "openvla": ["transformers>=5.24,<6", "peft>=0.21", "accelerate>=1.0", "bitsandbytes>=0.45", "tqdm"],
     },

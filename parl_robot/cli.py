@@ -4,6 +4,7 @@
     parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
     parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
     parl-robot export store_dir:=DIR out:=FILE.hdf5 [kind:=demo]   /  parl-robot import store_dir:=DIR in:=FILE.hdf5
+    parl-robot export store_dir:=DIR out:=DIR format:=lerobot [kind:=...] [include_aborted:=true] [repo_id:=...]
     parl-robot calibrate {capture|intrinsics|collect|extrinsics|task|workspace} ...   (camera + workspace, calibration/README.md)
     parl-robot openvla check DIR [unnorm_key:=bridge_orig] [instruction:=TEXT]   (verify a local OpenVLA checkpoint)
 
@@ -17,9 +18,10 @@ import json
 import sys
 import time
 
-from parl_robot.config import ConfigError, load_config
+from parl_robot.config import TASKS, ConfigError, load_config
 from parl_robot.graph import finetune_graph
-from parl_robot.launch_arguments import LaunchArgumentError, check_store_dir, help_text, parse_overrides, validate_launch_arguments
+from parl_robot.launch_arguments import (BOOLEAN_WORDS, LaunchArgumentError, check_store_dir, help_text, parse_overrides, truthy,
+                                         validate_launch_arguments)
 
 GRAPHS = {"finetune": finetune_graph}
 
@@ -158,25 +160,99 @@ def command_demo(argv: list[str]) -> int:
     return code
 
 
+EXPORT_HELP = """usage: parl-robot export store_dir:=DIR out:=PATH name:=value ...
+
+The store's episodes as one HDF5 file or as a LeRobot dataset directory (docs/data_format.md).
+  store_dir        episode store (required)
+  out              FILE.hdf5, or a new directory for format:=lerobot (required)
+  format           hdf5 | lerobot ['hdf5']
+  kind             demo | online: only episodes of that kind [all]
+  include_aborted  lerobot: also episodes ended by a safety hold, flagged `aborted` [false]
+  repo_id          lerobot: the id to load it by, LeRobotDataset(repo_id, root=out) ['parl_robot/<out name>']
+  fps              lerobot: frames per second [the task's control.rate_hz; runs under an overlay that
+                   changes the rate, such as openvla (3 Hz), need it named]"""
+
+IMPORT_HELP = """usage: parl-robot import store_dir:=DIR in:=FILE.hdf5 [kind:=demo|online]
+
+Adds an exported HDF5 file's episodes to a store under fresh ids.
+  store_dir  episode store (required)
+  in         the HDF5 file (required)
+  kind       store every episode as this kind [each episode's own]"""
+
+LEROBOT_ONLY = ("include_aborted", "repo_id", "fps")
+
+
 def command_export_import(command: str, argv: list[str]) -> int:
     from parl_robot.data.episode_store import EpisodeStore
-    from parl_robot.data.hdf5_export import export_hdf5, import_hdf5
 
     if _wants_help(argv):
-        print(f"usage: parl-robot {command} store_dir:=DIR {'out' if command == 'export' else 'in'}:=FILE.hdf5 [kind:=demo|online]")
+        print(EXPORT_HELP if command == "export" else IMPORT_HELP)
         return 0
     args = parse_assignments(argv)
-    unknown = set(args) - {"store_dir", "out", "in", "kind"}
-    if unknown or "store_dir" not in args or ("out" if command == "export" else "in") not in args:
-        raise ValueError(f"usage: parl-robot {command} store_dir:=DIR {'out' if command == 'export' else 'in'}:=FILE.hdf5 [kind:=demo|online]"
-                         + (f" (unknown: {sorted(unknown)})" if unknown else ""))
+    path_arg = "out" if command == "export" else "in"
+    _only(args, {"store_dir", path_arg, "kind", *(("format",) + LEROBOT_ONLY if command == "export" else ())}, command)
+    for required in ("store_dir", path_arg):
+        if not args.get(required):
+            raise LaunchArgumentError(f"{required}:= is required (`parl-robot {command} --help`)")
+    kind = args.get("kind") or None
+    if kind not in (None, "demo", "online"):
+        raise LaunchArgumentError(f"kind:={kind} must be demo or online")
     store = EpisodeStore(args["store_dir"])
-    if command == "export":
-        count = export_hdf5(store, args["out"], args.get("kind") or None)
-        print(f"exported {count} episodes from {args['store_dir']} to {args['out']}")
-    else:
-        added = import_hdf5(store, args["in"], args.get("kind") or None)
+    if command == "import":
+        from parl_robot.data.hdf5_export import import_hdf5
+
+        added = import_hdf5(store, args["in"], kind)
         print(f"imported {len(added)} episodes into {args['store_dir']}: {', '.join(added) or '-'}")
+        return 0
+    export_format = args.get("format") or "hdf5"
+    if export_format == "lerobot":
+        return _export_lerobot(store, args, kind)
+    if export_format != "hdf5":
+        raise LaunchArgumentError(f"format:={export_format} must be hdf5 or lerobot")
+    misplaced = [name for name in LEROBOT_ONLY if name in args]
+    if misplaced:
+        raise LaunchArgumentError(f"{misplaced[0]}:= applies to format:=lerobot only")
+    from parl_robot.data.hdf5_export import export_hdf5
+
+    count = export_hdf5(store, args["out"], kind)
+    print(f"exported {count} episodes from {args['store_dir']} to {args['out']}")
+    return 0
+
+
+def _export_lerobot(store, args: dict[str, str], kind: str | None) -> int:
+    from parl_robot.data.lerobot_export import export_lerobot
+
+    if args["out"].endswith((".hdf5", ".h5")):
+        raise LaunchArgumentError(f"out:={args['out']} names an HDF5 file; a LeRobot dataset is a directory")
+    include_aborted = args.get("include_aborted", "false").lower()
+    if include_aborted not in BOOLEAN_WORDS:
+        raise LaunchArgumentError(f"include_aborted:={include_aborted} must be true or false")
+    task_names = sorted({meta["task"] for meta in store.records() if kind is None or meta["kind"] == kind})
+    if not task_names:
+        raise LaunchArgumentError(f"store_dir:={args['store_dir']} has no {kind + ' ' if kind else ''}episodes to export")
+    configs = {name: load_config(task=name) for name in task_names if name in TASKS}
+    if "fps" in args:
+        fps = _integer(args, "fps", "", 1, 1000)
+    else:
+        rates = {config.control.rate_hz for config in configs.values()}
+        if len(rates) != 1 or len(configs) != len(task_names) or not float(next(iter(rates))).is_integer():
+            raise LaunchArgumentError(f"tasks {task_names} give control rates {sorted(rates)} Hz: name one whole "
+                                      "frame rate with fps:= (a LeRobot dataset has one)")
+        fps = int(rates.pop())
+    try:
+        result = export_lerobot(store, args["out"], fps, kind, truthy(include_aborted), repo_id=args.get("repo_id") or None,
+                                instructions={name: config.task.instruction for name, config in configs.items()})
+    except RuntimeError as err:  # a missing optional package (pyarrow) or video encoder: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {result.episodes} episodes ({result.frames} frames at {fps} fps"
+          + (f", video {result.video_codec}" if result.video_codec else ", state only")
+          + f") from {store.root} to {result.root} as a LeRobot v3.0 dataset")
+    if result.skipped_aborted:
+        print(f"left out {len(result.skipped_aborted)} aborted episode(s) (include_aborted:=true exports them): "
+              + ", ".join(result.skipped_aborted))
+    if result.skipped_empty:
+        print(f"left out {len(result.skipped_empty)} episode(s) with no steps: {', '.join(result.skipped_empty)}")
     return 0
 
 

@@ -128,6 +128,7 @@ def main(args=None) -> int:
     try:
         app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host)
         server = make_server(node.host, node.port, app, threaded=True)
+        server.daemon_threads = True  # open page connections do not keep the process alive at shutdown
     except (ValueError, OSError) as err:
         print(f"fatal: operator page cannot start: {err}", file=sys.stderr, flush=True)
         executor.shutdown()
@@ -146,7 +147,7 @@ def main(args=None) -> int:
         server.serve_forever()
     finally:
         server.server_close()
-        executor.shutdown()
+        executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

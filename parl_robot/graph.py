@@ -58,7 +58,8 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         specs.append(NodeSpec("object_detector", "parl_robot.nodes.object_detector_node", {**shared}, respawn=True))
     specs += [
         NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}, respawn=True),
-        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}, respawn=True),
+        # The learner finishes its current update and checkpoint before it exits: a longer grace.
+        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}, respawn=True, stop_timeout_s=20.0),
         NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True, respawn=True),
     ]
     if int(args["ui_port"]) > 0:

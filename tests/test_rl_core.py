@@ -12,7 +12,8 @@ from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actio
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
 from parl_robot.rl.losses import achievable_returns, calql_regularizer, discounted_returns, expectile_loss, td_loss
-from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_successful
+from parl_robot.data.episode import EpisodeData
+from parl_robot.rl.replay_buffer import ReplayBuffer, sample_successful
 
 SPEC = ObservationSpec(state_dim=3)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -192,9 +193,11 @@ class LearnerConfig:
     online_fraction: float = _field(0.5, low=0.0, high=1.0)
     replay_capacity: int = _field(100_000, low=100, high=100_000_000)
     checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)
-    # How the policy learns online: "distill" (PA-RL: supervised loss on optimized actions) or
-    # "reparameterized" (the standard Cal-QL actor: maximize Q - alpha log pi; tanh-Gaussian only).
-    policy_update: str = _field("distill", choices=("distill", "reparameterized"))
+    # How the policy learns in each online update (parl_robot/rl/policy_updates.py): "distill" (PA-RL:
+    # supervised loss on optimized actions), "reparameterized" (the standard Cal-QL actor: maximize
+    # Q - alpha log pi; tanh-Gaussian only), "filtered_bc" (behaviour cloning on successful episodes)
+    # or "none" (the offline policy, re-ranked by the online critic). The last three are baselines.
+    policy_update: str = _field("distill", choices=("distill", "reparameterized", "filtered_bc", "none"))
     entropy_alpha: float = _field(0.01, low=0.0, high=10.0)
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)
@@ -429,16 +432,52 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+_OVERRIDE_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_][\w.]*\s*=)")  # a comma that starts the next key=value
+
+
+def parse_overrides(overrides: str | list[str] | dict | None) -> dict:
+    """Dotted-key overrides in the one form the nodes (`overrides` parameter), the CLI (`overrides:=`)
+    and the study (`--set`) all accept: a JSON object (`{"learner.cql_alpha": 1.0}`, or such a dict),
+    or `key=value` items (a list, or one string with the items separated by commas). A value is
+    parsed as JSON when it parses (`1.5`, `10`, `true`, `[0.3, 0, 0.2]`) and kept as a string
+    otherwise. Keys and values are checked by `load_config`, like file values."""
+    if overrides is None or isinstance(overrides, dict):
+        return dict(overrides or {})
+    if isinstance(overrides, str):
+        text = overrides.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                raise ConfigError(f"overrides are not valid JSON ({err}): {text}") from None
+            if not isinstance(value, dict):
+                raise ConfigError(f"overrides must be a JSON object of dotted keys, got {text}")
+            return value
+        overrides = [item for item in _OVERRIDE_SEPARATOR.split(text) if item.strip()]
+    parsed = {}
+    for item in overrides:
+        key, separator, raw = (part.strip() for part in item.partition("="))
+        if not separator or not key:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. learner.cql_alpha=1.0)")
+        try:
+            parsed[key] = json.loads(raw)
+        except ValueError:
+            parsed[key] = raw
+    return parsed
+
+
 def load_config(
     path: str | Path | None = None,
     task: str | None = None,
-    overrides: dict | None = None,
+    overrides: dict | str | list[str] | None = None,
     overlays: list[str | Path] | None = None,
 ) -> TaskConfig:
     """Load a task config from `path` (or the packaged file for `task`), merge `overlays` (partial
     YAML files, e.g. `config/profiles/cpu_demo.yaml`), then apply dotted `overrides` such as
-    ``{"episodes.num_online_episodes": 3}``. Everything is validated like file values.
+    ``{"episodes.num_online_episodes": 3}`` (any form `parse_overrides` reads). Everything is
+    validated like file values.
     """
+    overrides = parse_overrides(overrides)
     if not path:
         if task is None:
             raise ConfigError("load_config needs a config path or a task name")
@@ -459,7 +498,7 @@ def load_config(
         sources.append(str(overlay_path))
     if task is not None and data.get("task", {}).get("name", task) != task:
         raise ConfigError(f"{path}: task.name is '{data['task']['name']}' but task '{task}' was requested")
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from parl_robot.config import ConfigError, load_config
+from parl_robot.config import ConfigError, load_config, parse_overrides
 from parl_robot.graph import finetune_graph
 
 GRAPHS = {"finetune": finetune_graph}
@@ -35,7 +35,7 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def _store_and_config(args: dict[str, str], overlay_default: str = ""):
     task = args.get("task", "cup_to_rack")
     overlay = args.get("overlay", overlay_default)
-    overrides = json.loads(args["overrides"]) if args.get("overrides") else {}
+    overrides = parse_overrides(args.get("overrides", ""))  # JSON or key=value items
     if args.get("store_dir"):
         overrides["episodes.store_dir"] = args["store_dir"]
     cfg = load_config(args.get("config") or None, task=task, overlays=[overlay] if overlay else [], overrides=overrides)

@@ -1,8 +1,9 @@
+import dataclasses
 import json
 
 import pytest
 
-from parl_robot.config import TASKS, ConfigError, load_config, parse_overrides
+from parl_robot.config import TASKS, ConfigError, LearnerConfig, load_config, parse_overrides
 
 
 def test_packaged_task_config_loads():
@@ -67,6 +68,27 @@ def test_openvla_refuses_a_policy_moving_average():
         load_config(task="cup_to_rack", overrides={"learner.policy": "openvla", "learner.observation": "image"})
     cfg = load_config(task="cup_to_rack", overlays=["openvla"])
     assert cfg.learner.policy_ema_rate == 0.0 and cfg.learner.distill_lr == cfg.learner.policy_lr
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda cfg: dataclasses.replace(cfg.learner, num_samples=0), "'LearnerConfig.num_samples' = 0 is out of range"),
+        (lambda cfg: dataclasses.replace(cfg.learner, num_kept=64), "'LearnerConfig.num_kept' (64) must not exceed"),
+        (lambda cfg: LearnerConfig(cql_alpha="high"), "'LearnerConfig.cql_alpha' must be a number, got 'high'"),
+        (lambda cfg: dataclasses.replace(cfg.control, home_xyz=[0.3, 0.0]), "'ControlConfig.home_xyz' must be a list of 3"),
+        (lambda cfg: dataclasses.replace(cfg, learner={"policy": "gaussian"}), "'TaskConfig.learner' must be a LearnerConfig"),
+        (lambda cfg: LearnerConfig(policy_update="reparameterized"), "'LearnerConfig.policy_update' reparameterized needs"),
+    ],
+)
+def test_every_construction_path_checks_ranges_naming_key_and_value(build, fragment):
+    with pytest.raises(ConfigError) as err:
+        build(load_config(task="cup_to_rack"))
+    assert fragment in str(err.value)
+
+
+def test_float_fields_take_integers_as_floats():
+    assert LearnerConfig(cql_alpha=1).cql_alpha == 1.0 and isinstance(LearnerConfig(cql_alpha=1).cql_alpha, float)
 
 
 def test_one_override_parser_reads_json_and_key_value_forms():

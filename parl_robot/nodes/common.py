@@ -18,7 +18,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from parl_robot.config import TaskConfig, load_config
+from parl_robot.config import TaskConfig, load_config, parse_overrides
 from parl_robot.nodes import STOP, StopRequest  # noqa: F401  (StopRequest: re-exported for the page node)
 
 NAMESPACE = "parl"
@@ -76,8 +76,7 @@ def declare_task_config(node: Node) -> TaskConfig:
     overlay = node.declare_parameter("overlay", "").value
     policy = node.declare_parameter("policy", "").value
     store_dir = node.declare_parameter("store_dir", "").value
-    overrides_json = node.declare_parameter("overrides", "").value
-    overrides = json.loads(overrides_json) if overrides_json else {}
+    overrides = parse_overrides(node.declare_parameter("overrides", "").value)  # JSON or key=value items
     if policy:
         overrides["learner.policy"] = policy
     if store_dir:

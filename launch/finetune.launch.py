@@ -23,7 +23,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from parl_robot.graph import LAUNCH_ARGUMENTS, RESPAWN_DELAY_S, RESPAWN_LIMIT, finetune_graph
-from parl_robot.nodes.common import NAMESPACE
+from parl_robot.topics import NAMESPACE
 
 
 class NodeFailed(RuntimeError):

@@ -20,31 +20,29 @@ from std_msgs.msg import String
 
 from parl_robot.config import TaskConfig, load_config, parse_overrides
 from parl_robot.nodes import STOP, StopRequest  # noqa: F401  (StopRequest: re-exported for the page node)
-
-NAMESPACE = "parl"
-
-# Topic and service names, relative to the namespace (see docs/topics.md).
-CAMERA_IMAGE = "camera/image_raw"
-CAMERA_STATUS = "camera/status"  # JSON at 1 Hz: fps, age_s of the newest frame, identical frames, connected
-ROBOT_STATE = "robot/state"
-ROBOT_EE_POSE = "robot/ee_pose"
-ROBOT_ACTION = "robot/action"
-ROBOT_STATUS = "robot/status"
-OBJECT_POSES = "objects/poses"
-REWARD = "reward"
-REWARD_SUCCESS = "reward/success"
-EPISODE_EVENT = "episode/event"
-EPISODE_STATE = "episode/state"  # JSON: state, episode, steps, held (why); latched, transient-local
-LEARNER_STATS = "learner/stats"
-LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_ms, image_stamp
-SRV_ESTOP = "robot/estop"
-SRV_ESTOP_CLEAR = "robot/estop_clear"
-SRV_HOME = "robot/home"
-SRV_REBOOT_MOTORS = "robot/reboot_motors"
-ROBOT_SAFETY = "robot/safety"  # JSON: state ok/held, reasons, fault, since (latched, transient-local)
-SRV_SIM_RESET = "sim/reset"
-
-CAMERA_FRAME_ID = "third_person_camera"
+from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the nodes beside their QoS)
+    CAMERA_FRAME_ID,
+    CAMERA_IMAGE,
+    CAMERA_STATUS,
+    EPISODE_EVENT,
+    EPISODE_STATE,
+    LEARNER_STATS,
+    LEARNER_TIMING,
+    NAMESPACE,
+    OBJECT_POSES,
+    REWARD,
+    REWARD_SUCCESS,
+    ROBOT_ACTION,
+    ROBOT_EE_POSE,
+    ROBOT_SAFETY,
+    ROBOT_STATE,
+    ROBOT_STATUS,
+    SRV_ESTOP,
+    SRV_ESTOP_CLEAR,
+    SRV_HOME,
+    SRV_REBOOT_MOTORS,
+    SRV_SIM_RESET,
+)
 
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)

@@ -36,6 +36,7 @@ from typing import Callable
 from parl_robot.config import LearnerConfig
 from parl_robot.data.episode import EpisodeData
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
+from parl_robot.rl.filtered_bc import filtered_bc_steps
 from parl_robot.rl.policy_updates import POLICY_UPDATES
 from parl_robot.rl.replay_buffer import ReplayBuffer, sample_mixed
 
@@ -204,7 +205,7 @@ class Trainer:
                     self.agent.update_critic(self.batch())
                     if self.cfg.policy_update != "none":
                         self.policy_update(self.agent, self)
-                        self.agent.filtered_behaviour_clone(self.offline, self.online, self.agent.rng)
+                        filtered_bc_steps(self.agent, self.offline, self.online, self.agent.rng)
                     rebuild_seconds = self.agent.rebuild_caches_if_due()
             except NumericalInstability as err:
                 self._pause_on(err)

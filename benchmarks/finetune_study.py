@@ -1,18 +1,22 @@
 """Sim fine-tuning study: PA-RL against baselines and ablations on the MuJoCo tasks.
 
     python benchmarks/finetune_study.py [--task cup_to_rack] [--methods all] [--seeds 0 1 2]
-        [--demos 10] [--warmup 20] [--online 100] [--workers 2] [--out benchmarks/results/finetune_study]
+        [--demos 10] [--warmup 20] [--online 100] [--profile study] [--set KEY=VALUE ...]
+        [--workers 2] [--out benchmarks/results/finetune_study]
     python benchmarks/finetune_study.py --smoke      # seconds: the CI-sized version
 
-Each run (method x seed) uses the learning core directly on `WidowXSimEnv` — the algorithm, not
-the ROS plumbing (tests/test_integration_graph.py covers the graph):
+Each run (method x seed) drives the product's learning schedule, `parl_robot.rl.trainer.Trainer`
+(the learner node's, without ROS: tests/test_integration_graph.py covers the graph), on
+`WidowXSimEnv`:
   1. record `--demos` scripted noisy demonstrations (the offline data; same seed -> same demos);
-  2. offline: fit state statistics, behaviour-clone the policy, pre-train the critic;
+  2. `Trainer.pretrain`: fit state statistics, behaviour-clone the policy, pre-train the critic;
   3. `--warmup` episodes with the pre-trained agent, no updates (their success = the offline start);
-     then `learner.warmup_critic_steps` critic updates on demos + warm-up episodes (the learner node
-     does the same when its warm-up ends);
-  4. `--online` episodes: every executed step adds `updates_per_step` critic + policy updates
-     (50/50 offline/online batches), acting with the method's rule.
+     then the trainer's critic catch-up on demos + warm-up episodes;
+  4. `--online` episodes: after each action the trainer runs the updates its budget allows
+     (`learner.updates_per_step` per executed step; each a critic and a policy step on two mixed
+     batches), acting with the method's rule.
+Configuration: the task file, the `--profile` overlay (config/profiles/study.yaml: the study's
+shared set-up), `--set` dotted overrides (`learner.cql_alpha=1.0`), then the method's own settings.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
 seed; success per block of 20 online episodes; per block, each PA-RL method's seed-paired difference
 to each baseline and each ablation's to parl_diffusion, with a 95 % bootstrap interval) and <out>.png
@@ -30,9 +34,8 @@ no_critic_catchup (no critic updates between warm-up and the first online episod
 Variants: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
 moves the arm, the executed gripper value comes from a policy sample; acting only);
 parl_policy_gripper_plus_bc (parl_policy_gripper with `learner.filtered_bc_steps: 1`: a filtered BC
-step after each distillation step; the study's best setting, docs/finetune_study.md).
-Diagnostics: parl_offline_distill (online critic updates as usual, distillation batches from the demo
-states only); parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
+step after each distillation step; the study's best setting, config/profiles/recommended.yaml).
+Diagnostic: parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
 BC policy's samples, re-ranked and locally optimized by the online critic).
 """
 
@@ -45,7 +48,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,33 +56,32 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+# Each method's learner settings over the profile and --set ("_cem": the study's own acting rule).
 METHODS: dict[str, dict] = {
     "parl_diffusion": {"policy": "diffusion"},
     "parl_transformer": {"policy": "transformer"},
     "calql_gaussian": {"policy": "gaussian", "policy_update": "reparameterized", "policy_ema_rate": 0.0,
                        "num_samples": 1, "num_kept": 1, "local_steps": 0, "include_dataset_action": False},
-    "rerank_only": {"policy": "diffusion", "local_steps": 0, "_no_policy_updates": True},
-    "filtered_bc": {"policy": "diffusion", "num_samples": 1, "num_kept": 1, "local_steps": 0, "_filtered_bc": True},
+    "rerank_only": {"policy": "diffusion", "local_steps": 0, "policy_update": "none"},
+    "filtered_bc": {"policy": "diffusion", "num_samples": 1, "num_kept": 1, "local_steps": 0,
+                    "policy_update": "filtered_bc"},
     "no_local": {"policy": "diffusion", "local_steps": 0},
     "no_global": {"policy": "diffusion", "num_samples": 1, "num_kept": 1},
     "cem_random": {"policy": "diffusion", "_cem": True},
-    "parl_offline_distill": {"policy": "diffusion", "_distill_offline_only": True},
     "distill_all_states": {"policy": "diffusion", "distill_states": "all"},
     "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
     "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
     "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
-    "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "_no_policy_updates": True},
+    "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "policy_update": "none"},
     "parl_policy_gripper_plus_bc": {"policy": "diffusion", "gripper_from": "policy", "filtered_bc_steps": 1},
 }
-# Learner settings of the study on top of the cpu_demo profile (sessions 3-4, docs/finetune_study.md):
-# with 10 demos the task file's CQL alpha of 5 over-regularizes, 150 critic pre-training steps leave
-# the critic untrained, and the reference's local steps (T = 10, 3e-4) replace the demo's coarse ones;
-# the critic catch-up after warm-up is the learner's default (session 6).
-# `--set` overrides them; each method's own settings override both.
-STUDY_SETTINGS: dict = {"cql_alpha": 0.1, "offline_critic_steps": 1000, "cql_num_actions": 4,
-                        "local_steps": 10, "local_step_size": 3e-4, "warmup_critic_steps": 1000}
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
 ABLATIONS = ("no_local", "no_global", "cem_random", "no_critic_catchup", "distill_all_states")
+SMOKE_OVERRIDES = {"learner.offline_policy_steps": 20, "learner.offline_critic_steps": 10, "learner.warmup_critic_steps": 10}
+
+
+def online_reset_seed(seed: int, episode: int) -> int:
+    return 10_000_000 + seed * 10_007 + episode
 
 
 def cem_action(agent, obs, iterations: int = 3, population: int = 32, elites: int = 6) -> np.ndarray:
@@ -100,99 +101,74 @@ def cem_action(agent, obs, iterations: int = 3, population: int = 32, elites: in
         return mean.clamp(-1, 1).numpy().astype(np.float32)
 
 
+def study_config(task: str, method: str, seed: int, warmup: int, profile: str, overrides: dict | None = None):
+    """The run's validated TaskConfig: task file, profile, `overrides` (dotted keys), then the method."""
+    from parl_robot.config import load_config
+
+    method_settings = {f"learner.{key}": value for key, value in METHODS[method].items() if not key.startswith("_")}
+    return load_config(task=task, overlays=[profile] if profile else [], overrides={
+        **(overrides or {}), **method_settings, "learner.seed": seed, "learner.warmup_episodes": warmup})
+
+
 def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int, profile: str,
-        learner_overrides: dict | None = None) -> dict:
+        overrides: dict | None = None) -> dict:
     import torch
 
-    from parl_robot.config import load_config
     from parl_robot.nets.encoders import ObservationSpec
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
     from parl_robot.rl.losses import achievable_returns
-    from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed, sample_successful
+    from parl_robot.rl.replay_buffer import ReplayBuffer
+    from parl_robot.rl.trainer import Trainer
     from parl_robot.sim.demonstrator import ScriptedDemonstrator
     from parl_robot.sim.env import WidowXSimEnv
+    from parl_robot.sim.record_demos import demo_seed
+    from parl_robot.sim.rollout import rollout
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    options = METHODS[method]
-    cfg = load_config(task=task, overlays=[profile] if profile else [])
-    method_settings = {k: v for k, v in options.items() if not k.startswith("_")}
-    learner = replace(cfg.learner, seed=seed, **{**(learner_overrides or {}), **method_settings})  # the method wins
+    cfg = study_config(task, method, seed, warmup, profile, overrides)
+    learner, max_steps = cfg.learner, cfg.control.max_episode_steps
     env = WidowXSimEnv(cfg)
     spec = ObservationSpec(STATE_DIM)
-    offline = ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount)
-    online_buffer = ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount)
+    agent = PARLAgent(learner, spec, value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.discount))
+    trainer = Trainer(agent, ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount),
+                      ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount), learner)
     demonstrator = ScriptedDemonstrator(cfg, seed=seed)
     demo_successes = 0
     for index in range(demos):
-        obs, _ = env.reset(seed=seed * 100_003 + index, options={"phase": "demo"})
         demonstrator.reset()
-        states, actions, rewards, terminal = [obs["state"]], [], [], False
-        for _ in range(cfg.control.max_episode_steps):
-            action = demonstrator.act(obs["state"])
-            obs, reward, terminal, truncated, _ = env.step(action)
-            states.append(obs["state"]), actions.append(action), rewards.append(reward)
-            if terminal or truncated:
-                break
-        demo_successes += int(terminal)
-        offline.add_episode(EpisodeData(np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards, np.float32), terminal))
-    agent = PARLAgent(learner, spec, value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.discount))
-    agent.fit_state_normalization(offline.states[: len(offline)])
-    rng = np.random.default_rng(seed)
+        episode = rollout(env, lambda obs: demonstrator.act(obs["state"]), max_steps, seed=demo_seed(seed, index), phase="demo")
+        demo_successes += int(episode.terminal)
+        trainer.add_demo(episode)
     started = time.perf_counter()
-    for _ in range(learner.offline_policy_steps):
-        agent.behaviour_clone(offline.gather(offline.sample_indices(learner.batch_size, rng)))
-    for _ in range(learner.offline_critic_steps):
-        agent.update_critic(offline.gather(offline.sample_indices(learner.batch_size, rng)))
+    trainer.pretrain()
     offline_seconds = time.perf_counter() - started
+    choose = (lambda obs: cem_action(agent, obs)) if METHODS[method].get("_cem") else (lambda obs: agent.act(obs)[0])
 
     def act(obs) -> np.ndarray:
-        if options.get("_cem"):
-            return cem_action(agent, obs)
-        return agent.act(obs)[0]
+        action = choose(obs)
+        trainer.online_updates(new_transitions=1)  # as in the learner node: the budget grows with each action
+        return action
 
-    curve, updates = [], 0
-    for episode in range(warmup + online):
-        phase = "warmup" if episode < warmup else "online"
-        if episode == warmup:  # warm-up done: the critic catches up on demos + warm-up episodes
-            for _ in range(learner.warmup_critic_steps):
-                agent.update_critic(sample_mixed(offline, online_buffer, learner.batch_size, learner.online_fraction, rng))
-        obs, _ = env.reset(seed=10_000_000 + seed * 10_007 + episode, options={"phase": phase})
-        states, actions, rewards, terminal = [obs["state"]], [], [], False
-        for _ in range(cfg.control.max_episode_steps):
-            action = act(obs)
-            obs, reward, terminal, truncated, _ = env.step(action)
-            states.append(obs["state"]), actions.append(action), rewards.append(reward)
-            if phase == "online" and len(online_buffer) > 0:
-                for _ in range(max(1, round(learner.updates_per_step))):
-                    batch = sample_mixed(offline, online_buffer, learner.batch_size, learner.online_fraction, rng)
-                    agent.update_critic(batch)
-                    if not options.get("_no_policy_updates"):
-                        if options.get("_filtered_bc"):
-                            successful = sample_successful(offline, online_buffer, learner.batch_size, rng)
-                            if successful is not None:
-                                agent.behaviour_clone(successful)
-                        elif options.get("_distill_offline_only"):  # diagnostic: distil on demo states only
-                            agent.update_policy(offline.gather(offline.sample_indices(learner.batch_size, rng)))
-                        else:
-                            agent.update_policy(batch)
-                            agent.filtered_behaviour_clone(offline, online_buffer, rng)  # learner.filtered_bc_steps
-                    updates += 1
-            if terminal or truncated:
-                break
-        episode_data = EpisodeData(np.array(states, np.float32), np.array(actions, np.float32), np.array(rewards, np.float32), terminal)
-        online_buffer.add_episode(episode_data)
-        curve.append({"episode": episode, "phase": phase, "success": bool(terminal), "steps": len(actions),
-                      "wall_clock_s": round(time.perf_counter() - started, 2), "updates": updates})
+    curve = []
+    for index in range(warmup + online):
+        if trainer.catching_up:  # the learner node holds the next episode meanwhile
+            trainer.catch_up()
+        phase = trainer.phase
+        episode = rollout(env, act, max_steps, seed=online_reset_seed(seed, index), phase=phase)
+        trainer.add_episode(episode, episode.terminal)
+        curve.append({"episode": index, "phase": phase, "success": episode.terminal, "steps": len(episode.actions),
+                      "wall_clock_s": round(time.perf_counter() - started, 2),
+                      "updates": agent.stats.critic_updates_online})
     env.close()
     warm = [c["success"] for c in curve if c["phase"] == "warmup"]
     last = [c["success"] for c in curve if c["phase"] == "online"][-20:]
     return {"method": method, "seed": seed, "task": task, "demo_success_rate": demo_successes / max(demos, 1),
-            "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile,
-                      "learner_overrides": learner_overrides or {}},
+            "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile, "overrides": overrides or {}},
             "offline_seconds": round(offline_seconds, 1), "offline_start": float(np.mean(warm)) if warm else None,
-            "final_20": float(np.mean(last)) if last else None, "curve": curve}
+            "final_20": float(np.mean(last)) if last else None, "learning_paused": trainer.warning or None,
+            "curve": curve}
 
 
 def _report_progress(result: dict, started: float, runs_dir: Path) -> dict:
@@ -202,26 +178,6 @@ def _report_progress(result: dict, started: float, runs_dir: Path) -> dict:
     print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {result['method']} seed {result['seed']}: "
           f"offline start {result['offline_start']}, last 20 online {result['final_20']}", file=sys.stderr, flush=True)
     return result
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    """KEY=VALUE strings -> typed LearnerConfig overrides (type taken from the field's default)."""
-    from dataclasses import fields
-
-    from parl_robot.config import LearnerConfig
-
-    types = {f.name: type(f.default) for f in fields(LearnerConfig)}
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a learner field ({', '.join(sorted(types))})")
-        kind = types[key]
-        try:
-            overrides[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise SystemExit(f"--set {item!r}: {value!r} is not a valid {kind.__name__}") from None
-    return overrides
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -249,6 +205,8 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    from parl_robot.config import ConfigError, parse_overrides
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="cup_to_rack")
     parser.add_argument("--methods", nargs="+", default=["all"])
@@ -256,31 +214,35 @@ def main() -> None:
     parser.add_argument("--demos", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--online", type=int, default=100)
-    parser.add_argument("--profile", default="cpu_demo", help="config overlay ('' = the task file's paper sizes)")
+    parser.add_argument("--profile", default="study", help="config overlay ('' = the task file's paper sizes)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny CI version: 2 methods, 1 seed, a few episodes")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="learner config overrides for every method, e.g. cql_alpha=1.0 offline_critic_steps=1000")
+                        help="dotted config overrides for every method, e.g. learner.cql_alpha=1.0 learner.offline_critic_steps=1000")
     parser.add_argument("--out", default="benchmarks/results/finetune_study")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: rebuild <out>.json/.png from every run saved in <out>.runs/ "
                              "(an interrupted study, or seeds and methods added by later invocations)")
     args = parser.parse_args()
-    overrides = {**STUDY_SETTINGS, **_parse_overrides(args.set)}
-    if args.smoke:
-        args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
-        if args.out == parser.get_default("out"):  # keep the committed study and its saved runs intact
-            args.out = str(Path(tempfile.gettempdir()) / "finetune_study_smoke")
-        overrides = {**overrides, "offline_policy_steps": 20, "offline_critic_steps": 10, "warmup_critic_steps": 10}
     if args.collect:
         results = collect_runs(Path(args.out).with_suffix(".runs"))
         write_report(results, list(dict.fromkeys(r["method"] for r in results)), Path(args.out),
                      {"collected": True, **results[0]["setup"]}, wall_clock_s=None)
         return
+    if args.smoke:
+        args.methods, args.seeds, args.demos, args.warmup, args.online = ["parl_diffusion", "calql_gaussian"], [0], 2, 1, 2
+        if args.out == parser.get_default("out"):  # keep the committed study and its saved runs intact
+            args.out = str(Path(tempfile.gettempdir()) / "finetune_study_smoke")
     methods = list(BASELINES + ABLATIONS) if args.methods == ["all"] else args.methods
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown method(s) {sorted(unknown)}; known: {sorted(METHODS)}")
+    try:
+        overrides = {**(SMOKE_OVERRIDES if args.smoke else {}), **parse_overrides(args.set)}
+        for method in methods:  # fail here, not in a worker minutes later
+            study_config(args.task, method, 0, args.warmup, args.profile, overrides)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     jobs = [(args.task, m, s, args.demos, args.warmup, args.online, args.profile, overrides) for m in methods for s in args.seeds]
     out = Path(args.out)
     runs_dir = out.with_suffix(".runs")

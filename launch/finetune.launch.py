@@ -24,7 +24,7 @@ from launch_ros.actions import Node
 
 from parl_robot.launch_arguments import validate_launch_arguments
 from parl_robot.graph import LAUNCH_ARGUMENTS, RESPAWN_DELAY_S, RESPAWN_LIMIT, finetune_graph
-from parl_robot.nodes.common import NAMESPACE
+from parl_robot.topics import NAMESPACE
 
 
 class NodeFailed(RuntimeError):

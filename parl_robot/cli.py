@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if parsed.command in ("export", "import"):
             return command_export_import(parsed.command, rest)
         if parsed.command == "calibrate":
-            from parl_robot.perception.calibrate_cli import main as calibrate_main
+            from parl_robot.calibrate_cli import main as calibrate_main
 
             return calibrate_main(rest, parse_assignments)
         if parsed.command == "openvla":

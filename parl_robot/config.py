@@ -3,6 +3,9 @@
 Every tunable of the system lives here with its default, so a reader sees the whole
 experiment in one place. Loading is strict: an unknown key, a wrong type or an
 out-of-range value raises :class:`ConfigError` naming the key path, the value and the file.
+Each section checks itself in `__post_init__` (types, ranges, choices, vector lengths, its
+cross-field rules), so every way of building one is checked: YAML, overrides, a constructor call
+in code, `dataclasses.replace`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,44 +27,120 @@ TASKS = ("cup_to_rack", "pot_to_sink", "vegetable_to_sink")
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown, mistyped or out of range."""
+    """A configuration value is missing, unknown, mistyped or out of range.
+
+    Raised by a section's own check with `key` (the field) and `detail` (what is wrong with its
+    value), which the loader turns into the full key path and the file it came from."""
+
+    def __init__(self, message: str, key: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.key, self.detail = key, detail
 
 
-def _range(low: float | None = None, high: float | None = None, choices: tuple | None = None) -> dict:
-    return {"low": low, "high": high, "choices": choices}
-
-
-def _field(default: Any, low: float | None = None, high: float | None = None, choices: tuple | None = None):
+def _field(default: Any, low: float | None = None, high: float | None = None, choices: tuple | None = None,
+           length: int | None = None):
+    """A field with its default and what `Section` checks: a range, choices, or (lists) a length of numbers."""
+    metadata = {"low": low, "high": high, "choices": choices, "length": length}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=_range(low, high, choices))
-    return field(default=default, metadata=_range(low, high, choices))
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checked_value(value: Any, annotation: Any, metadata: Any) -> Any:
+    """`value` as the field stores it (ints of float fields become floats); raises ConfigError with
+    the detail only (the caller names the key)."""
+    def fail(detail: str):
+        raise ConfigError(detail, detail=detail)
+
+    given = value
+    if annotation is float:
+        if not _is_number(value):
+            fail(f"must be a number, got {value!r}")
+        value = float(value)
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"must be an integer, got {value!r}")
+    elif annotation is bool:
+        if not isinstance(value, bool):
+            fail(f"must be true or false, got {value!r}")
+    elif annotation is str:
+        if not isinstance(value, str):
+            fail(f"must be a string, got {value!r}")
+    elif annotation is list or typing.get_origin(annotation) is list:
+        if not isinstance(value, list):
+            fail(f"must be a list, got {value!r}")
+    elif dataclasses.is_dataclass(annotation):
+        if not isinstance(value, annotation):
+            fail(f"must be a {annotation.__name__} (a mapping in YAML), got {value!r}")
+    low, high, choices, length = (metadata.get(k) for k in ("low", "high", "choices", "length"))
+    if choices is not None and value not in choices:
+        fail(f"= {given!r} is not one of {list(choices)}")
+    if low is not None and value < low or high is not None and value > high:
+        fail(f"= {given!r} is out of range [{low}, {high}]")
+    if length is not None and (len(value) != length or not all(_is_number(v) for v in value)):
+        fail(f"must be a list of {length} numbers, got {value!r}")
+    return value
+
+
+class Section:
+    """A config dataclass that validates itself on construction: every field's type and
+    `_field` limits, then the section's cross-field rules (`check`)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            try:
+                setattr(self, f.name, _checked_value(getattr(self, f.name), hints[f.name], f.metadata))
+            except ConfigError as err:
+                raise _field_error(self, f.name, err.detail) from None
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; raise `self.error(key, detail)`."""
+
+    def error(self, key: str, detail: str) -> ConfigError:
+        return _field_error(self, key, detail)
+
+
+def _field_error(section: Section, key: str, detail: str) -> ConfigError:
+    return ConfigError(f"'{type(section).__name__}.{key}' {detail}", key=key, detail=detail)
+
+
+def _check_order(section: Section, low_key: str, high_key: str) -> None:
+    low, high = getattr(section, low_key), getattr(section, high_key)
+    if any(lo >= hi for lo, hi in zip(low, high)):
+        raise section.error(low_key, f"{low} must be below '{high_key}' {high} in every axis")
 
 
 @dataclass
-class TaskInfo:
+class TaskInfo(Section):
     name: str = _field("cup_to_rack", choices=TASKS)
     instruction: str = "put the cup on the drying rack"
 
 
 @dataclass
-class ControlConfig:
+class ControlConfig(Section):
     """How the arm is commanded: rate, action scaling and the safety limits."""
 
     rate_hz: float = _field(5.0, low=0.5, high=20.0)
     max_episode_steps: int = _field(40, low=1, high=10_000)
     # Per-dimension scale mapping a [-1, 1] action onto metres / radians / gripper.
-    action_scale: list = _field([0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0])
+    action_scale: list = _field([0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0], length=7)
     # Hold still after this many control periods without a fresh action.
     watchdog_periods: float = _field(2.0, low=1.0, high=20.0)
     max_translation_per_step_m: float = _field(0.05, low=0.0, high=0.2)
     max_rotation_per_step_rad: float = _field(0.25, low=0.0, high=1.0)
     gripper_threshold: float = _field(0.5, low=0.0, high=1.0)
     # Calibrated workspace box for the end-effector position (metres, robot base frame).
-    safety_box_low: list = _field([0.15, -0.25, 0.04])
-    safety_box_high: list = _field([0.45, 0.25, 0.35])
-    home_xyz: list = _field([0.30, 0.0, 0.20])
+    safety_box_low: list = _field([0.15, -0.25, 0.04], length=3)
+    safety_box_high: list = _field([0.45, 0.25, 0.35], length=3)
+    home_xyz: list = _field([0.30, 0.0, 0.20], length=3)
     # Orientation bounds of the commanded gripper: yaw about world z, and tilt away from pointing down.
-    yaw_limits_rad: list = _field([-1.2, 1.2])
+    yaw_limits_rad: list = _field([-1.2, 1.2], length=2)
     max_tilt_rad: float = _field(0.6, low=0.0, high=1.6)
     # Non-blocking steps as Bridge commands them: the trajectory lasts a little longer than a period
     # (no stop-start between steps), with a short acceleration phase. Both relative to the period.
@@ -77,38 +156,55 @@ class ControlConfig:
     tracking_tolerance_m: float = _field(0.03, low=0.002, high=0.5)
     motor_poll_period_s: float = _field(1.0, low=0.1, high=60.0)
 
+    def check(self) -> None:
+        _check_order(self, "safety_box_low", "safety_box_high")
+        if self.neutral_joints and (len(self.neutral_joints) != 6 or not all(_is_number(v) for v in self.neutral_joints)):
+            raise self.error("neutral_joints", f"must be empty or 6 joint angles (rad), got {self.neutral_joints!r}")
+        if self.accel_time_periods > self.moving_time_periods / 2:
+            raise self.error("accel_time_periods", f"({self.accel_time_periods}) must be at most half of "
+                             f"'moving_time_periods' ({self.moving_time_periods}): the motors' time profile needs it")
+        yaw_low, yaw_high = self.yaw_limits_rad
+        if not -3.15 <= yaw_low < yaw_high <= 3.15:
+            raise self.error("yaw_limits_rad", f"{self.yaw_limits_rad} must be [low, high] within [-pi, pi]")
+
 
 @dataclass
-class SimConfig:
+class SimConfig(Section):
     camera_width: int = _field(128, low=16, high=1024)
     camera_height: int = _field(128, low=16, high=1024)
     camera_rate_hz: float = _field(10.0, low=0.5, high=60.0)
     physics_dt: float = _field(0.002, low=1e-4, high=0.01)
     # Object start region (x, y) and yaw range randomized at every reset.
-    object_xy_low: list = _field([0.26, -0.14])
-    object_xy_high: list = _field([0.34, -0.06])
+    object_xy_low: list = _field([0.26, -0.14], length=2)
+    object_xy_high: list = _field([0.34, -0.06], length=2)
     object_yaw_range: float = _field(0.6, low=0.0, high=3.1416)
     # Distractor objects of the scene: "always" on the table, "never", or "online" = only in
     # online fine-tuning episodes (the paper's pot_to_sink adds its distractor online only).
     distractors: str = _field("always", choices=("always", "never", "online"))
     seed: int = 0
 
+    def check(self) -> None:
+        _check_order(self, "object_xy_low", "object_xy_high")
+
 
 @dataclass
-class RewardConfig:
+class RewardConfig(Section):
     """Sparse success reward from object position and gripper state (paper Sec. 5.2)."""
 
     object_name: str = "cup"
-    target_low: list = _field([0.26, 0.06, 0.02])
-    target_high: list = _field([0.36, 0.16, 0.20])
+    target_low: list = _field([0.26, 0.06, 0.02], length=3)
+    target_high: list = _field([0.36, 0.16, 0.20], length=3)
     require_gripper_open: bool = True
     # Binary success tasks: reward 0 on success, -1 otherwise (best step reward is 0).
     success_reward: float = 1.0
     reward_bias: float = -1.0
 
+    def check(self) -> None:
+        _check_order(self, "target_low", "target_high")
+
 
 @dataclass
-class LearnerConfig:
+class LearnerConfig(Section):
     """PA-RL + Cal-QL hyper-parameters; defaults from the paper's Appendix B unless noted."""
 
     policy: str = _field("diffusion", choices=("diffusion", "gaussian", "transformer", "openvla"))
@@ -192,17 +288,34 @@ class LearnerConfig:
     online_fraction: float = _field(0.5, low=0.0, high=1.0)
     replay_capacity: int = _field(100_000, low=100, high=100_000_000)
     checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)
-    # How the policy learns online: "distill" (PA-RL: supervised loss on optimized actions) or
-    # "reparameterized" (the standard Cal-QL actor: maximize Q - alpha log pi; tanh-Gaussian only).
-    policy_update: str = _field("distill", choices=("distill", "reparameterized"))
+    # How the policy learns in each online update (parl_robot/rl/policy_updates.py): "distill" (PA-RL:
+    # supervised loss on optimized actions), "reparameterized" (the standard Cal-QL actor: maximize
+    # Q - alpha log pi; tanh-Gaussian only), "filtered_bc" (behaviour cloning on successful episodes)
+    # or "none" (the offline policy, re-ranked by the online critic). The last three are baselines.
+    policy_update: str = _field("distill", choices=("distill", "reparameterized", "filtered_bc", "none"))
     entropy_alpha: float = _field(0.01, low=0.0, high=10.0)
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)
     seed: int = 0
 
+    def check(self) -> None:
+        if self.num_kept > self.num_samples:
+            raise self.error("num_kept", f"({self.num_kept}) must not exceed 'num_samples' ({self.num_samples})")
+        if self.policy == "openvla" and self.observation != "image":
+            raise self.error("policy", "openvla reads camera images; set 'observation' to image")
+        if self.policy == "openvla" and self.policy_ema_rate > 0:
+            raise self.error("policy_ema_rate", "must be 0 for openvla (an averaged copy of 7B weights does not fit "
+                                                "beside them); config/profiles/openvla.yaml sets it")
+        if self.action_cache_size and self.action_cache_size < self.num_samples:
+            raise self.error("action_cache_size", f"({self.action_cache_size}) must be 0 or at least 'num_samples' "
+                                                  f"({self.num_samples}), the samples the optimizer draws from it")
+        if self.policy_update == "reparameterized" and self.policy != "gaussian":
+            raise self.error("policy_update", f"reparameterized needs the gaussian policy (its reparameterized "
+                                              f"samples), not {self.policy!r}")
+
 
 @dataclass
-class EpisodeConfig:
+class EpisodeConfig(Section):
     num_demos: int = _field(10, low=0, high=100_000)
     num_online_episodes: int = _field(12, low=0, high=1_000_000)
     auto_reset: bool = True  # sim: reset without an operator
@@ -211,12 +324,12 @@ class EpisodeConfig:
 
 
 @dataclass
-class TeleopConfig:
+class TeleopConfig(Section):
     """Operator take-over: `sensor_msgs/Joy` mapping (SpaceMouse / joystick) and stream timeouts."""
 
     # Joy axis index for each of dx, dy, dz, droll, dpitch, dyaw (-1: unused), and a scale (sign) each.
-    joy_axes: list = _field([0, 1, 2, 3, 4, 5])
-    joy_axis_scale: list = _field([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    joy_axes: list = _field([0, 1, 2, 3, 4, 5], length=6)
+    joy_axis_scale: list = _field([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], length=6)
     deadband: float = _field(0.1, low=0.0, high=0.9)
     gripper_button: int = _field(0, low=-1, high=64)  # a press toggles open/closed
     takeover_button: int = _field(1, low=-1, high=64)  # a press toggles the intervention
@@ -226,7 +339,7 @@ class TeleopConfig:
 
 
 @dataclass
-class UIConfig:
+class UIConfig(Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = _field(8080, low=1, high=65535)
@@ -234,7 +347,7 @@ class UIConfig:
 
 
 @dataclass
-class PerceptionConfig:
+class PerceptionConfig(Section):
     """How the hardware graph knows where the task object is (the sim publishes ground truth)."""
 
     # "colour": largest blob in an HSV range; "aruco": an ArUco marker stuck on top of the object.
@@ -242,17 +355,20 @@ class PerceptionConfig:
     # Camera model from `parl-robot calibrate`: intrinsics + robot->camera pose of the published images.
     calibration_file: str = "calibration/camera.yaml"
     # HSV (OpenCV: H 0-179, S and V 0-255) range of the task object's colour.
-    object_hsv_low: list = _field([95, 120, 50])
-    object_hsv_high: list = _field([125, 255, 255])
+    object_hsv_low: list = _field([95, 120, 50], length=3)
+    object_hsv_high: list = _field([125, 255, 255], length=3)
     # Height above the table of the plane the blob's centroid is mapped onto (about the object's centre).
     object_plane_height_m: float = _field(0.04, low=0.0, high=0.5)
     min_blob_area_px: int = _field(15, low=1, high=1_000_000)
     object_marker_id: int = _field(0, low=0, high=999)
     aruco_dictionary: str = _field("DICT_4X4_50", choices=("DICT_4X4_50", "DICT_5X5_100", "DICT_6X6_250", "DICT_ARUCO_ORIGINAL"))
 
+    def check(self) -> None:
+        _check_order(self, "object_hsv_low", "object_hsv_high")
+
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Section):
     task: TaskInfo = field(default_factory=TaskInfo)
     control: ControlConfig = field(default_factory=ControlConfig)
     teleop: TeleopConfig = field(default_factory=TeleopConfig)
@@ -263,9 +379,6 @@ class TaskConfig:
     ui: UIConfig = field(default_factory=UIConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
-    def __post_init__(self) -> None:
-        _check_lengths(self)
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -275,130 +388,26 @@ class TaskConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-_VECTOR_LENGTHS = {
-    "control.action_scale": 7,
-    "control.safety_box_low": 3,
-    "control.safety_box_high": 3,
-    "control.home_xyz": 3,
-    "sim.object_xy_low": 2,
-    "sim.object_xy_high": 2,
-    "reward.target_low": 3,
-    "reward.target_high": 3,
-    "control.yaw_limits_rad": 2,
-    "teleop.joy_axes": 6,
-    "teleop.joy_axis_scale": 6,
-    "perception.object_hsv_low": 3,
-    "perception.object_hsv_high": 3,
-}
-
-
-def _get_path(cfg: TaskConfig, dotted: str) -> Any:
-    value: Any = cfg
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _check_lengths(cfg: TaskConfig, source: str = "<defaults>") -> None:
-    for dotted, length in _VECTOR_LENGTHS.items():
-        value = _get_path(cfg, dotted)
-        if len(value) != length or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{source}: '{dotted}' must be a list of {length} numbers, got {value!r}")
-    for low_key, high_key in (
-        ("control.safety_box_low", "control.safety_box_high"),
-        ("sim.object_xy_low", "sim.object_xy_high"),
-        ("reward.target_low", "reward.target_high"),
-        ("perception.object_hsv_low", "perception.object_hsv_high"),
-    ):
-        low, high = _get_path(cfg, low_key), _get_path(cfg, high_key)
-        if any(lo >= hi for lo, hi in zip(low, high)):
-            raise ConfigError(f"{source}: '{low_key}' {low} must be below '{high_key}' {high} in every axis")
-    if cfg.control.neutral_joints and (
-        len(cfg.control.neutral_joints) != 6
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cfg.control.neutral_joints)
-    ):
-        raise ConfigError(f"{source}: 'control.neutral_joints' must be empty or 6 joint angles (rad), got {cfg.control.neutral_joints!r}")
-    if cfg.control.accel_time_periods > cfg.control.moving_time_periods / 2:
-        raise ConfigError(
-            f"{source}: 'control.accel_time_periods' ({cfg.control.accel_time_periods}) must be at most half of "
-            f"'control.moving_time_periods' ({cfg.control.moving_time_periods}): the motors' time profile needs it"
-        )
-    yaw_low, yaw_high = cfg.control.yaw_limits_rad
-    if not -3.15 <= yaw_low < yaw_high <= 3.15:
-        raise ConfigError(f"{source}: 'control.yaw_limits_rad' {cfg.control.yaw_limits_rad} must be [low, high] within [-pi, pi]")
-    if cfg.learner.num_kept > cfg.learner.num_samples:
-        raise ConfigError(
-            f"{source}: 'learner.num_kept' ({cfg.learner.num_kept}) must not exceed "
-            f"'learner.num_samples' ({cfg.learner.num_samples})"
-        )
-    if cfg.learner.policy == "openvla" and cfg.learner.observation != "image":
-        raise ConfigError(f"{source}: 'learner.policy' openvla reads camera images; set 'learner.observation' to image")
-    if cfg.learner.policy == "openvla" and cfg.learner.policy_ema_rate > 0:
-        raise ConfigError(
-            f"{source}: 'learner.policy_ema_rate' must be 0 for openvla (an averaged copy of 7B weights "
-            "does not fit beside them); config/profiles/openvla.yaml sets it"
-        )
-    if cfg.learner.action_cache_size and cfg.learner.action_cache_size < cfg.learner.num_samples:
-        raise ConfigError(
-            f"{source}: 'learner.action_cache_size' ({cfg.learner.action_cache_size}) must be 0 or at least "
-            f"'learner.num_samples' ({cfg.learner.num_samples}), the samples the optimizer draws from it"
-        )
-
-
-def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
-        return value
-    if annotation is list or origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, key, source)
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{source}: '{key}' has an unsupported union type")
-    return value
-
-
 def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    """A section from a mapping: unknown keys refused, nested sections built, then the section's
+    own checks, with errors naming the full key path and `source`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: '{prefix or '<root>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in known:
             raise ConfigError(f"{source}: unknown key '{dotted}' (known: {', '.join(sorted(known))})")
-        coerced = _coerce(value, hints[key], dotted, source)
-        meta = known[key].metadata
-        low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
-        if choices is not None and coerced not in choices:
-            raise ConfigError(f"{source}: '{dotted}' = {value!r} is not one of {list(choices)}")
-        if low is not None and coerced < low or high is not None and coerced > high:
-            raise ConfigError(f"{source}: '{dotted}' = {value!r} is out of range [{low}, {high}]")
-        kwargs[key] = coerced
-    if cls is TaskConfig:
-        cfg = TaskConfig.__new__(TaskConfig)
-        for f in dataclasses.fields(TaskConfig):
-            setattr(cfg, f.name, kwargs.get(f.name, f.default_factory()))  # type: ignore[misc]
-        _check_lengths(cfg, source)
-        return cfg
-    return cls(**kwargs)
+        kwargs[key] = _build(hints[key], value, dotted, source) if dataclasses.is_dataclass(hints[key]) else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if err.key is None:  # already names its key path and source
+            raise
+        dotted = f"{prefix}.{err.key}" if prefix else err.key
+        raise ConfigError(f"{source}: '{dotted}' {err.detail}", key=None) from None
 
 
 def config_from_dict(data: dict, source: str = "<dict>") -> TaskConfig:
@@ -447,16 +456,52 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+_OVERRIDE_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_][\w.]*\s*=)")  # a comma that starts the next key=value
+
+
+def parse_overrides(overrides: str | list[str] | dict | None) -> dict:
+    """Dotted-key overrides in the one form the nodes (`overrides` parameter), the CLI (`overrides:=`)
+    and the study (`--set`) all accept: a JSON object (`{"learner.cql_alpha": 1.0}`, or such a dict),
+    or `key=value` items (a list, or one string with the items separated by commas). A value is
+    parsed as JSON when it parses (`1.5`, `10`, `true`, `[0.3, 0, 0.2]`) and kept as a string
+    otherwise. Keys and values are checked by `load_config`, like file values."""
+    if overrides is None or isinstance(overrides, dict):
+        return dict(overrides or {})
+    if isinstance(overrides, str):
+        text = overrides.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                raise ConfigError(f"overrides are not valid JSON ({err}): {text}") from None
+            if not isinstance(value, dict):
+                raise ConfigError(f"overrides must be a JSON object of dotted keys, got {text}")
+            return value
+        overrides = [item for item in _OVERRIDE_SEPARATOR.split(text) if item.strip()]
+    parsed = {}
+    for item in overrides:
+        key, separator, raw = (part.strip() for part in item.partition("="))
+        if not separator or not key:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. learner.cql_alpha=1.0)")
+        try:
+            parsed[key] = json.loads(raw)
+        except ValueError:
+            parsed[key] = raw
+    return parsed
+
+
 def load_config(
     path: str | Path | None = None,
     task: str | None = None,
-    overrides: dict | None = None,
+    overrides: dict | str | list[str] | None = None,
     overlays: list[str | Path] | None = None,
 ) -> TaskConfig:
     """Load a task config from `path` (or the packaged file for `task`), merge `overlays` (partial
     YAML files, e.g. `config/profiles/cpu_demo.yaml`), then apply dotted `overrides` such as
-    ``{"episodes.num_online_episodes": 3}``. Everything is validated like file values.
+    ``{"episodes.num_online_episodes": 3}`` (any form `parse_overrides` reads). Everything is
+    validated like file values.
     """
+    overrides = parse_overrides(overrides)
     if not path:
         if task is None:
             raise ConfigError("load_config needs a config path or a task name")
@@ -477,7 +522,7 @@ def load_config(
         sources.append(str(overlay_path))
     if task is not None and data.get("task", {}).get("name", task) != task:
         raise ConfigError(f"{path}: task.name is '{data['task']['name']}' but task '{task}' was requested")
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from parl_robot.launch_arguments import LAUNCH_ARGUMENTS, truthy
-from parl_robot.nodes.common import NAMESPACE
+from parl_robot.topics import NAMESPACE
 
 RESPAWN_LIMIT = 3
 RESPAWN_DELAY_S = 2.0

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from parl_robot.config import TASKS, ConfigError, LearnerConfig, load_config
+from parl_robot.config import parse_overrides as config_parse_overrides
 
 LAUNCH_ARGUMENTS = {
     "task": ("cup_to_rack", "task name: config/tasks/<task>.yaml"),
@@ -46,29 +47,12 @@ def _suggest(value: str, choices) -> str:
 
 
 def parse_overrides(text: str) -> dict:
-    """`overrides:=` as a JSON object of dotted keys, or `key=value[,key=value]` (values parsed as JSON
-    when they parse, else kept as strings)."""
-    text = text.strip()
-    if not text:
-        return {}
-    if text.startswith(("{", "[", '"')):
-        try:
-            value = json.loads(text)
-        except ValueError as err:
-            raise LaunchArgumentError(f"overrides:= is not valid JSON ({err.msg} at character {err.pos}): {text}") from None
-        if not isinstance(value, dict):
-            raise LaunchArgumentError(f"overrides:= must be a JSON object of dotted keys, got {text}")
-        return value
-    overrides = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise LaunchArgumentError(f"overrides:= expects JSON or key=value pairs separated by commas, got '{item}'")
-        key, raw = (part.strip() for part in item.split("=", 1))
-        try:
-            overrides[key] = json.loads(raw)
-        except ValueError:
-            overrides[key] = raw
-    return overrides
+    """`overrides:=` in the project's one override syntax (`config.parse_overrides`: a JSON object of
+    dotted keys, or `key=value` items separated by commas), with errors that name the argument."""
+    try:
+        return config_parse_overrides(text)
+    except ConfigError as err:
+        raise LaunchArgumentError(f"overrides:= {err}") from None
 
 
 def check_store_dir(path: str | Path) -> Path:

@@ -21,7 +21,7 @@ def _load(name):
 def test_finetune_study_runs_each_kind_of_method(method):
     study = _load("finetune_study")
     result = study.run("cup_to_rack", method, seed=0, demos=2, warmup=1, online=1, profile="cpu_demo",
-                       learner_overrides={"offline_policy_steps": 20, "offline_critic_steps": 10})
+                       overrides={"learner.offline_policy_steps": 20, "learner.offline_critic_steps": 10})
     assert [c["phase"] for c in result["curve"]] == ["warmup", "online"]
     assert result["curve"][-1]["updates"] > 0 or method == "filtered_bc" and result["curve"][-1]["steps"] == 0
     assert 0.0 <= result["demo_success_rate"] <= 1.0 and result["offline_start"] in (0.0, 1.0)
@@ -33,7 +33,7 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
     study = _load("finetune_study")
     runs_dir = tmp_path / "study.runs"
     runs_dir.mkdir()
-    setup = {"demos": 10, "warmup": 2, "online": 3, "profile": "cpu_demo", "learner_overrides": {}}
+    setup = {"demos": 10, "warmup": 2, "online": 3, "profile": "cpu_demo", "overrides": {}}
     for method, seed, successes in [("filtered_bc", 0, [0, 1, 1, 1, 1]), ("parl_diffusion", 1, [0, 0, 1, 1, 1]),
                                     ("parl_diffusion", 0, [1, 0, 0, 0, 1])]:
         curve = [{"episode": i, "phase": "warmup" if i < 2 else "online", "success": bool(x), "wall_clock_s": i}
@@ -100,14 +100,21 @@ def test_finetune_study_rejects_unknown_methods(monkeypatch, tmp_path):
         study.main()
 
 
-def test_finetune_study_set_overrides_are_typed_and_checked():
+def test_finetune_study_set_overrides_are_typed_and_checked(monkeypatch, tmp_path):
+    from parl_robot.config import parse_overrides
+
     study = _load("finetune_study")
-    assert study._parse_overrides(["cql_alpha=1.5", "local_steps=0", "include_dataset_action=false"]) == {
-        "cql_alpha": 1.5, "local_steps": 0, "include_dataset_action": False}
-    with pytest.raises(SystemExit, match="not a learner field|KEY=VALUE"):
-        study._parse_overrides(["warp_speed=9"])
-    with pytest.raises(SystemExit, match="not a valid int"):
-        study._parse_overrides(["local_steps=many"])
+    overrides = parse_overrides(["learner.cql_alpha=1.5", "learner.local_steps=0", "learner.include_dataset_action=false"])
+    assert overrides == {"learner.cql_alpha": 1.5, "learner.local_steps": 0, "learner.include_dataset_action": False}
+    learner = study.study_config("cup_to_rack", "parl_diffusion", 3, 20, "study", overrides).learner
+    assert (learner.cql_alpha, learner.local_steps, learner.include_dataset_action, learner.seed) == (1.5, 0, False, 3)
+    assert study.study_config("cup_to_rack", "no_local", 0, 20, "study", {"learner.local_steps": 5}).learner.local_steps == 0
+    for items, fragment in ((["learner.warp_speed=9"], "unknown key 'learner.warp_speed'"),
+                            (["learner.local_steps=many"], "'learner.local_steps' must be an integer, got 'many'")):
+        monkeypatch.setattr(sys, "argv", ["finetune_study.py", "--methods", "parl_diffusion", "--out", str(tmp_path / "x"),
+                                          "--set", *items])
+        with pytest.raises(SystemExit, match=fragment):
+            study.main()
 
 
 def test_openvla_benchmark_tiny_cpu(monkeypatch, tmp_path):

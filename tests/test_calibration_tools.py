@@ -11,7 +11,7 @@ import yaml
 
 from parl_robot.cli import main
 from parl_robot.config import REPO_ROOT, ConfigError, load_config
-from parl_robot.perception.calibrate_cli import write_safety_box
+from parl_robot.calibrate_cli import write_safety_box
 from parl_robot.perception.calibration import (
     CalibrationError, CameraModel, ExtrinsicSamples, Intrinsics, MarkerSample, camera_matrix_for_output,
     centre_crop_box, load_extrinsic_samples, load_task_points,

@@ -1,6 +1,9 @@
+import dataclasses
+import json
+
 import pytest
 
-from parl_robot.config import ConfigError, TASKS, load_config
+from parl_robot.config import TASKS, ConfigError, LearnerConfig, load_config, parse_overrides
 
 
 def test_packaged_task_config_loads():
@@ -65,3 +68,49 @@ def test_openvla_refuses_a_policy_moving_average():
         load_config(task="cup_to_rack", overrides={"learner.policy": "openvla", "learner.observation": "image"})
     cfg = load_config(task="cup_to_rack", overlays=["openvla"])
     assert cfg.learner.policy_ema_rate == 0.0 and cfg.learner.distill_lr == cfg.learner.policy_lr
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda cfg: dataclasses.replace(cfg.learner, num_samples=0), "'LearnerConfig.num_samples' = 0 is out of range"),
+        (lambda cfg: dataclasses.replace(cfg.learner, num_kept=64), "'LearnerConfig.num_kept' (64) must not exceed"),
+        (lambda cfg: LearnerConfig(cql_alpha="high"), "'LearnerConfig.cql_alpha' must be a number, got 'high'"),
+        (lambda cfg: dataclasses.replace(cfg.control, home_xyz=[0.3, 0.0]), "'ControlConfig.home_xyz' must be a list of 3"),
+        (lambda cfg: dataclasses.replace(cfg, learner={"policy": "gaussian"}), "'TaskConfig.learner' must be a LearnerConfig"),
+        (lambda cfg: LearnerConfig(policy_update="reparameterized"), "'LearnerConfig.policy_update' reparameterized needs"),
+    ],
+)
+def test_every_construction_path_checks_ranges_naming_key_and_value(build, fragment):
+    with pytest.raises(ConfigError) as err:
+        build(load_config(task="cup_to_rack"))
+    assert fragment in str(err.value)
+
+
+def test_float_fields_take_integers_as_floats():
+    assert LearnerConfig(cql_alpha=1).cql_alpha == 1.0 and isinstance(LearnerConfig(cql_alpha=1).cql_alpha, float)
+
+
+def test_one_override_parser_reads_json_and_key_value_forms():
+    expected = {"learner.cql_alpha": 1.5, "learner.include_dataset_action": False, "control.home_xyz": [0.3, 0, 0.2],
+                "episodes.store_dir": "runs/x"}
+    as_json = json.dumps(expected)
+    as_text = "learner.cql_alpha=1.5, learner.include_dataset_action=false,control.home_xyz=[0.3,0,0.2],episodes.store_dir=runs/x"
+    as_items = ["learner.cql_alpha=1.5", "learner.include_dataset_action=false", "control.home_xyz=[0.3, 0, 0.2]",
+                "episodes.store_dir=runs/x"]
+    for form in (as_json, as_text, as_items, expected):
+        assert parse_overrides(form) == expected
+    assert parse_overrides("") == parse_overrides(None) == {}
+    cfg = load_config(task="cup_to_rack", overrides=as_text)
+    assert cfg.learner.cql_alpha == 1.5 and cfg.control.home_xyz == [0.3, 0, 0.2]
+    for bad, fragment in (("{not json", "not valid JSON"), ("[1, 2]", "not key=value"), ("learner.cql_alpha", "not key=value")):
+        with pytest.raises(ConfigError, match=fragment):
+            parse_overrides(bad)
+
+
+def test_recommended_profile_is_the_study_setup_plus_its_best_variant():
+    recommended = load_config(task="cup_to_rack", overlays=["recommended"])
+    study = load_config(task="cup_to_rack", overlays=["study"],
+                        overrides={"learner.gripper_from": "policy", "learner.filtered_bc_steps": 1})
+    assert recommended == study
+    assert recommended.learner.cql_alpha == 0.1 and recommended.learner.gripper_from == "policy"

@@ -6,7 +6,7 @@ import pytest
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.graph import NodeSpec, finetune_graph, ros_arguments
 from parl_robot.launcher import launch
-from parl_robot.rl.replay_buffer import EpisodeData
+from parl_robot.data.episode import EpisodeData
 
 
 def make_episode(steps=4, images=False):

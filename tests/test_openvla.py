@@ -49,7 +49,8 @@ from parl_robot.policies.openvla.tiny import (  # noqa: E402
 from parl_robot.policies.openvla.vision import DINO_MEAN, DINO_STD, unused_checkpoint_prefixes  # noqa: E402
 from parl_robot.rl.agent import PARLAgent  # noqa: E402
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer  # noqa: E402
+from parl_robot.data.episode import EpisodeData  # noqa: E402
+from parl_robot.rl.replay_buffer import ReplayBuffer  # noqa: E402
 
 SCALE = [0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0]
 INSTRUCTION = "Put the cup on the drying rack"

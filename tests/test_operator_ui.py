@@ -10,7 +10,7 @@ import pytest
 from operator_ui.app import REQUEST_HEADER, create_app
 from operator_ui.state import OperatorState, success_curve
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
-from parl_robot.rl.replay_buffer import EpisodeData
+from parl_robot.data.episode import EpisodeData
 
 
 class RecordingGraph:

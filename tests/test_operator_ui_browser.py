@@ -26,7 +26,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from operator_ui.app import create_app  # noqa: E402
 from operator_ui.state import OperatorState  # noqa: E402
 from parl_robot.data.episode_store import EpisodeRecord  # noqa: E402
-from parl_robot.rl.replay_buffer import EpisodeData  # noqa: E402
+from parl_robot.data.episode import EpisodeData  # noqa: E402
 from test_operator_ui import RecordingGraph, _store_with_episodes  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -5,14 +5,17 @@ import pytest
 import torch
 
 from parl_robot.config import LearnerConfig
+from parl_robot.data.episode import EpisodeData
 from parl_robot.nets.critic import HLGauss, TwinCritic
 from parl_robot.nets.encoders import ObservationSpec, ResNet18Encoder, random_shift
 from parl_robot.policies import build_policy
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
+from parl_robot.rl.filtered_bc import filtered_bc_steps
 from parl_robot.rl.losses import achievable_returns, calql_regularizer, discounted_returns, expectile_loss, td_loss
-from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_successful
+from parl_robot.rl.policy_updates import actor_step
+from parl_robot.rl.replay_buffer import ReplayBuffer, sample_successful
 
 SPEC = ObservationSpec(state_dim=3)
 
@@ -253,7 +256,7 @@ def test_filtered_bc_steps_clone_successful_episodes_after_each_policy_update():
 
     off = PARLAgent(small_cfg(policy="diffusion", batch_size=64), ObservationSpec(1), action_dim=2)
     before = [p.clone() for p in off.policy.parameters()]
-    assert off.filtered_behaviour_clone(demos, online, np.random.default_rng(0)) == 0  # default 0: PA-RL as published
+    assert filtered_bc_steps(off, demos, online, np.random.default_rng(0)) == 0  # default 0: PA-RL as published
     assert all(torch.equal(a, b) for a, b in zip(before, off.policy.parameters()))
 
     agent = PARLAgent(small_cfg(policy="diffusion", batch_size=64, filtered_bc_steps=3, policy_lr=3e-3), ObservationSpec(1),
@@ -263,13 +266,13 @@ def test_filtered_bc_steps_clone_successful_episodes_after_each_policy_update():
     agent.policy.supervised_loss = lambda o, actions: cloned_actions.append(actions.clone()) or original_loss(o, actions)
     rng = np.random.default_rng(0)
     for _ in range(60):
-        assert agent.filtered_behaviour_clone(demos, online, rng) == 3
+        assert filtered_bc_steps(agent, demos, online, rng) == 3
     assert agent.stats.filtered_bc_updates == agent.stats.bc_updates == 180
     assert all(torch.all(actions == 0.6) for actions in cloned_actions)  # never a failed episode's action
     assert agent.policy.sample(obs, 200).mean().item() > 0.3  # the policy moved to the successful actions
 
     nothing = marked_buffer((1.0, -0.6, False), action_dim=2)
-    assert agent.filtered_behaviour_clone(nothing, nothing, rng) == 0 and agent.stats.filtered_bc_updates == 180
+    assert filtered_bc_steps(agent, nothing, nothing, rng) == 0 and agent.stats.filtered_bc_updates == 180
 
 
 def test_checkpoint_round_trip_reproduces_actions(tmp_path):
@@ -376,8 +379,8 @@ def test_reparameterized_actor_baseline_climbs_q_and_leaves_the_critic_alone():
     critic_before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
     start = policy_q()
     for _ in range(60):
-        agent.update_policy(batch)
+        actor_step(agent, batch)
     assert policy_q() > start
     assert all(torch.equal(critic_before[k], v) for k, v in agent.critic.state_dict().items())
     with pytest.raises(ValueError, match="needs the gaussian policy"):
-        PARLAgent(small_cfg(policy="diffusion", policy_update="reparameterized"), SPEC, action_dim=2).update_policy(batch)
+        actor_step(PARLAgent(small_cfg(policy="diffusion", policy_update="reparameterized"), SPEC, action_dim=2), batch)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parl_robot.rl.replay_buffer import EpisodeData
+from parl_robot.data.episode import EpisodeData
 
 LOG = logging.getLogger(__name__)
 META = "meta.json"

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
-from parl_robot.rl.replay_buffer import EpisodeData
+from parl_robot.data.episode import EpisodeData
 
 FORMAT = "parl_robot.hdf5"
 VERSION = 1

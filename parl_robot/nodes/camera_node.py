@@ -26,7 +26,7 @@ from std_msgs.msg import String
 
 from parl_robot.nodes import common
 from parl_robot.perception.calibration import centre_crop_box
-from parl_robot.perception.frame_grabber import Frame, FrameGrabber
+from parl_robot.perception.frame_grabber import Frame, FrameGrabber, open_capture
 
 RECONNECT_INTERVAL_S = 1.0
 STALE_AFTER_S = 1.0  # warn when the newest frame is older than this
@@ -40,17 +40,6 @@ def crop_and_resize(frame_bgr: np.ndarray, width: int, height: int) -> np.ndarra
     x0, y0, crop_w, crop_h = centre_crop_box(frame_bgr.shape[1], frame_bgr.shape[0], width, height)
     resized = cv2.resize(frame_bgr[y0 : y0 + crop_h, x0 : x0 + crop_w], (width, height), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-
-
-def open_capture(device: str, width: int, height: int, fps: float) -> cv2.VideoCapture:
-    source = int(device) if device.isdigit() else device
-    capture = cv2.VideoCapture(source)
-    if not capture.isOpened():
-        raise RuntimeError(f"camera '{device}' could not be opened (does the device exist? try `v4l2-ctl --list-devices`)")
-    capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-    capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-    capture.set(cv2.CAP_PROP_FPS, fps)
-    return capture
 
 
 def capture_stamp(now: Time, now_monotonic: float, frame: Frame) -> Time:

@@ -18,36 +18,34 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from parl_robot.config import TaskConfig, load_config
+from parl_robot.config import TaskConfig, load_config, parse_overrides
 from parl_robot.nodes import STOP, StopRequest  # noqa: F401  (StopRequest: re-exported for the page node)
-
-NAMESPACE = "parl"
-
-# Topic and service names, relative to the namespace (see docs/topics.md).
-CAMERA_IMAGE = "camera/image_raw"
-CAMERA_STATUS = "camera/status"  # JSON at 1 Hz: fps, age_s of the newest frame, identical frames, connected
-ROBOT_STATE = "robot/state"
-ROBOT_EE_POSE = "robot/ee_pose"
-ROBOT_ACTION = "robot/action"
-ROBOT_STATUS = "robot/status"
-OBJECT_POSES = "objects/poses"
-REWARD = "reward"
-REWARD_SUCCESS = "reward/success"
-EPISODE_EVENT = "episode/event"
-EPISODE_STATE = "episode/state"  # JSON: state, episode, steps, held (why); latched, transient-local
-LEARNER_STATS = "learner/stats"
-LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_ms, image_stamp
-SRV_ESTOP = "robot/estop"
-SRV_ESTOP_CLEAR = "robot/estop_clear"
-SRV_HOME = "robot/home"
-SRV_REBOOT_MOTORS = "robot/reboot_motors"
-TELEOP_JOY = "teleop/joy"  # sensor_msgs/Joy from the joy / spacenav driver
-TELEOP_ACTION = "teleop/action"  # Float32MultiArray (7) from the page; dim[0].label "takeover" or "release"
-ROBOT_EXECUTED = "robot/executed"  # JSON per step: step, action executed, source policy/intervention/held, refused
-ROBOT_SAFETY = "robot/safety"  # JSON: state ok/held, reasons, fault, since (latched, transient-local)
-SRV_SIM_RESET = "sim/reset"
-
-CAMERA_FRAME_ID = "third_person_camera"
+from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the nodes beside their QoS)
+    CAMERA_FRAME_ID,
+    CAMERA_IMAGE,
+    CAMERA_STATUS,
+    EPISODE_EVENT,
+    EPISODE_STATE,
+    LEARNER_STATS,
+    LEARNER_TIMING,
+    NAMESPACE,
+    OBJECT_POSES,
+    REWARD,
+    REWARD_SUCCESS,
+    ROBOT_ACTION,
+    ROBOT_EE_POSE,
+    ROBOT_SAFETY,
+    ROBOT_STATE,
+    ROBOT_STATUS,
+    SRV_ESTOP,
+    SRV_ESTOP_CLEAR,
+    SRV_HOME,
+    SRV_REBOOT_MOTORS,
+    SRV_SIM_RESET,
+    TELEOP_ACTION,
+    TELEOP_JOY,
+    ROBOT_EXECUTED,
+)
 
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -79,8 +77,7 @@ def declare_task_config(node: Node) -> TaskConfig:
     overlay = node.declare_parameter("overlay", "").value
     policy = node.declare_parameter("policy", "").value
     store_dir = node.declare_parameter("store_dir", "").value
-    overrides_json = node.declare_parameter("overrides", "").value
-    overrides = json.loads(overrides_json) if overrides_json else {}
+    overrides = parse_overrides(node.declare_parameter("overrides", "").value)  # JSON or key=value items
     if policy:
         overrides["learner.policy"] = policy
     if store_dir:

@@ -1,12 +1,15 @@
 """Learner node: acts at the control rate with PA-RL action optimization and learns in a thread.
 
+The ROS side of learning: sensors in, actions and `learner/stats` out, episodes recorded from
+`episode/event` and stored. The schedule itself (offline pre-training, warm-up, the critic's
+catch-up, the online update budget) is `parl_robot.rl.trainer.Trainer`, the same one the sim study
+runs; this node calls it from its learning thread, under the lock that acting takes too.
+
 Start-up: resume from the last checkpoint and every stored episode (demos -> offline buffer,
-online episodes -> online buffer); without a checkpoint, behaviour-clone the demos and pre-train
-the critic (phase `offline`). Then `warmup` episodes run the pre-trained policy without updates;
-when they end the critic catches up on demos + warm-up episodes (`learner.warmup_critic_steps`;
-stats say `catching_up` and the episode manager holds the next episode meanwhile), and `online`
-interleaves critic and distillation updates (UTD `learner.updates_per_step`) with acting. Every
-labelled episode is saved atomically before `saved` is announced; a checkpoint follows.
+online episodes -> online buffer; aborted ones stay on disk only); without a checkpoint, the trainer
+pre-trains (phase `offline`). While the critic catches up after warm-up, stats say `catching_up` and
+the episode manager holds the next episode. Every labelled episode is saved atomically before
+`saved` is announced; a checkpoint follows.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
 
+from parl_robot.data.episode import EpisodeData
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.nodes import common
 from parl_robot.observation import STATE_DIM, state_vector
 from parl_robot.perception.object_poses import decode_object_poses
-from parl_robot.rl.agent import NumericalInstability, PARLAgent
+from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
 from parl_robot.rl.losses import achievable_returns
-from parl_robot.rl.replay_buffer import EpisodeData, ReplayBuffer, sample_mixed
+from parl_robot.rl.replay_buffer import ReplayBuffer
+from parl_robot.rl.trainer import OFFLINE, Trainer
 
 
 class EpisodeRecorder:
@@ -88,16 +93,11 @@ class LearnerNode(Node):
         self.offline = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
         self.online = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
         self.agent.attach_action_caches([self.offline, self.online])  # big policies (learner.action_cache_size)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one update at a time, never during an action's computation
         self.stop_event = threading.Event()
-        self.phase = "offline"
-        self.offline_progress = 0.0
-        self.online_episodes = 0
-        self.online_successes = 0
-        self.online_transitions = 0
-        self.updates_since_version = 0
-        self.warning = ""
-        self.learning_paused = False
+        self.trainer = Trainer(self.agent, self.offline, self.online, learner, lock=self.lock, log=self.get_logger(),
+                               checkpoint=self._checkpoint)
+        self.warning = ""  # why the node does not act (stale inputs); the trainer has its own
         self.buffer_serials: dict[str, int] = {}  # online episode id -> its serial in self.online
         # Latest sensor values.
         self.ee_position: np.ndarray | None = None
@@ -146,19 +146,15 @@ class LearnerNode(Node):
             if record.task != self.cfg.task.name or record.aborted:
                 continue
             if record.kind == "demo":
-                self.offline.add_episode(episode)
+                self.trainer.add_demo(episode)
             else:
-                self.buffer_serials[record.episode_id] = self.online.add_episode(episode)
-                self.online_episodes += 1
-                self.online_successes += int(record.success)
-                self.online_transitions += len(episode.actions)
+                self.buffer_serials[record.episode_id] = self.trainer.add_stored_episode(episode, record.success, record.phase)
         state = load_checkpoint(self.checkpoint_dir)
         if state is not None:
-            self.agent.load_state_dict(state["agent"])
-            self.phase = self._online_phase()
+            self.trainer.resume(state["agent"])
             self.get_logger().info(
                 f"resumed from checkpoint: policy version {self.agent.stats.policy_version}, "
-                f"{self.online_episodes} online episodes, {len(self.offline)} offline transitions"
+                f"{self.trainer.online_episodes} online episodes, {len(self.offline)} offline transitions"
             )
         elif len(self.offline) == 0:
             raise RuntimeError(
@@ -167,95 +163,24 @@ class LearnerNode(Node):
             )
         self.get_logger().info(f"loaded {self.offline.episodes_added} demo episodes ({len(self.offline)} transitions)")
 
-    def _online_phase(self) -> str:
-        return "warmup" if self.online_episodes < self.cfg.learner.warmup_episodes else "online"
-
     # ----- learning --------------------------------------------------------------------------
-    def _batch(self) -> dict[str, np.ndarray]:
-        return sample_mixed(
-            self.offline, self.online, self.cfg.learner.batch_size, self.cfg.learner.online_fraction, self.agent.rng
-        )
-
-    def _offline_pretraining(self) -> None:
-        learner = self.cfg.learner
-        with self.lock:  # state statistics of the demonstrations (then saved with every checkpoint)
-            self.agent.fit_state_normalization(self.offline.states[: len(self.offline)])
-        total = learner.offline_policy_steps + learner.offline_critic_steps
-        for step in range(learner.offline_policy_steps):
-            with self.lock:
-                self.agent.behaviour_clone(self._batch())
-            self.offline_progress = (step + 1) / max(total, 1)
-            if self.stop_event.is_set():
-                return
-        for step in range(learner.offline_critic_steps):
-            with self.lock:
-                self.agent.update_critic(self._batch())
-            self.offline_progress = (learner.offline_policy_steps + step + 1) / max(total, 1)
-            if self.stop_event.is_set():
-                return
-        self.get_logger().info(
-            f"offline pre-training done: {learner.offline_policy_steps} BC and {learner.offline_critic_steps} critic "
-            f"updates (BC loss {self.agent.stats.policy_loss:.3f}, critic loss {self.agent.stats.critic_loss:.3f})"
-        )
-        self._checkpoint()
-
     def _learning_loop(self) -> None:
+        trainer, stopping = self.trainer, self.stop_event.is_set
         try:
-            if self.phase == "offline":
-                self._offline_pretraining()
-                self.phase = self._online_phase()
-            while not self.stop_event.is_set():
-                if self._catching_up():
-                    self._warmup_critic_catchup()
-                    continue
-                target = self.cfg.learner.updates_per_step * self.online_transitions
-                if self.phase != "online" or self.learning_paused or self.agent.stats.critic_updates_online >= target:
+            if trainer.phase == OFFLINE and not trainer.pretrain(stopping):
+                return
+            while not stopping():
+                if trainer.catching_up:
+                    trainer.catch_up(stopping)
+                elif not trainer.online_updates(max_updates=1):  # one at a time: stop and pause stay prompt
                     time.sleep(0.02)
-                    continue
-                try:
-                    with self.lock:
-                        self.agent.update_critic(self._batch())
-                        self.agent.update_policy(self._batch())
-                        self.agent.filtered_behaviour_clone(self.offline, self.online, self.agent.rng)
-                        rebuild_seconds = self.agent.rebuild_caches_if_due()
-                    if rebuild_seconds:
-                        self.get_logger().info(f"action cache rebuilt after a distillation epoch ({rebuild_seconds:.1f} s)")
-                except NumericalInstability as err:
-                    self.warning = str(err)
-                    self.learning_paused = True
-                    self.get_logger().error(f"learning paused: {err}")
-                    continue
-                self.agent.stats.critic_updates_online += 1
-                self.updates_since_version += 1
-                if self.agent.stats.critic_updates_online % self.cfg.learner.checkpoint_every_updates == 0:
-                    self._checkpoint()
         except Exception as err:  # surface the failure and end the node: the launcher stops the graph
             self.get_logger().fatal(f"learning thread failed: {type(err).__name__}: {err}")
             self.exit_code = 1
 
-    def _warmup_critic_catchup(self) -> None:
-        """Critic updates on demos + warm-up episodes before the first policy update: a critic
-        pre-trained on a few demos has never seen the policy's own failures and mis-ranks its samples.
-        Resumes where a restart left it (the count is in the checkpoint)."""
-        stats, steps = self.agent.stats, self.cfg.learner.warmup_critic_steps
-        self.get_logger().info(f"warm-up done: {steps - stats.warmup_critic_updates} critic updates on demos + warm-up episodes")
-        while stats.warmup_critic_updates < steps and not self.stop_event.is_set() and not self.learning_paused:
-            try:
-                with self.lock:
-                    self.agent.update_critic(self._batch())
-            except NumericalInstability as err:
-                self.warning = str(err)
-                self.learning_paused = True
-                self.get_logger().error(f"learning paused: {err}")
-                return
-            stats.warmup_critic_updates += 1
-        if stats.warmup_critic_updates >= steps:
-            self.get_logger().info(f"critic caught up (loss {stats.critic_loss:.3f}): online updates start")
-            self._checkpoint()
-
     def _checkpoint(self) -> None:
         with self.lock:
-            state = {"agent": self.agent.state_dict(), "online_episodes": self.online_episodes}
+            state = {"agent": self.agent.state_dict(), "online_episodes": self.trainer.online_episodes}
         save_checkpoint(self.checkpoint_dir, state)
 
     # ----- sensors ---------------------------------------------------------------------------
@@ -369,8 +294,7 @@ class LearnerNode(Node):
             "image_stamp": self.image_stamp if self.cfg.learner.observation == "image" else None,
         })))
         self.step += 1
-        if self.phase == "online":
-            self.online_transitions += 1  # the UTD budget grows with every executed step
+        self.trainer.record_steps(1)  # online: the update budget grows with every executed step
 
     def _reward(self) -> float:
         return self.latest_reward if self.latest_reward is not None else self.cfg.reward.reward_bias
@@ -402,9 +326,9 @@ class LearnerNode(Node):
         elif kind == "relabel":
             self._relabel(event)
         elif kind == "pause":
-            self.learning_paused = True
+            self.trainer.pause()
         elif kind == "resume":
-            self.learning_paused = False
+            self.trainer.resume_learning()
             self.warning = ""
 
     def _save_episode(self, event: dict) -> None:
@@ -417,23 +341,16 @@ class LearnerNode(Node):
         if success:  # the operator's label overrides the detector on the final reward
             recorder.rewards[-1] = self.cfg.reward.success_reward + self.cfg.reward.reward_bias
         episode = recorder.to_episode(terminal=success)
-        if self.updates_since_version:
-            self.agent.stats.policy_version += 1
-            self.updates_since_version = 0
         record = EpisodeRecord(
             episode_id=self.store.next_episode_id("online"), kind="online", success=success,
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
-            steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
-            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.phase,
+            steps=len(episode.actions), policy_version=self.trainer.close_policy_version(),
+            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
         )
         path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
-        with self.lock:
-            self.buffer_serials[record.episode_id] = self.online.add_episode(episode)
-        self.online_episodes += 1
-        self.online_successes += int(success)
-        if self.phase == "warmup" and self._online_phase() == "online":
-            self.phase = "online"
-            self.get_logger().info("warm-up done: online updates start")
+        phase_before = self.trainer.phase
+        self.buffer_serials[record.episode_id] = self.trainer.add_episode(episode, success)
+        if self.trainer.phase != phase_before:
             self.publish_stats()  # `catching_up` now: the episode manager holds the next episode
         self.event_pub.publish(
             common.event_message("saved", episode=event.get("episode"), success=success, path=str(path), episode_id=record.episode_id)
@@ -461,7 +378,7 @@ class LearnerNode(Node):
         record = EpisodeRecord(
             episode_id=self.store.next_episode_id("online"), kind="online", success=False, label="aborted",
             label_source="safety", steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
-            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.phase,
+            config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
             aborted=True, abort_reason=str(event.get("reason", "")),
         )
         self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
@@ -481,34 +398,17 @@ class LearnerNode(Node):
             self.get_logger().warning(f"relabel refused: {err}")
             self.event_pub.publish(common.event_message("relabel_failed", episode_id=episode_id, reason=str(err)))
             return
-        with self.lock:
-            in_buffer = self.online.relabel_episode(self.buffer_serials.get(episode_id, -1), episode.rewards, episode.terminal)
-        if record.kind == "online" and before is not None:
-            self.online_successes += int(record.success) - int(bool(before.get("success")))
+        success_change = int(record.success) - int(bool(before.get("success"))) if record.kind == "online" and before else 0
+        in_buffer = self.trainer.relabel(self.buffer_serials.get(episode_id, -1), episode.rewards, episode.terminal,
+                                         success_change)
         self.get_logger().info(f"{episode_id} relabelled {label} by the operator (replay buffer updated: {in_buffer})")
         self.event_pub.publish(common.event_message("relabeled", episode_id=episode_id, label=label, in_buffer=in_buffer))
 
     # ----- stats -----------------------------------------------------------------------------
     def publish_stats(self) -> None:
-        stats = vars(self.agent.stats).copy()
-        stats.update(
-            phase=self.phase,
-            offline_progress=round(self.offline_progress, 3),
-            online_episodes=self.online_episodes,
-            online_successes=self.online_successes,
-            offline_transitions=len(self.offline),
-            online_transitions=len(self.online),
-            learning_paused=self.learning_paused,
-            warning=self.warning,
-            catching_up=self._catching_up(),
-        )
+        stats = self.trainer.stats()
+        stats["warning"] = self.warning or self.trainer.warning
         self.stats_pub.publish(String(data=json.dumps(stats, default=float)))
-
-    def _catching_up(self) -> bool:
-        """The critic's post-warm-up catch-up is pending (not while learning is paused: then the
-        episodes go on with the current critic)."""
-        pending = self.agent.stats.warmup_critic_updates < self.cfg.learner.warmup_critic_steps
-        return self.phase == "online" and pending and not self.learning_paused
 
     def close(self) -> None:
         self.stop_event.set()

@@ -149,3 +149,17 @@ class FrameGrabber:
             self._capture = capture
             self._reconnects += 1
         self.logger.info(f"camera '{self.name}' reconnected")
+
+
+def open_capture(device: str, width: int, height: int, fps: float) -> Capture:
+    """The OpenCV capture of a camera index ("0") or a device / file path, at the requested size and rate."""
+    import cv2
+
+    source = int(device) if device.isdigit() else device
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise RuntimeError(f"camera '{device}' could not be opened (does the device exist? try `v4l2-ctl --list-devices`)")
+    capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    capture.set(cv2.CAP_PROP_FPS, fps)
+    return capture

@@ -3,7 +3,9 @@
 One readable object holding every network, optimizer and counter, with three update rules:
 `behaviour_clone` (offline start), `update_critic` (TD targets from optimized next actions plus the
 Cal-QL regularizer, or IQL) and `update_policy` (distil π_opt into the policy with its own loss).
-No ROS here: nodes and benchmarks drive it.
+The variants the study compares live beside it, each in its own module: the executed action
+(`executed_action`), extra supervised steps (`filtered_bc`) and other actor updates
+(`policy_updates`). No ROS and no schedule here: `trainer.Trainer` drives it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from parl_robot.nets.encoders import ObservationSpec, StateNormalizer
 from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
+from parl_robot.rl.executed_action import EXECUTED_ACTION
 from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
-from parl_robot.rl.replay_buffer import ReplayBuffer, sample_successful
+from parl_robot.rl.replay_buffer import ReplayBuffer
 
 Q_EXPLOSION_LIMIT = 1e4
 
@@ -103,6 +106,7 @@ class PARLAgent:
             ensemble=cfg.q_ensemble,
         )
         self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
+        self.executed_action = EXECUTED_ACTION[cfg.gripper_from]
         self.value_range = value_range
         self.stats = UpdateStats()
         self.caches: list[tuple[ReplayBuffer, ActionCache]] = []
@@ -146,10 +150,8 @@ class PARLAgent:
             samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (1, k, A)
             result = self.optimized_actions(obs, samples=samples)
             best_q = float(result.q_values.max())
-            action = result.actions[0].cpu().numpy().astype(np.float32)
-            if self.cfg.gripper_from == "policy":  # the critic's pick moves the arm; the policy works the gripper
-                action[-1] = float(samples[0, 0, -1])
-            return action, best_q
+            optimized = result.actions[0].cpu().numpy().astype(np.float32)
+            return self.executed_action(optimized, samples[0].float().cpu().numpy()), best_q
         finally:
             self.sampling_policy.train()
             self.critic.train()
@@ -206,7 +208,7 @@ class PARLAgent:
         loss.backward()
         optimizer.step()
 
-    def _policy_step(self, loss: torch.Tensor, what: str, lr: float) -> None:
+    def policy_step(self, loss: torch.Tensor, what: str, lr: float) -> None:
         """One policy optimizer, two rates (behaviour cloning, distillation); then the sampling average
         follows: ema <- d·ema + (1 − d)·policy, d = min(1 − rate, (1 + n) / (10 + n)) — the warm-up term
         lets it follow a short offline phase instead of remembering the random initialisation."""
@@ -223,26 +225,10 @@ class PARLAgent:
         obs = self.observation_tensors(batch)
         actions = torch.as_tensor(batch["action"], device=self.device)
         loss = self.policy.supervised_loss(obs, actions)
-        self._policy_step(loss, "behaviour cloning", self.cfg.policy_lr)
+        self.policy_step(loss, "behaviour cloning", self.cfg.policy_lr)
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
-
-    def filtered_behaviour_clone(self, offline: ReplayBuffer, online: ReplayBuffer, rng: np.random.Generator) -> int:
-        """`learner.filtered_bc_steps` behaviour-cloning steps on transitions of successful episodes
-        (demos and successful online episodes), run after each online policy update: distillation
-        improves the policy slowly, and cloning its own successes at once lifts its early online
-        episodes (docs/finetune_study.md, session 10). Returns the steps taken (fewer when no
-        successful transition was drawn)."""
-        taken = 0
-        for _ in range(self.cfg.filtered_bc_steps):
-            batch = sample_successful(offline, online, self.cfg.batch_size, rng)
-            if batch is None:
-                break
-            self.behaviour_clone(batch)
-            self.stats.filtered_bc_updates += 1
-            taken += 1
-        return taken
 
     def _td_target(self, batch: dict[str, np.ndarray], next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         reward = torch.as_tensor(batch["reward"], device=self.device)
@@ -309,10 +295,7 @@ class PARLAgent:
         """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss, on
         the batch's states of successful episodes when `distill_states` is 'successful' (all states
         when the batch carries no `episode_success`, e.g. built by hand). Returns NaN, without a
-        step, when no state is left. With `policy_update: reparameterized` the standard Cal-QL actor
-        update instead."""
-        if self.cfg.policy_update == "reparameterized":
-            return self.update_actor_reparameterized(batch)
+        step, when no state is left."""
         if self.cfg.distill_states == "successful" and "episode_success" in batch:
             keep = np.asarray(batch["episode_success"]) > 0.5
             if not keep.any():
@@ -327,27 +310,10 @@ class PARLAgent:
             self.distill_optimizer_cfg,
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
-        self._policy_step(loss, "distillation", self.cfg.distill_lr)
+        self.policy_step(loss, "distillation", self.cfg.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
-        return loss.item()
-
-    def update_actor_reparameterized(self, batch: dict[str, np.ndarray]) -> float:
-        """SAC/Cal-QL actor loss E[alpha log pi(a|s) - min Q(s, a)], a ~ pi reparameterized (the baseline
-        PA-RL is compared against; needs a policy with `rsample_with_log_prob`, i.e. tanh-Gaussian)."""
-        if not hasattr(self.policy, "rsample_with_log_prob"):
-            raise ValueError(f"policy_update 'reparameterized' needs the gaussian policy, not {self.cfg.policy!r}")
-        obs = self.observation_tensors(batch)
-        actions, log_prob = self.policy.rsample_with_log_prob(obs)
-        features = self.critic.encode(obs)
-        q = self.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)
-        loss = (self.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
-        self._policy_step(loss, "actor", self.cfg.policy_lr)
-        self.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
-        self.stats.policy_updates += 1
-        self.stats.policy_loss = loss.item()
-        self.stats.q_optimized = q.mean().item()
         return loss.item()
 
     def _soft_update_target(self) -> None:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from parl_robot.data.episode import EpisodeData
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.rl.losses import discounted_returns
-
-
-@dataclass
-class EpisodeData:
-    """One episode as arrays: observations has one more entry than actions (the final state)."""
-
-    states: np.ndarray  # (steps + 1, state_dim) float32
-    actions: np.ndarray  # (steps, action_dim) float32
-    rewards: np.ndarray  # (steps,) float32
-    terminal: bool  # ended in success (no bootstrapping past the last step)
-    images: np.ndarray | None = None  # (steps + 1, H, W, 3) uint8
-    timestamps: np.ndarray | None = None  # (steps + 1,) wall-clock seconds, when loaded from a store
 
 
 class ReplayBuffer:

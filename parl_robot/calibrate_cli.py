@@ -102,7 +102,7 @@ def _published_k(model, cfg: TaskConfig) -> str:
 
 def _camera(args: dict[str, str]):
     """(grab_frame, release) for the USB camera at its capture size, as the camera node opens it."""
-    from parl_robot.nodes.camera_node import open_capture
+    from parl_robot.perception.frame_grabber import open_capture
 
     device = args.get("device", "0")
     capture = open_capture(device, int(args.get("width", CAPTURE_WIDTH)), int(args.get("height", CAPTURE_HEIGHT)), 30.0)

@@ -1,0 +1,20 @@
+"""One episode as arrays: what the sim rollouts and the learner produce, the store writes and the
+replay buffers read. Lives in `data/` so storage does not depend on the learning code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class EpisodeData:
+    """Observations have one more entry than actions (the final state)."""
+
+    states: np.ndarray  # (steps + 1, state_dim) float32
+    actions: np.ndarray  # (steps, action_dim) float32
+    rewards: np.ndarray  # (steps,) float32
+    terminal: bool  # ended in success (no bootstrapping past the last step)
+    images: np.ndarray | None = None  # (steps + 1, H, W, 3) uint8
+    timestamps: np.ndarray | None = None  # (steps + 1,) wall-clock seconds, when loaded from a store

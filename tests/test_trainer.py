@@ -1,0 +1,156 @@
+"""The learning schedule shared by the learner node and the study, without ROS or the sim."""
+
+import numpy as np
+import pytest
+
+from parl_robot.config import LearnerConfig
+from parl_robot.data.episode import EpisodeData
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.rl.agent import NumericalInstability, PARLAgent
+from parl_robot.rl.replay_buffer import ReplayBuffer
+from parl_robot.rl.trainer import OFFLINE, ONLINE, WARMUP, Trainer
+
+SPEC = ObservationSpec(state_dim=3)
+
+
+def episode(rng, steps=5, success=True) -> EpisodeData:
+    rewards = np.full(steps, -1.0, np.float32)
+    rewards[-1] = 0.0 if success else -1.0
+    return EpisodeData(rng.normal(size=(steps + 1, 3)).astype(np.float32), rng.uniform(-1, 1, (steps, 2)).astype(np.float32),
+                       rewards, success)
+
+
+def make_trainer(**changes) -> tuple[Trainer, list[str]]:
+    settings = dict(policy_hidden=32, policy_blocks=1, critic_hidden=32, critic_layers=2, num_samples=4, num_kept=2,
+                    local_steps=1, batch_size=16, cql_num_actions=2, offline_policy_steps=3, offline_critic_steps=2,
+                    warmup_episodes=2, warmup_critic_steps=4, updates_per_step=1.0, checkpoint_every_updates=1000)
+    settings.update(changes)
+    cfg = LearnerConfig(**settings)
+    checkpoints = []
+    trainer = Trainer(PARLAgent(cfg, SPEC, action_dim=2), ReplayBuffer(SPEC, 2, 1000, cfg.discount),
+                      ReplayBuffer(SPEC, 2, 1000, cfg.discount), cfg, checkpoint=lambda: checkpoints.append("saved"))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        trainer.add_demo(episode(rng))
+    return trainer, checkpoints
+
+
+def through_warmup(trainer: Trainer) -> None:
+    rng = np.random.default_rng(1)
+    assert trainer.pretrain()
+    for _ in range(trainer.cfg.warmup_episodes):
+        assert trainer.phase == WARMUP and not trainer.catching_up
+        trainer.online_updates(new_transitions=5)  # warm-up: no budget, no updates
+        trainer.add_episode(episode(rng, success=False), False)
+
+
+def test_pretrain_then_warmup_then_catch_up_then_online():
+    trainer, checkpoints = make_trainer()
+    stats = trainer.agent.stats
+    assert trainer.phase == OFFLINE
+    through_warmup(trainer)
+    assert (stats.bc_updates, stats.critic_updates, trainer.offline_progress) == (3, 2, 1.0)
+    assert stats.critic_updates_online == 0 and trainer.online_steps == 0
+    assert trainer.phase == ONLINE and trainer.catching_up and not trainer.updates_due
+    assert checkpoints == ["saved"]  # after pre-training
+    assert trainer.catch_up()
+    assert stats.warmup_critic_updates == 4 and stats.critic_updates == 6 and stats.policy_updates == 0
+    assert not trainer.catching_up and checkpoints == ["saved", "saved"]
+    assert trainer.stats()["phase"] == ONLINE and trainer.stats()["online_episodes"] == 2
+
+
+def test_no_warmup_episodes_goes_online_after_pretraining():
+    trainer, _ = make_trainer(warmup_episodes=0, warmup_critic_steps=0)
+    trainer.pretrain()
+    assert trainer.phase == ONLINE and not trainer.catching_up
+
+
+@pytest.mark.parametrize("updates_per_step, steps, expected", [(1.0, 4, 4), (0.5, 3, 2), (0.5, 4, 2), (2.0, 3, 6), (0.3, 4, 2)])
+def test_online_updates_spend_a_budget_of_updates_per_executed_step(updates_per_step, steps, expected):
+    """While updates < updates_per_step x steps: ceil(budget) updates, fractional rates included."""
+    trainer, _ = make_trainer(updates_per_step=updates_per_step)
+    through_warmup(trainer)
+    trainer.catch_up()
+    done = sum(trainer.online_updates(new_transitions=1) for _ in range(steps))
+    assert done == expected == trainer.agent.stats.critic_updates_online == trainer.updates_since_version
+    assert trainer.online_updates() == 0  # nothing due until the next step
+    assert trainer.close_policy_version() == 1 and trainer.close_policy_version() == 1
+
+
+def test_each_update_draws_one_batch_for_the_critic_and_another_for_the_policy():
+    trainer, _ = make_trainer(filtered_bc_steps=1)
+    through_warmup(trainer)
+    trainer.catch_up()
+    drawn = []
+    original = trainer.batch
+    trainer.batch = lambda: drawn.append(1) or original()
+    trainer.record_steps(2)
+    assert trainer.online_updates(max_updates=1) == 1 and len(drawn) == 2
+    stats = trainer.agent.stats
+    assert (stats.critic_updates_online, stats.policy_updates, stats.filtered_bc_updates) == (1, 1, 1)
+    assert trainer.online_updates() == 1  # the rest of the budget
+
+
+@pytest.mark.parametrize("rule", ["none", "filtered_bc"])
+def test_policy_update_rules(rule):
+    trainer, _ = make_trainer(policy_update=rule, filtered_bc_steps=1)
+    through_warmup(trainer)
+    trainer.catch_up()
+    bc_before = trainer.agent.stats.bc_updates
+    trainer.online_updates(new_transitions=3)
+    stats = trainer.agent.stats
+    assert stats.critic_updates_online == 3 and stats.policy_updates == 0
+    # filtered_bc: a BC step on successful episodes (the demos) per update, plus the extra filtered step
+    assert stats.bc_updates - bc_before == (0 if rule == "none" else 6)
+
+
+def test_numerical_instability_pauses_learning_until_resumed():
+    trainer, _ = make_trainer()
+    through_warmup(trainer)
+    trainer.catch_up()
+
+    def explode(batch):
+        raise NumericalInstability("critic loss is nan; update skipped, weights kept")
+
+    update_critic, trainer.agent.update_critic = trainer.agent.update_critic, explode
+    assert trainer.online_updates(new_transitions=3) == 0
+    assert trainer.paused and "critic loss is nan" in trainer.warning and trainer.stats()["learning_paused"]
+    trainer.agent.update_critic = update_critic
+    assert trainer.online_updates() == 0
+    trainer.resume_learning()
+    assert trainer.warning == "" and trainer.online_updates() == 3
+
+
+def test_catch_up_waits_while_paused_and_resumes_from_its_count():
+    trainer, _ = make_trainer()
+    through_warmup(trainer)
+    trainer.pause()
+    assert not trainer.catching_up and not trainer.catch_up()
+    trainer.resume_learning()
+    calls = iter([False, False, True])
+    assert not trainer.catch_up(should_stop=lambda: next(calls))
+    assert trainer.agent.stats.warmup_critic_updates == 2 and trainer.catching_up
+    assert trainer.catch_up() and trainer.agent.stats.warmup_critic_updates == 4
+
+
+def test_restored_episodes_count_toward_the_budget_only_when_acted_online():
+    trainer, _ = make_trainer()
+    rng = np.random.default_rng(2)
+    trainer.add_stored_episode(episode(rng, steps=5), False, WARMUP)
+    trainer.add_stored_episode(episode(rng, steps=5), True, WARMUP)
+    trainer.add_stored_episode(episode(rng, steps=4), True, ONLINE)
+    trainer.add_stored_episode(episode(rng, steps=3), False, "")  # a store from before phases were recorded
+    trainer.resume(trainer.agent.state_dict())
+    assert trainer.phase == ONLINE and trainer.online_episodes == 4 and trainer.online_successes == 2
+    assert trainer.online_steps == 7
+    assert trainer.relabel(1, np.array([-1, -1, -1, -1, -1], np.float32), False, success_change=-1)
+    assert trainer.online_successes == 1 and not trainer.relabel(99, np.zeros(5, np.float32), False, 0)
+
+
+def test_every_n_online_updates_checkpoint():
+    trainer, checkpoints = make_trainer(checkpoint_every_updates=2)
+    through_warmup(trainer)
+    trainer.catch_up()
+    checkpoints.clear()
+    trainer.online_updates(new_transitions=5)
+    assert checkpoints == ["saved", "saved"]

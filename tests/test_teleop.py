@@ -104,3 +104,32 @@ def test_a_joy_publisher_takes_over_the_sim_arm_mid_episode(tmp_path):
         graph.wait_for(lambda: any(e["source"] == "policy" for e in executed[count:]), 30, "the policy driving again")
     finally:
         graph.close()
+
+
+def test_recorded_sources_replace_the_policys_action_and_survive_store_and_export(tmp_path):
+    from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY
+    from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
+    from parl_robot.data.hdf5_export import export_hdf5, read_hdf5
+    from parl_robot.nodes.learner_node import EpisodeRecorder
+
+    recorder = EpisodeRecorder()
+    for step in range(3):
+        recorder.observe({"state": np.full(7, step, np.float32)})
+        recorder.actions.append(np.full(7, 0.1, np.float32))
+        recorder.sources.append(SOURCE_POLICY)
+        recorder.rewards.append(-1.0)
+    recorder.observe({"state": np.full(7, 3, np.float32)})
+    recorder.executed(1, [0, 0, 1.0, 0, 0, 0, -1], "intervention")  # the operator drove step 1
+    recorder.executed(2, None, "held")  # step 2 was not executed
+    recorder.executed(7, [0] * 7, "intervention")  # unknown step: ignored
+    episode = recorder.to_episode(terminal=False)
+    assert episode.sources.tolist() == [SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED]
+    assert episode.actions[1].tolist() == [0, 0, 1.0, 0, 0, 0, -1] and np.allclose(episode.actions[0], 0.1)
+    store = EpisodeStore(tmp_path / "store")
+    store.save(EpisodeRecord("online_00000", "online", False, "failure", "operator", 3, 0, "h", "cup_to_rack",
+                             intervention_steps=1), episode)
+    record, loaded = store.load_episode("online_00000")
+    assert loaded.sources.tolist() == episode.sources.tolist() and record.intervention_steps == 1
+    export_hdf5(store, tmp_path / "out.hdf5")
+    [(_, exported, _)] = read_hdf5(tmp_path / "out.hdf5")
+    assert exported.sources.tolist() == episode.sources.tolist()

@@ -18,3 +18,10 @@ class EpisodeData:
     terminal: bool  # ended in success (no bootstrapping past the last step)
     images: np.ndarray | None = None  # (steps + 1, H, W, 3) uint8
     timestamps: np.ndarray | None = None  # (steps + 1,) wall-clock seconds, when loaded from a store
+    # Who acted at each step (robot/executed): SOURCE_POLICY, SOURCE_INTERVENTION (the operator's action
+    # was executed and is the stored action), SOURCE_NOT_EXECUTED (refused or held: the arm did not move).
+    sources: np.ndarray | None = None  # (steps,) uint8; None = every step by the policy (older stores, sim)
+
+
+SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED = 0, 1, 2
+SOURCE_NAMES = {SOURCE_POLICY: "policy", SOURCE_INTERVENTION: "intervention", SOURCE_NOT_EXECUTED: "not_executed"}

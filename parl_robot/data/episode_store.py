@@ -47,6 +47,7 @@ class EpisodeRecord:
     # never loaded into a replay buffer.
     aborted: bool = False
     abort_reason: str = ""
+    intervention_steps: int = 0  # steps the operator drove (robot/executed source "intervention")
 
 
 def is_demonstration(meta: dict) -> bool:
@@ -106,6 +107,10 @@ class EpisodeStore:
             "terminal": np.asarray(episode.terminal),
             "timestamps": np.asarray(timestamps if timestamps is not None else np.zeros(steps + 1), np.float64),
         }
+        if episode.sources is not None:
+            if len(episode.sources) != steps:
+                raise ValueError(f"{len(episode.sources)} step sources for {steps} actions")
+            arrays["sources"] = np.asarray(episode.sources, np.uint8)
         _write_file(staging / ARRAYS, lambda h: np.savez_compressed(h, **arrays))
         if episode.images is not None:
             import cv2
@@ -178,6 +183,9 @@ class EpisodeStore:
             states, actions, rewards = arrays["states"], arrays["actions"], arrays["rewards"]
             terminal = bool(arrays["terminal"])
             timestamps = arrays["timestamps"] if "timestamps" in arrays.files else None
+            sources = arrays["sources"] if "sources" in arrays.files else None
+        if sources is not None and len(sources) != len(actions):
+            raise ValueError(f"inconsistent lengths: {len(sources)} step sources for {len(actions)} actions")
         if len(states) != len(actions) + 1 or len(rewards) != len(actions) or record.steps != len(actions):
             raise ValueError(f"inconsistent lengths: {len(states)} states, {len(actions)} actions, {len(rewards)} rewards")
         if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions)) and np.all(np.isfinite(rewards))):
@@ -188,7 +196,7 @@ class EpisodeStore:
 
             with np.load(directory / IMAGES) as frames:
                 images = np.stack([cv2.imdecode(frames[name], cv2.IMREAD_COLOR)[:, :, ::-1] for name in sorted(frames.files)])
-        return record, EpisodeData(states, actions, rewards, terminal, images, timestamps)
+        return record, EpisodeData(states, actions, rewards, terminal, images, timestamps, sources)
 
     def quarantine(self, episode_id: str, reason: str) -> Path:
         target = self.quarantine_dir / f"{episode_id}.{int(time.time())}"

@@ -8,6 +8,7 @@ Layout (documented in docs/data_format.md):
         rewards     (T,)        float32, biased (0 = success step)
         dones       (T,)        uint8, 1 on the final step of a successful (terminal) episode
         timestamps  (T + 1,)    float64, wall-clock seconds of each observation
+        sources     (T,)        uint8, who acted: 0 policy, 1 intervention (operator), 2 not executed (when recorded)
         obs/state   (T + 1, 7)  float32, [ee_xyz, gripper_open, object_xyz]
         obs/image   (T + 1, H, W, 3) uint8 RGB, gzip-compressed (image episodes only)
     /mask/<kind>                ids of the episodes of that kind ("demo", "online"), as bytes
@@ -65,6 +66,8 @@ def export_hdf5(store: EpisodeStore, path: str | Path, kind: str | None = None) 
             group.create_dataset("dones", data=dones)
             timestamps = episode.timestamps if episode.timestamps is not None else np.zeros(steps + 1)
             group.create_dataset("timestamps", data=np.asarray(timestamps, np.float64))
+            if episode.sources is not None:
+                group.create_dataset("sources", data=np.asarray(episode.sources, np.uint8))
             group.create_dataset("obs/state", data=episode.states.astype(np.float32))
             if episode.images is not None:
                 group.create_dataset("obs/image", data=episode.images, compression="gzip", compression_opts=4,
@@ -102,11 +105,13 @@ def read_hdf5(path: str | Path) -> list[tuple[EpisodeRecord, EpisodeData, np.nda
                 dones = np.asarray(group["dones"])
                 images = np.asarray(group["obs/image"], np.uint8) if "obs/image" in group else None
                 timestamps = np.asarray(group["timestamps"], np.float64)
+                sources = np.asarray(group["sources"], np.uint8) if "sources" in group else None
             except (KeyError, TypeError) as err:
                 raise ValueError(f"{path}: episode {episode_id} is incomplete: {err}") from err
             if len(states) != len(actions) + 1 or len(rewards) != len(actions) or len(dones) != len(actions):
                 raise ValueError(f"{path}: episode {episode_id} has inconsistent lengths")
-            episodes.append((record, EpisodeData(states, actions, rewards, bool(dones[-1]) if len(dones) else False, images), timestamps))
+            episode = EpisodeData(states, actions, rewards, bool(dones[-1]) if len(dones) else False, images, sources=sources)
+            episodes.append((record, episode, timestamps))
     return episodes
 
 

@@ -26,7 +26,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
 
-from parl_robot.data.episode import EpisodeData
+from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.nodes import common
@@ -48,6 +48,18 @@ class EpisodeRecorder:
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.timestamps: list[float] = []
+        self.sources: list[int] = []  # per step: who acted (robot/executed), SOURCE_POLICY until told
+
+    def executed(self, step: int, action, source: str) -> None:
+        """The control node's report for `step`: the operator's action replaces the policy's when they
+        drove; a refused or held step is marked as not executed."""
+        if not 0 <= step < len(self.actions):
+            return
+        if source == "intervention" and action is not None and len(action) == len(self.actions[step]):
+            self.actions[step] = np.asarray(action, np.float32)
+            self.sources[step] = SOURCE_INTERVENTION
+        elif action is None or source == "held":
+            self.sources[step] = SOURCE_NOT_EXECUTED
 
     def observe(self, obs: dict[str, np.ndarray]) -> None:
         self.states.append(obs["state"])
@@ -62,6 +74,7 @@ class EpisodeRecorder:
             np.asarray(self.rewards, np.float32),
             terminal,
             np.asarray(self.images) if self.images else None,
+            sources=np.asarray(self.sources[: len(self.actions)], np.uint8),
         )
 
 
@@ -127,6 +140,7 @@ class LearnerNode(Node):
         self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
         self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
         self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
+        self.create_subscription(String, common.ROBOT_EXECUTED, self.on_executed, common.COMMAND_QOS)
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
@@ -244,6 +258,12 @@ class LearnerNode(Node):
         return obs
 
     # ----- acting ----------------------------------------------------------------------------
+    def on_executed(self, msg: String) -> None:
+        report = common.parse_json_object(msg) or {}
+        step = report.get("step")
+        if self.recorder is not None and isinstance(step, int):
+            self.recorder.executed(step, report.get("action"), str(report.get("source", "")))
+
     def on_safety(self, msg: String) -> None:
         safety = common.parse_json_object(msg) or {}
         held = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
@@ -283,6 +303,7 @@ class LearnerNode(Node):
         with self.lock:
             action, _ = self.agent.act(obs)
         self.recorder.actions.append(action)
+        self.recorder.sources.append(SOURCE_POLICY)
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="action", size=7, stride=7)]
         msg.layout.data_offset = self.step
@@ -346,6 +367,7 @@ class LearnerNode(Node):
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
             steps=len(episode.actions), policy_version=self.trainer.close_policy_version(),
             config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
+            intervention_steps=int(np.sum(episode.sources == SOURCE_INTERVENTION)),
         )
         path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         phase_before = self.trainer.phase
@@ -380,6 +402,7 @@ class LearnerNode(Node):
             label_source="safety", steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
             config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
             aborted=True, abort_reason=str(event.get("reason", "")),
+            intervention_steps=int(np.sum(episode.sources == SOURCE_INTERVENTION)),
         )
         self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         self.get_logger().warning(f"stored {record.episode_id} as aborted ({record.abort_reason}); it is not trained on")

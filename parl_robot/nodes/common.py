@@ -20,6 +20,7 @@ from std_msgs.msg import String
 
 from parl_robot.config import TaskConfig, load_config
 from parl_robot.nodes import STOP, StopRequest  # noqa: F401  (StopRequest: re-exported for the page node)
+from parl_robot.peers import PeerCheck
 
 NAMESPACE = "parl"
 
@@ -70,6 +71,26 @@ def node_seconds(node: Node) -> float:
 
 def uses_sim_time(node: Node) -> bool:
     return bool(node.get_parameter("use_sim_time").value)
+
+
+def start_peer_check(node: Node, callback_group=None) -> PeerCheck | None:
+    """Parameters `role` (all/robot/learner) and `peer_check_s`: on a split graph, log an error naming
+    the other side's missing topics once `peer_check_s` passed without them, and again whenever they
+    go missing or come back (checked every second from DDS discovery). None for role all."""
+    role = node.declare_parameter("role", "all").value
+    grace_s = float(node.declare_parameter("peer_check_s", 15.0).value)
+    if role == "all" or grace_s <= 0:
+        return None
+    check = PeerCheck(role, grace_s, time.monotonic())
+
+    def on_tick() -> None:
+        report = check.update(time.monotonic(), node.count_publishers)
+        if report is not None:
+            level, text = report
+            (node.get_logger().error if level == "error" else node.get_logger().info)(text)
+
+    wall_timer(node, 1.0, on_tick, callback_group=callback_group)
+    return check
 
 
 def declare_task_config(node: Node) -> TaskConfig:

@@ -10,6 +10,9 @@ Safety: the control node's latched `robot/safety` state is followed. A hold (e-s
 motor error) during a running episode ends it as `aborted` (the learner stores it flagged and never
 trains on it); no episode starts while the arm is held or not yet homed after an abort. The state,
 with why the run is held, is also published latched on `episode/state` for a page that (re)starts.
+The 1 Hz `robot/safety` republication is also the heartbeat of the robot side: silent for
+LINK_LOST_AFTER_S (the link to the robot host is down, or the control node is gone) counts as a hold
+with reason `link_lost` until the next message, which carries the real state again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ RUNNING = "running"
 AWAITING_LABEL = "awaiting_label"
 SAVING = "saving"
 LEARNER_TIMEOUT_S = 3.0  # learner stats come at 1 Hz
+LINK_LOST_AFTER_S = 3.0  # robot/safety comes at 1 Hz from the control node
+LINK_LOST = "link_lost"
 
 
 class EpisodeManagerNode(Node):
@@ -56,7 +61,8 @@ class EpisodeManagerNode(Node):
         self._abort_home_retry_at = 0.0
         self.state_pub = self.create_publisher(String, common.EPISODE_STATE, common.LATCHED_QOS)
         self._published_state: tuple | None = None
-        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
+        self.safety_heard: float | None = None  # robot/safety is also the robot side's heartbeat (check_link)
+        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety_heartbeat, common.LATCHED_QOS)
         self.reset_client = self.create_client(Trigger, common.SRV_SIM_RESET)
         self.home_client = self.create_client(Trigger, common.SRV_HOME)
         common.wall_timer(self, 0.1, self.tick)
@@ -65,6 +71,7 @@ class EpisodeManagerNode(Node):
         self.finishing = False
         self.learner_seen: float | None = None
         self.learner_catching_up = False  # learner stats `catching_up`: hold the next episode
+        self.peer_check = common.start_peer_check(self)  # role:=learner: is the robot side there?
 
     def publish(self, kind: str, **fields) -> None:
         self.event_pub.publish(common.event_message(kind, episode=self.episode, state=self.state, **fields))
@@ -77,6 +84,8 @@ class EpisodeManagerNode(Node):
 
     def held_because(self) -> str:
         """Why no episode runs now, for the operator ('' when nothing holds it)."""
+        if self.safety_reasons == [LINK_LOST]:
+            return "no heartbeat from the robot side (link lost): waiting for it to come back"
         if self.safety_reasons:
             return f"arm held: {', '.join(self.safety_reasons)} (clear it on the page)"
         if self.needs_home:
@@ -117,6 +126,20 @@ class EpisodeManagerNode(Node):
         elif reasons and self.state == READY:
             self.set_state(WAITING_FOR_RESET)
         self.publish_state()
+
+    def on_safety_heartbeat(self, msg: String) -> None:
+        self.safety_heard = time.monotonic()
+        self.on_safety(msg)
+
+    def check_link(self) -> None:
+        """No robot/safety for LINK_LOST_AFTER_S: treat it as a hold (`link_lost`), which aborts a running
+        episode and holds the next one; the next heartbeat's real state (usually `ok`) replaces it."""
+        if self.safety_heard is None or LINK_LOST in self.safety_reasons:
+            return
+        silent_s = time.monotonic() - self.safety_heard
+        if silent_s > LINK_LOST_AFTER_S:
+            self.get_logger().error(f"no robot/safety heartbeat for {silent_s:.1f} s: link to the robot side lost")
+            self.on_safety(String(data=json.dumps({"state": "held", "reasons": [LINK_LOST]})))
 
     def on_learner_stats(self, msg: String) -> None:
         stats = common.parse_json_object(msg)
@@ -198,6 +221,7 @@ class EpisodeManagerNode(Node):
             if self._pending_home is None or self._pending_home.done() or in_state > 10.0:
                 self.exit_code = 0
             return
+        self.check_link()
         self.publish_state()
         held = bool(self.safety_reasons)
         if self.state == WAITING_FOR_RESET and self.needs_home and not held and not self.cfg.episodes.auto_reset:

@@ -9,7 +9,7 @@ check. ROS-free: the node passes in how many publishers each topic has (from DDS
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 # What each side must see from the other; a tuple is satisfied by any one of its topics.
 FROM_ROBOT = (("robot/safety",), ("robot/state",), ("camera/image_raw", "objects/poses"))

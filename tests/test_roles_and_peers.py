@@ -47,7 +47,7 @@ def test_role_arguments_are_validated(tmp_path):
 
 def test_peer_check_names_missing_topics_and_settings_and_keeps_checking():
     publishers = {"robot/state": 1}
-    count = lambda topic: publishers.get(topic, 0)  # noqa: E731
+    count = lambda topic: publishers.get(topic, 0)
     assert missing_topics((("robot/state",), ("camera/image_raw", "objects/poses")), count) == ["camera/image_raw or objects/poses"]
     check = PeerCheck("learner", grace_s=15.0, started_s=100.0)
     assert check.update(110.0, count) is None  # still starting

@@ -85,9 +85,14 @@ def start_peer_check(node: Node, callback_group=None) -> PeerCheck | None:
 
     def on_tick() -> None:
         report = check.update(time.monotonic(), node.count_publishers)
-        if report is not None:
-            level, text = report
-            (node.get_logger().error if level == "error" else node.get_logger().info)(text)
+        if report is None:
+            return
+        level, text = report
+        # rclpy ties a severity to each logging call site: one call per level.
+        if level == "error":
+            node.get_logger().error(text)
+        else:
+            node.get_logger().info(text)
 
     wall_timer(node, 1.0, on_tick, callback_group=callback_group)
     return check

@@ -11,6 +11,8 @@ launcher (`parl-robot launch finetune ...`) uses, with the same supervision:
   RESPAWN_DELAY_S, in a TimerAction that the Shutdown cancels), and only after a failure;
 - the arm's node (control, or the sim bridge) is `critical`: its exit stops everything and
   `ros2 launch` exits 1 (the exit handler raises, which the launch service reports as an error);
+- `role:=robot` / `role:=learner` start one half of the graph for a robot PC and a GPU server
+  (docs/multi_host.md), with the same supervision per node; only the learner half ends by itself;
 - Ctrl-C stops every node with SIGINT: each node cleans up itself (the control node parks the arm,
   with a longer grace before SIGTERM) and exits 0, and so does `ros2 launch`.
 """

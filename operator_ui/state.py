@@ -227,6 +227,10 @@ class OperatorState:
                 found.append(("fault", f"robot fault: {self.robot_status['fault']}"))
             if self.robot_status.get("last_error"):
                 found.append(("control_error", f"control node: {self.robot_status['last_error']}"))
+            if self.robot_status.get("peers_missing"):  # role:=robot and the learner side is not seen
+                found.append(("peer_missing", f"learner side not seen: nobody publishes "
+                                              f"{', '.join(map(str, self.robot_status['peers_missing']))} "
+                                              "(same ROS_DOMAIN_ID and discovery settings on both hosts? docs/multi_host.md)"))
             stats_age = now - (self.stats_time if self.stats_time is not None else self.started)
             if stats_age > self.learner_timeout_s:
                 found.append(("learner_lost", f"no learner stats for {stats_age:.1f} s: is the learner running?"))

@@ -39,6 +39,8 @@ ABORT_HOME_RETRY_S = 2.0
 SERVICES = ("reset", "home", "home_after_abort")
 
 
+LINK_LOST = "link_lost"  # no robot/safety heartbeat: the robot side is unreachable
+
 class Ports(Protocol):
     def publish(self, kind: str, **fields) -> None: ...
     def publish_state(self, state: dict) -> None: ...
@@ -90,6 +92,8 @@ class EpisodeMachine:
 
     def held_because(self) -> str:
         """Why no episode runs now, for the operator ('' when nothing holds it)."""
+        if self.safety_reasons == [LINK_LOST]:
+            return "no heartbeat from the robot side (link lost): waiting for it to come back"
         if self.safety_reasons:
             return f"arm held: {', '.join(self.safety_reasons)} (clear it on the page)"
         if self.needs_home:

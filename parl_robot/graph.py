@@ -14,6 +14,12 @@ from parl_robot.topics import NAMESPACE
 RESPAWN_LIMIT = 3
 RESPAWN_DELAY_S = 2.0
 PARK_TIMEOUT_S = 30.0
+# role:=robot runs next to the arm, role:=learner on the GPU server (docs/multi_host.md); all = both.
+ROLE_NODES = {
+    "robot": ("sim_bridge", "camera", "control", "object_detector", "reward_detector", "operator_ui"),
+    "learner": ("learner", "episode_manager"),
+}
+PEER_CHECKERS = {"robot": ("sim_bridge", "control"), "learner": ("episode_manager",)}  # see parl_robot/peers.py
 
 @dataclass
 class NodeSpec:
@@ -69,6 +75,15 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         for spec in specs:
             spec.parameters["use_sim_time"] = True
         specs[0].parameters["lockstep"] = True  # the sim bridge drives /clock
+    role = args["role"]
+    if role == "all":
+        return specs
+    # Supervision stays per node: on the robot side nothing ends the launch (it runs until Ctrl-C);
+    # the learner side ends when the episode manager has finished its episodes.
+    specs = [spec for spec in specs if spec.name in ROLE_NODES[role]]
+    for spec in specs:
+        if spec.name in PEER_CHECKERS[role]:
+            spec.parameters.update(role=role, peer_check_s=float(args["peer_check_s"]))
     return specs
 
 

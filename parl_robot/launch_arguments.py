@@ -29,7 +29,12 @@ LAUNCH_ARGUMENTS = {
     "camera_device": ("0", "OpenCV camera index or path (hardware only)"),
     "lockstep": ("true", "sim only: ROS time advances one control step per action (/clock from the sim bridge), "
                          "so a slow machine slows the simulation instead of starving the controller; false = real time"),
+    "role": ("all", "all: the whole graph here; robot: camera, control (sim bridge), detectors, page; "
+                    "learner: learner + episode manager (docs/multi_host.md)"),
+    "peer_check_s": ("15", "role robot/learner: seconds after start before missing topics of the other side are "
+                           "reported (then checked every second); 0 disables"),
 }
+ROLES = ("all", "robot", "learner")
 BOOLEAN_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 
@@ -85,6 +90,13 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
     for flag in ("sim", "lockstep"):
         if args[flag].lower() not in BOOLEAN_WORDS:
             raise LaunchArgumentError(f"{flag}:={args[flag]} must be true or false")
+    if args["role"] not in ROLES:
+        raise LaunchArgumentError(f"role:={args['role']} is not a role{_suggest(args['role'], ROLES)}")
+    try:
+        if float(args["peer_check_s"]) < 0:
+            raise ValueError
+    except ValueError:
+        raise LaunchArgumentError(f"peer_check_s:={args['peer_check_s']} must be a number of seconds >= 0") from None
     port = args["ui_port"]
     if not port.isdigit() or int(port) > 65535:
         raise LaunchArgumentError(f"ui_port:={port} must be an integer port in 0..65535 (0 disables the page)")
@@ -103,7 +115,7 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
     except FileNotFoundError as err:
         raise LaunchArgumentError(f"overlay:={args['overlay']}: {err}") from None
     store = check_store_dir(cfg.episodes.store_dir)
-    if require_demos and not _has_demos(store):
+    if require_demos and args["role"] != "robot" and not _has_demos(store):  # the learner reads the demos
         raise LaunchArgumentError(
             f"no demonstrations in {store}: record them first with "
             f"`parl-robot record-demos task:={cfg.task.name} store_dir:={store}"

@@ -46,6 +46,7 @@ from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the n
     TELEOP_JOY,
     ROBOT_EXECUTED,
 )
+from parl_robot.peers import PeerCheck
 
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -68,6 +69,31 @@ def node_seconds(node: Node) -> float:
 
 def uses_sim_time(node: Node) -> bool:
     return bool(node.get_parameter("use_sim_time").value)
+
+
+def start_peer_check(node: Node, callback_group=None) -> PeerCheck | None:
+    """Parameters `role` (all/robot/learner) and `peer_check_s`: on a split graph, log an error naming
+    the other side's missing topics once `peer_check_s` passed without them, and again whenever they
+    go missing or come back (checked every second from DDS discovery). None for role all."""
+    role = node.declare_parameter("role", "all").value
+    grace_s = float(node.declare_parameter("peer_check_s", 15.0).value)
+    if role == "all" or grace_s <= 0:
+        return None
+    check = PeerCheck(role, grace_s, time.monotonic())
+
+    def on_tick() -> None:
+        report = check.update(time.monotonic(), node.count_publishers)
+        if report is None:
+            return
+        level, text = report
+        # rclpy ties a severity to each logging call site: one call per level.
+        if level == "error":
+            node.get_logger().error(text)
+        else:
+            node.get_logger().info(text)
+
+    wall_timer(node, 1.0, on_tick, callback_group=callback_group)
+    return check
 
 
 def declare_task_config(node: Node) -> TaskConfig:

@@ -93,6 +93,7 @@ class ControlNode(Node):
         self.create_timer(self.controller.period / 2, self.on_watchdog_tick, callback_group=acting)
         common.wall_timer(self, 1.0, self.publish_status, callback_group=supervision)
         common.wall_timer(self, control.motor_poll_period_s, self.on_motor_poll, callback_group=supervision)
+        self.peer_check = common.start_peer_check(self, callback_group=supervision)  # role:=robot: is the learner there?
         if not self.controller.go_home():
             self.get_logger().error(f"start-up: {self.controller.status.last_error}; the arm holds where it is "
                                     "(fix the cause, then call robot/home)")
@@ -219,7 +220,8 @@ class ControlNode(Node):
     def publish_status(self) -> None:
         status = {**vars(self.controller.status), "intervening": self.arbiter.active,
                   "intervention_steps": self.arbiter.interventions,
-                  "gripper_open": round(float(self.backend.gripper_opening()), 3)}
+                  "gripper_open": round(float(self.backend.gripper_opening()), 3),
+                  "peers_missing": self.peer_check.missing if self.peer_check else []}
         self.status_pub.publish(String(data=json.dumps(status)))
         self.publish_safety(force=True)
 

@@ -6,20 +6,28 @@ This node is its ROS side only: it feeds the machine the learner's stats, `episo
 the wall clock, and serves its service calls (`sim/reset`; `robot/home` after each saved episode and
 after an abort). After `episodes.num_online_episodes` saved episodes the machine announces
 `finished` and the node exits 0, which ends the launch.
+
+The 1 Hz `robot/safety` republication is also the robot side's heartbeat: silent for
+LINK_LOST_AFTER_S (the link to the robot host is down, or the control node is gone) it counts as a
+hold with reason `link_lost` (a running episode is aborted) until the next message, which carries
+the real state again. With `role:=learner` a start-up peer check names the robot-side topics it
+does not see and the discovery settings to check.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from rclpy.node import Node
 from std_msgs.msg import Bool, Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from parl_robot.episode_machine import EpisodeMachine
+from parl_robot.episode_machine import LINK_LOST, EpisodeMachine
 from parl_robot.nodes import common
 
 SERVICE_WAIT_S = 5.0
+LINK_LOST_AFTER_S = 3.0  # robot/safety comes at 1 Hz from the control node
 
 
 class EpisodeManagerNode(Node):
@@ -39,8 +47,24 @@ class EpisodeManagerNode(Node):
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, self.on_success, common.COMMAND_QOS)
         self.create_subscription(Float32MultiArray, common.ROBOT_ACTION, self.on_action, common.COMMAND_QOS)
+        self.safety_heard: float | None = None  # robot/safety is also the robot side's heartbeat
         self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
-        common.wall_timer(self, 0.1, self.machine.tick)
+        common.wall_timer(self, 0.1, self.tick)
+        self.peer_check = common.start_peer_check(self)  # role:=learner: is the robot side there?
+
+    def tick(self) -> None:
+        self.check_link()
+        self.machine.tick()
+
+    def check_link(self) -> None:
+        """No robot/safety for LINK_LOST_AFTER_S: a hold with reason `link_lost`, which aborts a running
+        episode and holds the next one; the next heartbeat's real state replaces it."""
+        if self.safety_heard is None or LINK_LOST in self.machine.safety_reasons:
+            return
+        silent_s = time.monotonic() - self.safety_heard
+        if silent_s > LINK_LOST_AFTER_S:
+            self.get_logger().error(f"no robot/safety heartbeat for {silent_s:.1f} s: link to the robot side lost")
+            self.machine.on_safety({"state": "held", "reasons": [LINK_LOST]})
 
     @property
     def exit_code(self) -> int | None:
@@ -65,6 +89,7 @@ class EpisodeManagerNode(Node):
 
     # ----- subscriptions ---------------------------------------------------------------------
     def on_safety(self, msg: String) -> None:
+        self.safety_heard = time.monotonic()
         safety = common.parse_json_object(msg)
         if safety is not None:
             self.machine.on_safety(safety)

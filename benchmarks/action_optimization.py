@@ -54,18 +54,19 @@ def measure(device: torch.device, observation: str, shared: bool, repeats: int) 
     spec = ObservationSpec(7, image_shape)
     learner = LearnerConfig(observation=observation)
     policy = build_policy(learner, spec).to(device).eval()
-    critic = TwinCritic(spec, 7, observation, learner.critic_hidden, learner.critic_layers).to(device).eval()
+    critic = TwinCritic(spec, 7, observation, learner.critic.hidden, learner.critic.layers).to(device).eval()
     obs = {"state": torch.randn(1, 7, device=device)}
     if image_shape:
         obs["image"] = torch.randint(0, 255, (1, *image_shape), dtype=torch.uint8, device=device)
     # step size large enough that local steps are accepted (the expensive path is exercised)
-    cfg = ActionOptimizerConfig(num_kept=learner.num_kept, local_steps=learner.local_steps, step_size=1e-2)
+    cfg = ActionOptimizerConfig(num_kept=learner.optimizer.num_kept, local_steps=learner.optimizer.local_steps,
+                                step_size=1e-2)
     times = []
     for i in range(repeats + 5):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        control_step(policy, critic, obs, cfg, learner.num_samples, shared)
+        control_step(policy, critic, obs, cfg, learner.optimizer.num_samples, shared)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 5:

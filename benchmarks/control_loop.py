@@ -50,8 +50,9 @@ def graph_latency(policy: str, rate_hz: float, seconds: float, device: str) -> d
 
     work = Path(tempfile.mkdtemp(prefix="parl_loop_"))
     overrides = {"learner.observation": "image", "learner.policy": policy, "learner.device": device,
-                 "control.rate_hz": rate_hz, "control.max_episode_steps": 30, "learner.warmup_episodes": 1000,
-                 "learner.offline_policy_steps": 5, "learner.offline_critic_steps": 5, "episodes.num_online_episodes": 1000}
+                 "control.rate_hz": rate_hz, "control.max_episode_steps": 30, "learner.schedule.warmup_episodes": 1000,
+                 "learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
+                 "episodes.num_online_episodes": 1000}
     cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(work), **overrides})
     record_demos(cfg, EpisodeStore(work), 2, images=True, log=lambda *_: None)
     specs = finetune_graph({"task": "cup_to_rack", "sim": "true", "overlay": "cpu_demo", "store_dir": str(work),
@@ -113,10 +114,10 @@ def learner_throughput(device: str, updates: int) -> dict:
 
     cfg = load_config(task="cup_to_rack", overrides={"learner.observation": "image", "learner.device": device})
     spec = ObservationSpec(STATE_DIM, (128, 128, 3))
-    value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, cfg.learner.discount)
+    value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, cfg.learner.critic.discount)
     agent = PARLAgent(cfg.learner, spec, value_range=value_range)
     rng = np.random.default_rng(0)
-    batch_size = cfg.learner.batch_size
+    batch_size = cfg.learner.schedule.batch_size
     batch = {
         "state": rng.normal(size=(batch_size, STATE_DIM)).astype(np.float32),
         "next_state": rng.normal(size=(batch_size, STATE_DIM)).astype(np.float32),

@@ -13,10 +13,10 @@ Each run (method x seed) drives the product's learning schedule, `parl_robot.rl.
   3. `--warmup` episodes with the pre-trained agent, no updates (their success = the offline start);
      then the trainer's critic catch-up on demos + warm-up episodes;
   4. `--online` episodes: after each action the trainer runs the updates its budget allows
-     (`learner.updates_per_step` per executed step; each a critic and a policy step on two mixed
-     batches), acting with the method's rule.
+     (`learner.schedule.updates_per_step` per executed step; each a critic and a policy step on two
+     mixed batches), acting with the method's rule.
 Configuration: the task file, the `--profile` overlay (config/profiles/study.yaml: the study's
-shared set-up), `--set` dotted overrides (`learner.cql_alpha=1.0`), then the method's own settings.
+shared set-up), `--set` dotted overrides (`learner.critic.cql_alpha=1.0`), then the method's own settings.
 Success of every episode is recorded with wall-clock. Writes <out>.json (curves per method and
 seed; success per block of 20 online episodes; per block, each PA-RL method's seed-paired difference
 to each baseline and each ablation's to parl_diffusion, with a 95 % bootstrap interval) and <out>.png
@@ -28,12 +28,12 @@ rerank_only (IDQL-style: critic re-ranks policy samples, the policy is never upd
 filtered_bc (behaviour cloning on demos + successful online episodes, no critic at act time).
 Ablations (PA-RL diffusion): no_local (T = 0), no_global (k = 1), cem_random (CEM over random
 actions under the same critic instead of policy samples), distill_all_states (distillation on every
-replay state, failed online episodes included, instead of `learner.distill_states: successful`),
+replay state, failed online episodes included, instead of `policy_update.distill_states: successful`),
 rank_by_mean_q (candidates ranked and optimized by the twin heads' mean Q instead of their min),
 no_critic_catchup (no critic updates between warm-up and the first online episode).
-Variants: parl_policy_gripper (PA-RL diffusion with `learner.gripper_from: policy`: the critic's pick
+Variants: parl_policy_gripper (PA-RL diffusion with `optimizer.gripper_from: policy`: the critic's pick
 moves the arm, the executed gripper value comes from a policy sample; acting only);
-parl_policy_gripper_plus_bc (parl_policy_gripper with `learner.filtered_bc_steps: 1`: a filtered BC
+parl_policy_gripper_plus_bc (parl_policy_gripper with `policy_update.filtered_bc_steps: 1`: a filtered BC
 step after each distillation step; the study's best setting, config/profiles/recommended.yaml).
 Diagnostic: parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
 BC policy's samples, re-ranked and locally optimized by the online critic).
@@ -56,28 +56,32 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-# Each method's learner settings over the profile and --set ("_cem": the study's own acting rule).
+# Each method's learner settings (dotted keys under `learner`) over the profile and --set
+# ("_cem": the study's own acting rule).
 METHODS: dict[str, dict] = {
     "parl_diffusion": {"policy": "diffusion"},
     "parl_transformer": {"policy": "transformer"},
-    "calql_gaussian": {"policy": "gaussian", "policy_update": "reparameterized", "policy_ema_rate": 0.0,
-                       "num_samples": 1, "num_kept": 1, "local_steps": 0, "include_dataset_action": False},
-    "rerank_only": {"policy": "diffusion", "local_steps": 0, "policy_update": "none"},
-    "filtered_bc": {"policy": "diffusion", "num_samples": 1, "num_kept": 1, "local_steps": 0,
-                    "policy_update": "filtered_bc"},
-    "no_local": {"policy": "diffusion", "local_steps": 0},
-    "no_global": {"policy": "diffusion", "num_samples": 1, "num_kept": 1},
+    "calql_gaussian": {"policy": "gaussian", "policy_update.rule": "reparameterized", "policy_ema_rate": 0.0,
+                       "optimizer.num_samples": 1, "optimizer.num_kept": 1, "optimizer.local_steps": 0,
+                       "optimizer.include_dataset_action": False},
+    "rerank_only": {"policy": "diffusion", "optimizer.local_steps": 0, "policy_update.rule": "none"},
+    "filtered_bc": {"policy": "diffusion", "optimizer.num_samples": 1, "optimizer.num_kept": 1, "optimizer.local_steps": 0,
+                    "policy_update.rule": "filtered_bc"},
+    "no_local": {"policy": "diffusion", "optimizer.local_steps": 0},
+    "no_global": {"policy": "diffusion", "optimizer.num_samples": 1, "optimizer.num_kept": 1},
     "cem_random": {"policy": "diffusion", "_cem": True},
-    "distill_all_states": {"policy": "diffusion", "distill_states": "all"},
-    "rank_by_mean_q": {"policy": "diffusion", "q_ensemble": "mean"},
-    "no_critic_catchup": {"policy": "diffusion", "warmup_critic_steps": 0},
-    "parl_policy_gripper": {"policy": "diffusion", "gripper_from": "policy"},
-    "parl_policy_gripper_no_distill": {"policy": "diffusion", "gripper_from": "policy", "policy_update": "none"},
-    "parl_policy_gripper_plus_bc": {"policy": "diffusion", "gripper_from": "policy", "filtered_bc_steps": 1},
+    "distill_all_states": {"policy": "diffusion", "policy_update.distill_states": "all"},
+    "rank_by_mean_q": {"policy": "diffusion", "optimizer.q_ensemble": "mean"},
+    "no_critic_catchup": {"policy": "diffusion", "schedule.warmup_critic_steps": 0},
+    "parl_policy_gripper": {"policy": "diffusion", "optimizer.gripper_from": "policy"},
+    "parl_policy_gripper_no_distill": {"policy": "diffusion", "optimizer.gripper_from": "policy", "policy_update.rule": "none"},
+    "parl_policy_gripper_plus_bc": {"policy": "diffusion", "optimizer.gripper_from": "policy",
+                                    "policy_update.filtered_bc_steps": 1},
 }
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
 ABLATIONS = ("no_local", "no_global", "cem_random", "no_critic_catchup", "distill_all_states")
-SMOKE_OVERRIDES = {"learner.offline_policy_steps": 20, "learner.offline_critic_steps": 10, "learner.warmup_critic_steps": 10}
+SMOKE_OVERRIDES = {"learner.schedule.offline_policy_steps": 20, "learner.schedule.offline_critic_steps": 10,
+                   "learner.schedule.warmup_critic_steps": 10}
 
 
 def online_reset_seed(seed: int, episode: int) -> int:
@@ -107,7 +111,7 @@ def study_config(task: str, method: str, seed: int, warmup: int, profile: str, o
 
     method_settings = {f"learner.{key}": value for key, value in METHODS[method].items() if not key.startswith("_")}
     return load_config(task=task, overlays=[profile] if profile else [], overrides={
-        **(overrides or {}), **method_settings, "learner.seed": seed, "learner.warmup_episodes": warmup})
+        **(overrides or {}), **method_settings, "learner.seed": seed, "learner.schedule.warmup_episodes": warmup})
 
 
 def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int, profile: str,
@@ -131,9 +135,10 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     learner, max_steps = cfg.learner, cfg.control.max_episode_steps
     env = WidowXSimEnv(cfg)
     spec = ObservationSpec(STATE_DIM)
-    agent = PARLAgent(learner, spec, value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.discount))
-    trainer = Trainer(agent, ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount),
-                      ReplayBuffer(spec, 7, learner.replay_capacity, learner.discount), learner)
+    value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.critic.discount)
+    agent = PARLAgent(learner, spec, value_range=value_range)
+    trainer = Trainer(agent, ReplayBuffer(spec, 7, learner.schedule.replay_capacity, learner.critic.discount),
+                      ReplayBuffer(spec, 7, learner.schedule.replay_capacity, learner.critic.discount), learner)
     demonstrator = ScriptedDemonstrator(cfg, seed=seed)
     demo_successes = 0
     for index in range(demos):
@@ -218,7 +223,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny CI version: 2 methods, 1 seed, a few episodes")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="dotted config overrides for every method, e.g. learner.cql_alpha=1.0 learner.offline_critic_steps=1000")
+                        help="dotted config overrides for every method, e.g. learner.critic.cql_alpha=1.0 "
+                             "learner.schedule.offline_critic_steps=1000")
     parser.add_argument("--out", default="benchmarks/results/finetune_study")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: rebuild <out>.json/.png from every run saved in <out>.runs/ "

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--steps", type=int, default=12, help="max steps per episode")
-    parser.add_argument("--capacity", type=int, default=3000, help="learner.replay_capacity (transitions)")
+    parser.add_argument("--capacity", type=int, default=3000, help="learner.schedule.replay_capacity (transitions)")
     parser.add_argument("--out", default="benchmarks/results/soak.json")
     args = parser.parse_args()
 
@@ -58,8 +58,9 @@ def main() -> None:
     store_dir = work / "store"
     overrides = {
         "episodes.num_online_episodes": args.episodes, "control.rate_hz": args.rate, "control.max_episode_steps": args.steps,
-        "learner.warmup_episodes": 2, "learner.replay_capacity": args.capacity, "learner.offline_policy_steps": 100,
-        "learner.offline_critic_steps": 50, "learner.updates_per_step": 0.25, "learner.checkpoint_every_updates": 200,
+        "learner.schedule.warmup_episodes": 2, "learner.schedule.replay_capacity": args.capacity,
+        "learner.schedule.offline_policy_steps": 100, "learner.schedule.offline_critic_steps": 50,
+        "learner.schedule.updates_per_step": 0.25, "learner.schedule.checkpoint_every_updates": 200,
     }
     cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir), **overrides})
     store = EpisodeStore(store_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+LOG = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -204,56 +207,102 @@ class RewardConfig(Section):
 
 
 @dataclass
-class LearnerConfig(Section):
-    """PA-RL + Cal-QL hyper-parameters; defaults from the paper's Appendix B unless noted."""
+class OptimizerConfig(Section):
+    """Stage I, action optimization (`learner.optimizer`): k policy samples, the top m by Q, T
+    accepted-only gradient-ascent steps on Q; which candidate is executed."""
 
-    policy: str = _field("diffusion", choices=("diffusion", "gaussian", "transformer", "openvla"))
-    observation: str = _field("state", choices=("state", "image"))
-    device: str = _field("cpu", choices=("cpu", "cuda", "auto"))
-    # Stage I: action optimization.
     num_samples: int = _field(32, low=1, high=4096)  # k
     num_kept: int = _field(10, low=1, high=4096)  # m
     local_steps: int = _field(10, low=0, high=1000)  # T
-    local_step_size: float = _field(3e-4, low=0.0, high=10.0)  # alpha
-    include_dataset_action: bool = True
-    selection: str = _field("argmax", choices=("argmax", "softmax"))  # acting
-    # Distillation targets: a sample from softmax(Q / temperature) over the candidates (the reference
-    # implementation's default) or the argmax candidate.
-    distill_selection: str = _field("softmax", choices=("argmax", "softmax"))
-    # States distilled on: every replay state, or only states of successful episodes (demos and
-    # successful online episodes). On the policy's own failed episodes a young critic's targets
-    # reinforce the failure (docs/finetune_study.md, session 5).
-    distill_states: str = _field("successful", choices=("all", "successful"))
+    step_size: float = _field(3e-4, low=0.0, high=10.0)  # alpha
+    include_dataset_action: bool = True  # the batch's dataset action among the distillation candidates
+    selection: str = _field("argmax", choices=("argmax", "softmax"))  # the acting rule
     softmax_temperature: float = _field(1.0, low=1e-6, high=1e6)
-    # Who chooses the executed gripper value (the last action dimension). "critic": PA-RL as
-    # published, the optimized action is executed whole. "policy": the critic still ranks and optimizes
-    # whole actions and its pick moves the arm, but the gripper value executed is a policy sample's (the
-    # first of the k). Acting only: TD targets and distillation targets are unchanged. An offline
-    # critic rates "stay open" above "close now" near the grasp and defers it (docs/finetune_study.md,
-    # sessions 8-9).
-    gripper_from: str = _field("critic", choices=("critic", "policy"))
-    # Behaviour-cloning steps on transitions of successful episodes (demos + successful online
-    # episodes) after each online policy update; 0 = PA-RL as published. With gripper_from: policy,
-    # 1 step gave the study's best 5-seed result on cup_to_rack (docs/finetune_study.md, session 10).
-    filtered_bc_steps: int = _field(0, low=0, high=100)
     # How the twin critic heads combine when actions are ranked and optimized: the pessimistic min,
-    # or the mean (the reference ranks by its ensemble's mean). TD targets always take the min.
+    # or the mean (the reference ranks by its ensemble's mean; no measurable difference in the study).
+    # TD targets always take the min.
     q_ensemble: str = _field("min", choices=("min", "mean"))
-    # Critic.
-    critic: str = _field("calql", choices=("calql", "iql"))
+    # Who chooses the executed gripper value (parl_robot/rl/executed_action.py): "critic" (PA-RL as
+    # published) or "policy" (a policy sample's; in the study it doubles the offline start, 36 % -> 63 %).
+    gripper_from: str = _field("critic", choices=("critic", "policy"))
+
+    def check(self) -> None:
+        if self.num_kept > self.num_samples:
+            raise self.error("num_kept", f"({self.num_kept}) must not exceed 'num_samples' ({self.num_samples})")
+
+
+@dataclass
+class CriticConfig(Section):
+    """The critic (`learner.critic`): Cal-QL (or IQL) twin Q heads, concatenating the action at every layer."""
+
+    kind: str = _field("calql", choices=("calql", "iql"))
     discount: float = _field(0.97, low=0.0, high=1.0)
     cql_alpha: float = _field(5.0, low=0.0, high=1e4)
     cql_num_actions: int = _field(10, low=1, high=1024)  # policy and uniform actions per state in the CQL term
     cql_temperature: float = _field(1.0, low=1e-3, high=1e3)
     iql_expectile: float = _field(0.7, low=0.5, high=1.0)
     target_update_rate: float = _field(0.005, low=0.0, high=1.0)
-    critic_hidden: int = _field(256, low=8, high=8192)
-    critic_layers: int = _field(3, low=1, high=16)
-    hl_gauss_bins: int = _field(0, low=0, high=1024)  # 0 = scalar critic
-    critic_lr: float = _field(3e-4, low=0.0, high=1.0)
+    hidden: int = _field(256, low=8, high=8192)
+    layers: int = _field(3, low=1, high=16)
+    hl_gauss_bins: int = _field(0, low=0, high=1024)  # 0 = scalar critic; > 0: HL-Gauss distributional head
+    lr: float = _field(3e-4, low=0.0, high=1.0)
+
+
+@dataclass
+class PolicyUpdateConfig(Section):
+    """Stage II, how the policy learns online (`learner.policy_update`)."""
+
+    # The rule (parl_robot/rl/policy_updates.py): "distill" (PA-RL: the policy's own supervised loss on
+    # optimized actions); the baselines "reparameterized" (the Cal-QL actor: maximize Q - alpha log pi;
+    # tanh-Gaussian only), "filtered_bc" (behaviour cloning on successful episodes) and "none" (the
+    # offline policy, re-ranked by the online critic).
+    rule: str = _field("distill", choices=("distill", "reparameterized", "filtered_bc", "none"))
+    distill_lr: float = _field(5e-5, low=0.0, high=1.0)
+    # Distillation targets: a sample from softmax(Q / temperature) over the candidates (the reference
+    # implementation's default) or the argmax candidate.
+    distill_selection: str = _field("softmax", choices=("argmax", "softmax"))
+    # States distilled on: only states of successful episodes (demos and successful online episodes),
+    # or every replay state as published. On the policy's own failed episodes a young critic's targets
+    # teach it to defer the grasp: distilling every state took the study's PA-RL from 30 % to 7 %.
+    distill_states: str = _field("successful", choices=("all", "successful"))
+    # Behaviour-cloning steps on successful episodes after each policy update (parl_robot/rl/filtered_bc.py);
+    # 0 = PA-RL as published. With gripper_from: policy, 1 step is the study's best setting.
+    filtered_bc_steps: int = _field(0, low=0, high=100)
+    entropy_alpha: float = _field(0.01, low=0.0, high=10.0)  # rule reparameterized only
+
+
+@dataclass
+class ScheduleConfig(Section):
+    """Offline pre-training, warm-up, the critic's catch-up and the online update budget
+    (`learner.schedule`, run by parl_robot/rl/trainer.py)."""
+
+    batch_size: int = _field(256, low=1, high=65536)
+    offline_critic_steps: int = _field(300, low=0, high=10_000_000)
+    offline_policy_steps: int = _field(600, low=0, high=10_000_000)
+    updates_per_step: float = _field(2.0, low=0.0, high=1000.0)  # UTD: updates per executed online step
+    warmup_episodes: int = _field(2, low=0, high=100_000)
+    # Critic updates on demos + warm-up episodes when warm-up ends, before the first policy update: a
+    # critic pre-trained on a few demos mis-ranks the policy's own samples (without it the study's
+    # PA-RL reached 42 % instead of 80 % after 40 online episodes, 3 seeds).
+    warmup_critic_steps: int = _field(1000, low=0, high=10_000_000)
+    online_fraction: float = _field(0.5, low=0.0, high=1.0)  # of each batch, from the online buffer
+    replay_capacity: int = _field(100_000, low=100, high=100_000_000)
+    checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)
+
+
+@dataclass
+class LearnerConfig(Section):
+    """PA-RL + Cal-QL hyper-parameters; defaults from the paper's Appendix B unless noted."""
+
+    policy: str = _field("diffusion", choices=("diffusion", "gaussian", "transformer", "openvla"))
+    observation: str = _field("state", choices=("state", "image"))
+    device: str = _field("cpu", choices=("cpu", "cuda", "auto"))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    policy_update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Policy.
     policy_lr: float = _field(3e-4, low=0.0, high=1.0)  # behaviour cloning (offline start, filtered BC)
-    distill_lr: float = _field(5e-5, low=0.0, high=1.0)  # online distillation of optimized actions
     # Actions are sampled from an exponential moving average of the policy weights (as the PA-RL
     # reference's DDPM samples with its target parameters): distillation trains on the policy's own
     # samples, and without the lag that loop amplifies its own sampling errors. 0 = no average
@@ -276,42 +325,42 @@ class LearnerConfig(Section):
     lora_target_modules: str = "all-linear"  # or comma-separated suffixes, e.g. "q_proj,v_proj"
     load_in_4bit: bool = False
     action_cache_size: int = _field(0, low=0, high=4096)  # cached policy samples per state; 0 = sample live
-    # Schedule.
-    batch_size: int = _field(256, low=1, high=65536)
-    offline_critic_steps: int = _field(300, low=0, high=10_000_000)
-    offline_policy_steps: int = _field(600, low=0, high=10_000_000)
-    updates_per_step: float = _field(2.0, low=0.0, high=1000.0)  # UTD
-    warmup_episodes: int = _field(2, low=0, high=100_000)
-    # Critic updates on demos + warm-up episodes when warm-up ends, before the first policy update:
-    # a critic pre-trained on a few demos mis-ranks the policy's own samples (docs/finetune_study.md).
-    warmup_critic_steps: int = _field(1000, low=0, high=10_000_000)
-    online_fraction: float = _field(0.5, low=0.0, high=1.0)
-    replay_capacity: int = _field(100_000, low=100, high=100_000_000)
-    checkpoint_every_updates: int = _field(500, low=1, high=10_000_000)
-    # How the policy learns in each online update (parl_robot/rl/policy_updates.py): "distill" (PA-RL:
-    # supervised loss on optimized actions), "reparameterized" (the standard Cal-QL actor: maximize
-    # Q - alpha log pi; tanh-Gaussian only), "filtered_bc" (behaviour cloning on successful episodes)
-    # or "none" (the offline policy, re-ranked by the online critic). The last three are baselines.
-    policy_update: str = _field("distill", choices=("distill", "reparameterized", "filtered_bc", "none"))
-    entropy_alpha: float = _field(0.01, low=0.0, high=10.0)
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)
     seed: int = 0
 
     def check(self) -> None:
-        if self.num_kept > self.num_samples:
-            raise self.error("num_kept", f"({self.num_kept}) must not exceed 'num_samples' ({self.num_samples})")
         if self.policy == "openvla" and self.observation != "image":
             raise self.error("policy", "openvla reads camera images; set 'observation' to image")
         if self.policy == "openvla" and self.policy_ema_rate > 0:
             raise self.error("policy_ema_rate", "must be 0 for openvla (an averaged copy of 7B weights does not fit "
                                                 "beside them); config/profiles/openvla.yaml sets it")
-        if self.action_cache_size and self.action_cache_size < self.num_samples:
-            raise self.error("action_cache_size", f"({self.action_cache_size}) must be 0 or at least 'num_samples' "
-                                                  f"({self.num_samples}), the samples the optimizer draws from it")
-        if self.policy_update == "reparameterized" and self.policy != "gaussian":
-            raise self.error("policy_update", f"reparameterized needs the gaussian policy (its reparameterized "
-                                              f"samples), not {self.policy!r}")
+        if self.action_cache_size and self.action_cache_size < self.optimizer.num_samples:
+            raise self.error("action_cache_size", f"({self.action_cache_size}) must be 0 or at least "
+                                                  f"'optimizer.num_samples' ({self.optimizer.num_samples}), the "
+                                                  "samples the optimizer draws from it")
+        if self.policy_update.rule == "reparameterized" and self.policy != "gaussian":
+            raise self.error("policy_update.rule", f"reparameterized needs the gaussian policy (its "
+                                                   f"reparameterized samples), not {self.policy!r}")
+
+
+# Learner keys from before the nested sections, and where they live now. A file or override that
+# still uses one is migrated with a warning naming the new key.
+FLAT_LEARNER_KEYS = {
+    **{key: f"optimizer.{key}" for key in ("num_samples", "num_kept", "local_steps", "include_dataset_action", "selection",
+                                           "softmax_temperature", "q_ensemble", "gripper_from")},
+    "local_step_size": "optimizer.step_size",
+    "critic": "critic.kind",
+    **{key: f"critic.{key}" for key in ("discount", "cql_alpha", "cql_num_actions", "cql_temperature", "iql_expectile",
+                                        "target_update_rate", "hl_gauss_bins")},
+    "critic_hidden": "critic.hidden", "critic_layers": "critic.layers", "critic_lr": "critic.lr",
+    "policy_update": "policy_update.rule",
+    **{key: f"policy_update.{key}" for key in ("distill_lr", "distill_selection", "distill_states", "filtered_bc_steps",
+                                               "entropy_alpha")},
+    **{key: f"schedule.{key}" for key in ("batch_size", "offline_critic_steps", "offline_policy_steps", "updates_per_step",
+                                          "warmup_episodes", "warmup_critic_steps", "online_fraction", "replay_capacity",
+                                          "checkpoint_every_updates")},
+}
 
 
 @dataclass
@@ -393,6 +442,8 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
     own checks, with errors naming the full key path and `source`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: '{prefix or '<root>'}' must be a mapping, got {data!r}")
+    if cls is LearnerConfig:
+        data = _migrate_flat_learner_keys(data, prefix, source)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -410,8 +461,70 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
         raise ConfigError(f"{source}: '{dotted}' {err.detail}", key=None) from None
 
 
+def _migrate_flat_learner_keys(data: dict, prefix: str, source: str) -> dict:
+    """Old flat learner keys (`learner.num_samples`) moved into their sections (`learner.optimizer.num_samples`),
+    with a warning naming the new key; both forms at once is an error."""
+    migrated = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items()}
+    for key, value in data.items():
+        if key not in FLAT_LEARNER_KEYS or isinstance(value, dict):  # `critic: {...}` is the section itself
+            continue
+        section, name = FLAT_LEARNER_KEYS[key].split(".")
+        old, new = f"{prefix}.{key}" if prefix else key, f"{prefix}.{section}.{name}" if prefix else f"{section}.{name}"
+        target = migrated.get(section) if isinstance(migrated.get(section), dict) else {}
+        if name in target:
+            raise ConfigError(f"{source}: '{old}' and '{new}' both set; '{old}' is the old name of '{new}': keep only '{new}'")
+        LOG.warning(f"{source}: '{old}' is now '{new}'; migrated (rename it there)")
+        del migrated[key]
+        migrated[section] = {**target, name: value}
+    return migrated
+
+
+def _migrate_layer(data: dict, source: str) -> dict:
+    """One task file, overlay or override set with its old learner keys migrated (before merging, so
+    that a later layer's old key still overrides an earlier layer's new one)."""
+    learner = data.get("learner")
+    if not isinstance(learner, dict):
+        return data
+    return {**data, "learner": _migrate_flat_learner_keys(learner, "learner", source)}
+
+
+def _migrate_dotted(overrides: dict, source: str) -> dict:
+    """Dotted overrides with old learner keys (`learner.num_samples`) renamed, as `_migrate_layer` does."""
+    migrated = {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if section == "learner" and key in FLAT_LEARNER_KEYS and not isinstance(value, dict):
+            new = f"learner.{FLAT_LEARNER_KEYS[key]}"
+            if new in overrides:
+                raise ConfigError(f"{source}: '{dotted}' and '{new}' both set; '{dotted}' is the old name of '{new}': "
+                                  f"keep only '{new}'")
+            LOG.warning(f"{source}: '{dotted}' is now '{new}'; migrated (rename it there)")
+            dotted = new
+        migrated[dotted] = value
+    return migrated
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> TaskConfig:
     return _build(TaskConfig, data, "", source)
+
+
+def _set_dotted(data: dict, overrides: dict, source: str) -> None:
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: override '{dotted}' goes through a non-mapping value")
+        node[parts[-1]] = value
+
+
+def with_overrides(section, overrides) -> Any:
+    """A copy of a config section (TaskConfig, LearnerConfig, ...) with dotted overrides relative to
+    it (`{"optimizer.num_samples": 8}`, or any form `parse_overrides` reads), checked like file values."""
+    data = dataclasses.asdict(section)
+    _set_dotted(data, parse_overrides(overrides), "overrides")
+    return _build(type(section), data, "", "overrides")
 
 
 def config_search_dirs() -> list[Path]:
@@ -461,7 +574,7 @@ _OVERRIDE_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_][\w.]*\s*=)")  # a comma that
 
 def parse_overrides(overrides: str | list[str] | dict | None) -> dict:
     """Dotted-key overrides in the one form the nodes (`overrides` parameter), the CLI (`overrides:=`)
-    and the study (`--set`) all accept: a JSON object (`{"learner.cql_alpha": 1.0}`, or such a dict),
+    and the study (`--set`) all accept: a JSON object (`{"learner.critic.cql_alpha": 1.0}`, or such a dict),
     or `key=value` items (a list, or one string with the items separated by commas). A value is
     parsed as JSON when it parses (`1.5`, `10`, `true`, `[0.3, 0, 0.2]`) and kept as a string
     otherwise. Keys and values are checked by `load_config`, like file values."""
@@ -482,7 +595,7 @@ def parse_overrides(overrides: str | list[str] | dict | None) -> dict:
     for item in overrides:
         key, separator, raw = (part.strip() for part in item.partition("="))
         if not separator or not key:
-            raise ConfigError(f"override '{item}' is not key=value (e.g. learner.cql_alpha=1.0)")
+            raise ConfigError(f"override '{item}' is not key=value (e.g. learner.critic.cql_alpha=1.0)")
         try:
             parsed[key] = json.loads(raw)
         except ValueError:
@@ -507,7 +620,7 @@ def load_config(
             raise ConfigError("load_config needs a config path or a task name")
         path = task_config_path(task)
     path = Path(path)
-    data = _read_yaml(path)
+    data = _migrate_layer(_read_yaml(path), str(path))
     sources = [str(path)]
     for overlay in overlays or []:
         overlay_path = Path(overlay)
@@ -516,18 +629,11 @@ def load_config(
                 if (directory / "profiles" / f"{overlay}.yaml").is_file():
                     overlay_path = directory / "profiles" / f"{overlay}.yaml"
                     break
-        merged = _deep_merge(data, _read_yaml(overlay_path))
+        merged = _deep_merge(data, _migrate_layer(_read_yaml(overlay_path), str(overlay_path)))
         config_from_dict(merged, str(overlay_path))  # errors name the overlay that brought the key
         data = merged
         sources.append(str(overlay_path))
     if task is not None and data.get("task", {}).get("name", task) != task:
         raise ConfigError(f"{path}: task.name is '{data['task']['name']}' but task '{task}' was requested")
-    for dotted, value in overrides.items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{path}: override '{dotted}' goes through a non-mapping value")
-        node[parts[-1]] = value
+    _set_dotted(data, _migrate_dotted(overrides, "overrides"), str(path))
     return config_from_dict(data, " + ".join(sources) + (" + overrides" if overrides else ""))

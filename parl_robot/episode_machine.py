@@ -24,6 +24,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
+from parl_robot.config import EpisodeConfig
+
 WAITING_FOR_LEARNER = "waiting_for_learner"
 WAITING_FOR_RESET = "waiting_for_reset"
 READY = "ready"
@@ -49,13 +51,10 @@ class Ports(Protocol):
 
 
 class EpisodeMachine:
-    def __init__(self, max_episode_steps: int, num_online_episodes: int, auto_reset: bool, auto_label: bool,
-                 instruction: str, ports: Ports, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+    def __init__(self, episodes: EpisodeConfig, max_episode_steps: int, instruction: str, ports: Ports,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
+        self.cfg = episodes  # num_online_episodes, auto_reset, auto_label
         self.max_episode_steps = max_episode_steps
-        self.num_online_episodes = num_online_episodes
-        self.auto_reset = auto_reset
-        self.auto_label = auto_label
         self.instruction = instruction
         self.ports = ports
         self.clock = clock
@@ -159,7 +158,7 @@ class EpisodeMachine:
                                    f"({self.successes}/{self.saved} successes)")
             self.episode += 1
             self._pending_home = self.ports.call_service("home")
-            if self.saved >= self.num_online_episodes:
+            if self.saved >= self.cfg.num_online_episodes:
                 self.publish("finished", saved=self.saved, successes=self.successes)
                 self.finishing = True  # exit once the arm is home (tick)
                 return
@@ -196,9 +195,9 @@ class EpisodeMachine:
             return
         self.publish_state()
         held = bool(self.safety_reasons)
-        if self.state == WAITING_FOR_RESET and self.needs_home and not held and not self.auto_reset:
+        if self.state == WAITING_FOR_RESET and self.needs_home and not held and not self.cfg.auto_reset:
             self._home_after_abort(now)
-        elif self.state == WAITING_FOR_RESET and self.auto_reset and not self.paused and not held:
+        elif self.state == WAITING_FOR_RESET and self.cfg.auto_reset and not self.paused and not held:
             self._sim_reset()
         elif (self.state == READY and in_state > READY_DWELL_S and not self.paused and not self.learner_catching_up
               and not held and not self.needs_home):
@@ -211,7 +210,7 @@ class EpisodeMachine:
             if done and in_state > END_DWELL_S:
                 self.publish("end", success=self.last_success, steps=self.steps)
                 self.set_state(AWAITING_LABEL)
-                if self.auto_label:
+                if self.cfg.auto_label:
                     self.publish("label", success=self.last_success, source="detector")
                     self.set_state(SAVING)
         elif self.state == SAVING and in_state > SAVE_TIMEOUT_S:

@@ -21,7 +21,7 @@ def _load(name):
 def test_finetune_study_runs_each_kind_of_method(method):
     study = _load("finetune_study")
     result = study.run("cup_to_rack", method, seed=0, demos=2, warmup=1, online=1, profile="cpu_demo",
-                       overrides={"learner.offline_policy_steps": 20, "learner.offline_critic_steps": 10})
+                       overrides={"learner.schedule.offline_policy_steps": 20, "learner.schedule.offline_critic_steps": 10})
     assert [c["phase"] for c in result["curve"]] == ["warmup", "online"]
     assert result["curve"][-1]["updates"] > 0 or method == "filtered_bc" and result["curve"][-1]["steps"] == 0
     assert 0.0 <= result["demo_success_rate"] <= 1.0 and result["offline_start"] in (0.0, 1.0)
@@ -104,13 +104,18 @@ def test_finetune_study_set_overrides_are_typed_and_checked(monkeypatch, tmp_pat
     from parl_robot.config import parse_overrides
 
     study = _load("finetune_study")
-    overrides = parse_overrides(["learner.cql_alpha=1.5", "learner.local_steps=0", "learner.include_dataset_action=false"])
-    assert overrides == {"learner.cql_alpha": 1.5, "learner.local_steps": 0, "learner.include_dataset_action": False}
+    overrides = parse_overrides(["learner.critic.cql_alpha=1.5", "learner.optimizer.local_steps=0",
+                                 "learner.optimizer.include_dataset_action=false"])
+    assert overrides == {"learner.critic.cql_alpha": 1.5, "learner.optimizer.local_steps": 0,
+                         "learner.optimizer.include_dataset_action": False}
     learner = study.study_config("cup_to_rack", "parl_diffusion", 3, 20, "study", overrides).learner
-    assert (learner.cql_alpha, learner.local_steps, learner.include_dataset_action, learner.seed) == (1.5, 0, False, 3)
-    assert study.study_config("cup_to_rack", "no_local", 0, 20, "study", {"learner.local_steps": 5}).learner.local_steps == 0
+    assert (learner.critic.cql_alpha, learner.optimizer.local_steps, learner.optimizer.include_dataset_action,
+            learner.seed) == (1.5, 0, False, 3)
+    no_local = study.study_config("cup_to_rack", "no_local", 0, 20, "study", {"learner.optimizer.local_steps": 5})
+    assert no_local.learner.optimizer.local_steps == 0  # the method wins over --set
     for items, fragment in ((["learner.warp_speed=9"], "unknown key 'learner.warp_speed'"),
-                            (["learner.local_steps=many"], "'learner.local_steps' must be an integer, got 'many'")):
+                            (["learner.optimizer.local_steps=many"],
+                             "'learner.optimizer.local_steps' must be an integer, got 'many'")):
         monkeypatch.setattr(sys, "argv", ["finetune_study.py", "--methods", "parl_diffusion", "--out", str(tmp_path / "x"),
                                           "--set", *items])
         with pytest.raises(SystemExit, match=fragment):

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from parl_robot import episode_machine as em
+from parl_robot.config import EpisodeConfig
 from parl_robot.episode_machine import EpisodeMachine
 
 
@@ -60,8 +61,8 @@ class Clock:
 
 def machine(auto_reset=True, auto_label=True, episodes=2, max_steps=3):
     ports, clock = Ports(), Clock()
-    return EpisodeMachine(max_steps, episodes, auto_reset, auto_label, "put the cup on the rack", ports, clock,
-                          wall_clock=lambda: 0.0), ports, clock
+    episodes_cfg = EpisodeConfig(num_online_episodes=episodes, auto_reset=auto_reset, auto_label=auto_label)
+    return EpisodeMachine(episodes_cfg, max_steps, "put the cup on the rack", ports, clock, wall_clock=lambda: 0.0), ports, clock
 
 
 def advance(m, clock, seconds, step=0.1):
@@ -116,14 +117,18 @@ def test_sim_run_resets_runs_labels_saves_and_finishes():
     assert m.exit_code == 0
 
 
-def test_finishing_exits_after_the_home_timeout_or_without_a_home_service():
-    m, ports, clock = machine(episodes=1)
+def one_successful_episode(m, ports, clock):
     ready_learner(m, clock)
     sim_reset(m, ports, clock)
     advance(m, clock, 0.6)
     m.on_success(True)
     advance(m, clock, 0.3)
     assert ports.kinds()[-2:] == ["end", "label"] and ports.last("end")["success"] is True  # success ends it early
+
+
+def test_finishing_exits_after_the_home_timeout_or_without_a_home_service():
+    m, ports, clock = machine(episodes=1)
+    one_successful_episode(m, ports, clock)
     m.on_event({"type": "saved", "episode": 0, "success": True})
     advance(m, clock, em.FINISH_HOME_TIMEOUT_S - 1)
     assert m.exit_code is None
@@ -131,11 +136,7 @@ def test_finishing_exits_after_the_home_timeout_or_without_a_home_service():
     assert m.exit_code == 0
 
     m, ports, clock = machine(episodes=1)
-    ready_learner(m, clock)
-    sim_reset(m, ports, clock)
-    advance(m, clock, 0.6)
-    m.on_success(True)
-    advance(m, clock, 0.3)
+    one_successful_episode(m, ports, clock)
     ports.available = False
     m.on_event({"type": "saved", "episode": 0, "success": False})
     m.tick()

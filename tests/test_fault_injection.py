@@ -16,11 +16,11 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension  # noqa: E402
 from graph_harness import Graph, free_port  # noqa: E402
 
 OVERRIDES = {
-    "learner.warmup_episodes": 1,
-    "learner.offline_policy_steps": 40,
-    "learner.offline_critic_steps": 20,
-    "learner.updates_per_step": 0.5,
-    "learner.warmup_critic_steps": 100,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
+    "learner.schedule.updates_per_step": 0.5,
+    "learner.schedule.warmup_critic_steps": 100,
     "control.max_episode_steps": 12,
 }
 CATCH_UP_BUDGET_S = 300  # the warm-up critic catch-up is CPU work: wait on its end, not on a guess

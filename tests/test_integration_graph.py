@@ -21,12 +21,12 @@ RATE_HZ = 5.0
 EPISODES = 3
 OVERRIDES = {
     "episodes.num_online_episodes": EPISODES,
-    "learner.warmup_episodes": 1,
-    "learner.offline_policy_steps": 40,
-    "learner.offline_critic_steps": 20,
-    "learner.updates_per_step": 0.5,
-    "learner.warmup_critic_steps": 200,
-    "learner.filtered_bc_steps": 1,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
+    "learner.schedule.updates_per_step": 0.5,
+    "learner.schedule.warmup_critic_steps": 200,
+    "learner.policy_update.filtered_bc_steps": 1,
     "control.max_episode_steps": 15,
     "control.rate_hz": RATE_HZ,
 }
@@ -84,7 +84,7 @@ def test_sim_graph_runs_episodes_over_dds(tmp_path):
     assert "the next episode waits" in log and not observer.stats[-1]["catching_up"]
     assert observer.stats[-1]["critic_updates_online"] > 0, observer.stats[-1]
     assert observer.stats[-1]["policy_updates"] > 0
-    # learner.filtered_bc_steps: a BC step on successful episodes (here the demos) after each policy update.
+    # learner.policy_update.filtered_bc_steps: a BC step on successful episodes (here the demos) after each policy update.
     last = observer.stats[-1]  # (published unlocked at 1 Hz: it may fall between the two steps)
     assert last["filtered_bc_updates"] > 0 and abs(last["filtered_bc_updates"] - last["policy_updates"]) <= 1, last
     assert (store_dir / "checkpoints" / "latest.pt").is_file()

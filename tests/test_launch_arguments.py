@@ -28,8 +28,8 @@ def test_typos_and_bad_values_name_the_argument(store_with_demo, tmp_path):
         validate_launch_arguments({**ok, "ui_port": "abc"})
     with pytest.raises(LaunchArgumentError, match=r"overrides:= overrides are not valid JSON"):
         validate_launch_arguments({**ok, "overrides": '{"episodes.num_online_episodes": }'})
-    with pytest.raises(LaunchArgumentError, match=r"configuration is invalid: .*learner.num_samples"):
-        validate_launch_arguments({**ok, "overrides": '{"learner.num_samples": -3}'})
+    with pytest.raises(LaunchArgumentError, match=r"configuration is invalid: .*learner.optimizer.num_samples"):
+        validate_launch_arguments({**ok, "overrides": '{"learner.optimizer.num_samples": -3}'})
     with pytest.raises(LaunchArgumentError, match=r"sim:=maybe must be true or false"):
         validate_launch_arguments({**ok, "sim": "maybe"})
     a_file = tmp_path / "file"

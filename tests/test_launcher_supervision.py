@@ -22,10 +22,10 @@ from parl_robot.sim.record_demos import record_demos  # noqa: E402
 
 OVERRIDES = {
     "episodes.num_online_episodes": 50,
-    "learner.warmup_episodes": 1,
-    "learner.offline_policy_steps": 40,
-    "learner.offline_critic_steps": 20,
-    "learner.updates_per_step": 0.5,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
+    "learner.schedule.updates_per_step": 0.5,
     "control.max_episode_steps": 12,
 }
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from parl_robot.config import ConfigError, LearnerConfig, load_config  # noqa: E402
+from parl_robot.config import ConfigError, LearnerConfig, load_config, with_overrides  # noqa: E402
 from parl_robot.nets.encoders import ObservationSpec  # noqa: E402
 from parl_robot.policies.openvla.action_tokens import (  # noqa: E402
     BRIDGE_ORIG,
@@ -62,11 +61,13 @@ def tiny_dir(tmp_path_factory):
 
 
 def tiny_cfg(path, **overrides) -> LearnerConfig:
-    base = dict(policy="openvla", observation="image", openvla_path=str(path), openvla_dtype="float32", lora_rank=8,
-                lora_alpha=16.0, num_samples=4, num_kept=2, local_steps=2, local_step_size=0.01, action_cache_size=4,
-                cql_num_actions=2, batch_size=4, critic_hidden=32, critic_layers=1, policy_lr=3e-3, distill_lr=3e-3,
-                policy_ema_rate=0.0, seed=0)
-    return replace(LearnerConfig(), **{**base, **overrides})
+    """The tiny OpenVLA's learner config; `overrides`: top-level LearnerConfig fields."""
+    base = {"policy": "openvla", "observation": "image", "openvla_path": str(path), "openvla_dtype": "float32",
+            "lora_rank": 8, "lora_alpha": 16.0, "optimizer.num_samples": 4, "optimizer.num_kept": 2,
+            "optimizer.local_steps": 2, "optimizer.step_size": 0.01, "action_cache_size": 4, "critic.cql_num_actions": 2,
+            "schedule.batch_size": 4, "critic.hidden": 32, "critic.layers": 1, "policy_lr": 3e-3,
+            "policy_update.distill_lr": 3e-3, "policy_ema_rate": 0.0, "seed": 0}
+    return with_overrides(LearnerConfig(), {**base, **overrides})
 
 
 def images(batch: int, seed: int = 0) -> torch.Tensor:
@@ -489,7 +490,7 @@ def test_openvla_runs_the_whole_parl_path_with_an_action_cache(tiny_dir, tmp_pat
     spec = ObservationSpec(10, (64, 64, 3))
     make = lambda: PARLAgent(cfg, spec, value_range=(-35.0, 1.0), instruction=INSTRUCTION, action_scale=SCALE)  # noqa: E731
     agent = make()
-    buffer = ReplayBuffer(spec, 7, 100, cfg.discount)
+    buffer = ReplayBuffer(spec, 7, 100, cfg.critic.discount)
     rng = np.random.default_rng(0)
     for _ in range(2):
         steps = 4

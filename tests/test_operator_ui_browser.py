@@ -37,9 +37,9 @@ OVERRIDES = {
     "episodes.num_online_episodes": 5,
     "episodes.auto_reset": False,  # the operator confirms resets on the page
     "episodes.auto_label": False,  # and labels every episode
-    "learner.warmup_episodes": 1,
-    "learner.offline_policy_steps": 40,
-    "learner.offline_critic_steps": 20,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
     "control.max_episode_steps": 10,
 }
 

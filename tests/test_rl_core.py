@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from parl_robot.config import LearnerConfig
+from parl_robot.config import LearnerConfig, with_overrides
 from parl_robot.data.episode import EpisodeData
 from parl_robot.nets.critic import HLGauss, TwinCritic
 from parl_robot.nets.encoders import ObservationSpec, ResNet18Encoder, random_shift
@@ -20,11 +20,14 @@ from parl_robot.rl.replay_buffer import ReplayBuffer, sample_successful
 SPEC = ObservationSpec(state_dim=3)
 
 
-def small_cfg(**changes) -> LearnerConfig:
-    base = dict(policy_hidden=64, policy_blocks=2, critic_hidden=64, critic_layers=2, transformer_layers=2,
-                transformer_heads=4, action_bins=32, num_samples=16, num_kept=4, local_steps=5, local_step_size=0.05)
-    base.update(changes)
-    return LearnerConfig(**base)
+SMALL = {"policy_hidden": 64, "policy_blocks": 2, "transformer_layers": 2, "transformer_heads": 4, "action_bins": 32,
+         "critic.hidden": 64, "critic.layers": 2, "optimizer.num_samples": 16, "optimizer.num_kept": 4,
+         "optimizer.local_steps": 5, "optimizer.step_size": 0.05}
+
+
+def small_cfg(changes: dict | None = None) -> LearnerConfig:
+    """A small LearnerConfig; `changes`: dotted keys relative to it."""
+    return with_overrides(LearnerConfig(), {**SMALL, **(changes or {})})
 
 
 def test_optimizer_never_lowers_q_and_respects_bounds():
@@ -68,8 +71,9 @@ class GripperLovingCritic(torch.nn.Module):
 def test_gripper_from_policy_executes_the_critics_motion_with_the_policys_gripper(gripper_from):
     # Sample 0 closes the gripper (-1); the critic prefers sample 2, which opens it.
     samples = torch.tensor([[[-0.5, -1.0], [0.5, -0.9], [-0.9, 1.0]]])
-    agent = PARLAgent(small_cfg(policy="diffusion", num_samples=3, num_kept=3, local_steps=3, distill_selection="argmax",
-                                gripper_from=gripper_from),
+    agent = PARLAgent(small_cfg({"policy": "diffusion", "optimizer.num_samples": 3, "optimizer.num_kept": 3,
+                                 "optimizer.local_steps": 3, "policy_update.distill_selection": "argmax",
+                                 "optimizer.gripper_from": gripper_from}),
                       SPEC, action_dim=2)
     agent.critic = GripperLovingCritic()
     agent.sampling_policy.sample = lambda obs, count: samples.expand(obs["state"].shape[0], -1, -1)
@@ -139,7 +143,7 @@ def test_achievable_returns_bound_every_episode_and_are_tight(success_reward, re
 @pytest.mark.parametrize("policy", ["diffusion", "gaussian", "transformer"])
 def test_policy_loss_decreases_on_fixed_actions(policy):
     torch.manual_seed(0)
-    model = build_policy(small_cfg(policy=policy), SPEC, action_dim=2)
+    model = build_policy(small_cfg({"policy": policy}), SPEC, action_dim=2)
     obs = {"state": torch.randn(64, 3)}
     actions = torch.tanh(obs["state"][:, :2])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -187,8 +191,9 @@ def test_parl_distillation_moves_mass_to_better_mode_while_bc_does_not():
     spec = ObservationSpec(state_dim=1)
     buffer = bandit_buffer(spec)
     rng = np.random.default_rng(0)
-    cfg = small_cfg(policy="diffusion", cql_alpha=0.0, discount=0.0, num_samples=16, num_kept=4, local_steps=3,
-                    batch_size=128, include_dataset_action=True, distill_lr=3e-4)
+    cfg = small_cfg({"policy": "diffusion", "critic.cql_alpha": 0.0, "critic.discount": 0.0, "optimizer.num_samples": 16,
+                     "optimizer.num_kept": 4, "optimizer.local_steps": 3, "schedule.batch_size": 128,
+                     "optimizer.include_dataset_action": True, "policy_update.distill_lr": 3e-4})
     agent = PARLAgent(cfg, spec, action_dim=1)
     for _ in range(300):
         agent.behaviour_clone(buffer.gather(buffer.sample_indices(128, rng)))
@@ -210,7 +215,7 @@ def test_distillation_uses_only_states_of_successful_episodes_by_default():
         rewards = np.array([-1, -1, -1, 0 if success else -1], np.float32)
         buffer.add_episode(EpisodeData(states, np.zeros((3, 2), np.float32), rewards, terminal=success))
     assert buffer.gather(np.arange(12))["episode_success"].tolist() == [1.0] * 3 + [0.0] * 3 + [1.0] * 3 + [0.0] * 3
-    agent = PARLAgent(small_cfg(policy="diffusion"), SPEC, action_dim=2)
+    agent = PARLAgent(small_cfg({"policy": "diffusion"}), SPEC, action_dim=2)
     distilled_states = []
     original_loss = agent.policy.supervised_loss
     agent.policy.supervised_loss = lambda obs, actions: distilled_states.append(obs["state"].clone()) or original_loss(obs, actions)
@@ -222,7 +227,7 @@ def test_distillation_uses_only_states_of_successful_episodes_by_default():
     assert math.isnan(agent.update_policy(failures))  # nothing to distil: no step
     assert agent.stats.policy_updates == 1 and all(torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
 
-    everything = PARLAgent(small_cfg(policy="diffusion", distill_states="all"), SPEC, action_dim=2)
+    everything = PARLAgent(small_cfg({"policy": "diffusion", "policy_update.distill_states": "all"}), SPEC, action_dim=2)
     assert math.isfinite(everything.update_policy(failures)) and everything.stats.policy_updates == 1
 
 
@@ -254,12 +259,13 @@ def test_filtered_bc_steps_clone_successful_episodes_after_each_policy_update():
     online = marked_buffer((1.0, 0.6, True), (1.0, -0.6, False), (1.0, -0.6, False), (1.0, -0.6, False), action_dim=2)
     obs = {"state": torch.ones(1, 1)}
 
-    off = PARLAgent(small_cfg(policy="diffusion", batch_size=64), ObservationSpec(1), action_dim=2)
+    off = PARLAgent(small_cfg({"policy": "diffusion", "schedule.batch_size": 64}), ObservationSpec(1), action_dim=2)
     before = [p.clone() for p in off.policy.parameters()]
     assert filtered_bc_steps(off, demos, online, np.random.default_rng(0)) == 0  # default 0: PA-RL as published
     assert all(torch.equal(a, b) for a, b in zip(before, off.policy.parameters()))
 
-    agent = PARLAgent(small_cfg(policy="diffusion", batch_size=64, filtered_bc_steps=3, policy_lr=3e-3), ObservationSpec(1),
+    agent = PARLAgent(small_cfg({"policy": "diffusion", "schedule.batch_size": 64, "policy_update.filtered_bc_steps": 3,
+                                 "policy_lr": 3e-3}), ObservationSpec(1),
                       action_dim=2)
     cloned_actions = []
     original_loss = agent.policy.supervised_loss
@@ -276,7 +282,7 @@ def test_filtered_bc_steps_clone_successful_episodes_after_each_policy_update():
 
 
 def test_checkpoint_round_trip_reproduces_actions(tmp_path):
-    cfg = small_cfg(policy="diffusion")
+    cfg = small_cfg({"policy": "diffusion"})
     agent = PARLAgent(cfg, SPEC, action_dim=2)
     state = np.array([0.1, -0.2, 0.3], np.float32)
     batch = {"state": np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32), "action": np.full((8, 2), 0.5, np.float32)}
@@ -285,7 +291,7 @@ def test_checkpoint_round_trip_reproduces_actions(tmp_path):
     save_checkpoint(tmp_path, {"agent": agent.state_dict()})
     torch.manual_seed(123)
     expected, _ = agent.act({"state": state})
-    restored = PARLAgent(small_cfg(policy="diffusion", seed=7), SPEC, action_dim=2)
+    restored = PARLAgent(small_cfg({"policy": "diffusion", "seed": 7}), SPEC, action_dim=2)
     restored.load_state_dict(load_checkpoint(tmp_path)["agent"])
     torch.manual_seed(123)
     actual, _ = restored.act({"state": state})
@@ -293,7 +299,7 @@ def test_checkpoint_round_trip_reproduces_actions(tmp_path):
 
 
 def test_actions_are_sampled_from_a_warmed_up_moving_average_of_the_policy():
-    agent = PARLAgent(small_cfg(policy="diffusion", policy_ema_rate=0.5), SPEC, action_dim=2)
+    agent = PARLAgent(small_cfg({"policy": "diffusion", "policy_ema_rate": 0.5}), SPEC, action_dim=2)
     initial = [p.detach().clone() for p in agent.policy.parameters()]
     batch = {"state": np.ones((8, 3), np.float32), "action": np.full((8, 2), 0.5, np.float32)}
     agent.behaviour_clone(batch)
@@ -302,7 +308,7 @@ def test_actions_are_sampled_from_a_warmed_up_moving_average_of_the_policy():
     for average, start, trained in zip(agent.policy_ema.parameters(), initial, agent.policy.parameters()):
         torch.testing.assert_close(average, decay * start + (1 - decay) * trained.detach())
     assert not any(p.requires_grad for p in agent.policy_ema.parameters())
-    plain = PARLAgent(small_cfg(policy="diffusion", policy_ema_rate=0.0), SPEC, action_dim=2)
+    plain = PARLAgent(small_cfg({"policy": "diffusion", "policy_ema_rate": 0.0}), SPEC, action_dim=2)
     assert plain.policy_ema is None and plain.sampling_policy is plain.policy
     assert "policy_ema" not in plain.state_dict()
 
@@ -326,7 +332,7 @@ def test_nan_or_exploding_q_stops_the_update_and_keeps_the_weights():
     from parl_robot.rl.agent import Q_EXPLOSION_LIMIT, NumericalInstability
 
     rng = np.random.default_rng(0)
-    agent = PARLAgent(small_cfg(policy="diffusion", local_steps=0), SPEC, action_dim=2)
+    agent = PARLAgent(small_cfg({"policy": "diffusion", "optimizer.local_steps": 0}), SPEC, action_dim=2)
     agent.update_critic(_batch(rng))
     before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
     with pytest.raises(NumericalInstability, match="critic loss is nan; update skipped"):
@@ -367,7 +373,8 @@ def test_concurrent_checkpoints_from_two_threads_never_collide(tmp_path):
 
 def test_reparameterized_actor_baseline_climbs_q_and_leaves_the_critic_alone():
     rng = np.random.default_rng(0)
-    agent = PARLAgent(small_cfg(policy="gaussian", policy_update="reparameterized", entropy_alpha=0.0), SPEC, action_dim=2)
+    agent = PARLAgent(small_cfg({"policy": "gaussian", "policy_update.rule": "reparameterized",
+                                 "policy_update.entropy_alpha": 0.0}), SPEC, action_dim=2)
     batch = _batch(rng, size=64)
     obs = agent.observation_tensors(batch)
 
@@ -383,4 +390,4 @@ def test_reparameterized_actor_baseline_climbs_q_and_leaves_the_critic_alone():
     assert policy_q() > start
     assert all(torch.equal(critic_before[k], v) for k, v in agent.critic.state_dict().items())
     with pytest.raises(ValueError, match="needs the gaussian policy"):
-        actor_step(PARLAgent(small_cfg(policy="diffusion", policy_update="reparameterized"), SPEC, action_dim=2), batch)
+        actor_step(PARLAgent(small_cfg({"policy": "diffusion", "policy_update.rule": "reparameterized"}), SPEC, action_dim=2), batch)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from parl_robot.config import LearnerConfig
+from parl_robot.config import LearnerConfig, with_overrides
 from parl_robot.data.episode import EpisodeData
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
@@ -20,15 +20,17 @@ def episode(rng, steps=5, success=True) -> EpisodeData:
                        rewards, success)
 
 
-def make_trainer(**changes) -> tuple[Trainer, list[str]]:
-    settings = dict(policy_hidden=32, policy_blocks=1, critic_hidden=32, critic_layers=2, num_samples=4, num_kept=2,
-                    local_steps=1, batch_size=16, cql_num_actions=2, offline_policy_steps=3, offline_critic_steps=2,
-                    warmup_episodes=2, warmup_critic_steps=4, updates_per_step=1.0, checkpoint_every_updates=1000)
-    settings.update(changes)
-    cfg = LearnerConfig(**settings)
+def make_trainer(changes: dict | None = None) -> tuple[Trainer, list[str]]:
+    """A small trainer with 3 demos; `changes`: dotted LearnerConfig keys."""
+    cfg = with_overrides(LearnerConfig(), {
+        "policy_hidden": 32, "policy_blocks": 1, "critic.hidden": 32, "critic.layers": 2, "critic.cql_num_actions": 2,
+        "optimizer.num_samples": 4, "optimizer.num_kept": 2, "optimizer.local_steps": 1, "schedule.batch_size": 16,
+        "schedule.offline_policy_steps": 3, "schedule.offline_critic_steps": 2, "schedule.warmup_episodes": 2,
+        "schedule.warmup_critic_steps": 4, "schedule.updates_per_step": 1.0, "schedule.checkpoint_every_updates": 1000,
+        **(changes or {})})
     checkpoints = []
-    trainer = Trainer(PARLAgent(cfg, SPEC, action_dim=2), ReplayBuffer(SPEC, 2, 1000, cfg.discount),
-                      ReplayBuffer(SPEC, 2, 1000, cfg.discount), cfg, checkpoint=lambda: checkpoints.append("saved"))
+    trainer = Trainer(PARLAgent(cfg, SPEC, action_dim=2), ReplayBuffer(SPEC, 2, 1000, cfg.critic.discount),
+                      ReplayBuffer(SPEC, 2, 1000, cfg.critic.discount), cfg, checkpoint=lambda: checkpoints.append("saved"))
     rng = np.random.default_rng(0)
     for _ in range(3):
         trainer.add_demo(episode(rng))
@@ -38,7 +40,7 @@ def make_trainer(**changes) -> tuple[Trainer, list[str]]:
 def through_warmup(trainer: Trainer) -> None:
     rng = np.random.default_rng(1)
     assert trainer.pretrain()
-    for _ in range(trainer.cfg.warmup_episodes):
+    for _ in range(trainer.schedule.warmup_episodes):
         assert trainer.phase == WARMUP and not trainer.catching_up
         trainer.online_updates(new_transitions=5)  # warm-up: no budget, no updates
         trainer.add_episode(episode(rng, success=False), False)
@@ -60,7 +62,7 @@ def test_pretrain_then_warmup_then_catch_up_then_online():
 
 
 def test_no_warmup_episodes_goes_online_after_pretraining():
-    trainer, _ = make_trainer(warmup_episodes=0, warmup_critic_steps=0)
+    trainer, _ = make_trainer({"schedule.warmup_episodes": 0, "schedule.warmup_critic_steps": 0})
     trainer.pretrain()
     assert trainer.phase == ONLINE and not trainer.catching_up
 
@@ -68,7 +70,7 @@ def test_no_warmup_episodes_goes_online_after_pretraining():
 @pytest.mark.parametrize("updates_per_step, steps, expected", [(1.0, 4, 4), (0.5, 3, 2), (0.5, 4, 2), (2.0, 3, 6), (0.3, 4, 2)])
 def test_online_updates_spend_a_budget_of_updates_per_executed_step(updates_per_step, steps, expected):
     """While updates < updates_per_step x steps: ceil(budget) updates, fractional rates included."""
-    trainer, _ = make_trainer(updates_per_step=updates_per_step)
+    trainer, _ = make_trainer({"schedule.updates_per_step": updates_per_step})
     through_warmup(trainer)
     trainer.catch_up()
     done = sum(trainer.online_updates(new_transitions=1) for _ in range(steps))
@@ -78,7 +80,7 @@ def test_online_updates_spend_a_budget_of_updates_per_executed_step(updates_per_
 
 
 def test_each_update_draws_one_batch_for_the_critic_and_another_for_the_policy():
-    trainer, _ = make_trainer(filtered_bc_steps=1)
+    trainer, _ = make_trainer({"policy_update.filtered_bc_steps": 1})
     through_warmup(trainer)
     trainer.catch_up()
     drawn = []
@@ -93,7 +95,7 @@ def test_each_update_draws_one_batch_for_the_critic_and_another_for_the_policy()
 
 @pytest.mark.parametrize("rule", ["none", "filtered_bc"])
 def test_policy_update_rules(rule):
-    trainer, _ = make_trainer(policy_update=rule, filtered_bc_steps=1)
+    trainer, _ = make_trainer({"policy_update.rule": rule, "policy_update.filtered_bc_steps": 1})
     through_warmup(trainer)
     trainer.catch_up()
     bc_before = trainer.agent.stats.bc_updates
@@ -148,7 +150,7 @@ def test_restored_episodes_count_toward_the_budget_only_when_acted_online():
 
 
 def test_every_n_online_updates_checkpoint():
-    trainer, checkpoints = make_trainer(checkpoint_every_updates=2)
+    trainer, checkpoints = make_trainer({"schedule.checkpoint_every_updates": 2})
     through_warmup(trainer)
     trainer.catch_up()
     checkpoints.clear()

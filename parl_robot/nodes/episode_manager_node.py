@@ -40,9 +40,8 @@ class EpisodeManagerNode(Node):
         home_client = self.create_client(Trigger, common.SRV_HOME)
         self.trigger_clients = {"reset": (reset_client, "reset"), "home": (home_client, "home"),
                          "home_after_abort": (home_client, "home after an aborted episode")}
-        episodes = self.cfg.episodes
-        self.machine = EpisodeMachine(self.cfg.control.max_episode_steps, episodes.num_online_episodes,
-                                      episodes.auto_reset, episodes.auto_label, self.cfg.task.instruction, ports=self)
+        self.machine = EpisodeMachine(self.cfg.episodes, self.cfg.control.max_episode_steps, self.cfg.task.instruction,
+                                      ports=self)
         self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
         self.create_subscription(Bool, common.REWARD_SUCCESS, self.on_success, common.COMMAND_QOS)

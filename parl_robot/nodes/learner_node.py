@@ -99,12 +99,12 @@ class LearnerNode(Node):
         self.agent = PARLAgent(
             learner,
             self.spec,
-            value_range=achievable_returns(self.cfg.reward.success_reward, self.cfg.reward.reward_bias, learner.discount),
+            value_range=achievable_returns(self.cfg.reward.success_reward, self.cfg.reward.reward_bias, learner.critic.discount),
             instruction=self.cfg.task.instruction,
             action_scale=self.cfg.control.action_scale,
         )
-        self.offline = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
-        self.online = ReplayBuffer(self.spec, 7, learner.replay_capacity, learner.discount)
+        self.offline = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
+        self.online = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.agent.attach_action_caches([self.offline, self.online])  # big policies (learner.action_cache_size)
         self.lock = threading.Lock()  # one update at a time, never during an action's computation
         self.stop_event = threading.Event()

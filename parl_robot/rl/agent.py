@@ -38,9 +38,9 @@ class UpdateStats:
     critic_updates: int = 0
     policy_updates: int = 0
     bc_updates: int = 0  # every behaviour-cloning step: offline start and filtered BC
-    filtered_bc_updates: int = 0  # online steps on successful episodes (learner.filtered_bc_steps)
+    filtered_bc_updates: int = 0  # online steps on successful episodes (policy_update.filtered_bc_steps)
     critic_updates_online: int = 0
-    warmup_critic_updates: int = 0  # critic catch-up on demos + warm-up episodes (learner.warmup_critic_steps)
+    warmup_critic_updates: int = 0  # critic catch-up on demos + warm-up episodes (schedule.warmup_critic_steps)
     ema_updates: int = 0
     policy_version: int = 0
     critic_loss: float = float("nan")
@@ -85,28 +85,28 @@ class PARLAgent:
         # Sampling copy: an exponential moving average of the trained weights (see policy_ema_rate).
         self.policy_ema = copy.deepcopy(self.policy).requires_grad_(False) if cfg.policy_ema_rate > 0 else None
         self.critic = TwinCritic(
-            spec, action_dim, cfg.observation, cfg.critic_hidden, cfg.critic_layers, cfg.hl_gauss_bins, value_range
+            spec, action_dim, cfg.observation, cfg.critic.hidden, cfg.critic.layers, cfg.critic.hl_gauss_bins, value_range
         ).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.value = (
-            ValueNetwork(spec, cfg.observation, cfg.critic_hidden, cfg.critic_layers).to(self.device)
-            if cfg.critic == "iql"
+            ValueNetwork(spec, cfg.observation, cfg.critic.hidden, cfg.critic.layers).to(self.device)
+            if cfg.critic.kind == "iql"
             else None
         )
         trainable = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]  # LoRA: adapters
         self.policy_optimizer = torch.optim.Adam(trainable, lr=cfg.policy_lr)
         critic_parameters = list(self.critic.parameters()) + (list(self.value.parameters()) if self.value else [])
-        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=cfg.critic_lr)
+        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=cfg.critic.lr)
         self.optimizer_cfg = ActionOptimizerConfig(
-            num_kept=cfg.num_kept,
-            local_steps=cfg.local_steps,
-            step_size=cfg.local_step_size,
-            selection=cfg.selection,
-            temperature=cfg.softmax_temperature,
-            ensemble=cfg.q_ensemble,
+            num_kept=cfg.optimizer.num_kept,
+            local_steps=cfg.optimizer.local_steps,
+            step_size=cfg.optimizer.step_size,
+            selection=cfg.optimizer.selection,
+            temperature=cfg.optimizer.softmax_temperature,
+            ensemble=cfg.optimizer.q_ensemble,
         )
-        self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.distill_selection)
-        self.executed_action = EXECUTED_ACTION[cfg.gripper_from]
+        self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.policy_update.distill_selection)
+        self.executed_action = EXECUTED_ACTION[cfg.optimizer.gripper_from]
         self.value_range = value_range
         self.stats = UpdateStats()
         self.caches: list[tuple[ReplayBuffer, ActionCache]] = []
@@ -135,7 +135,7 @@ class PARLAgent:
         """π_opt for a batch of states: k policy samples (or the given cached ones), top m by Q, T
         accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
         if samples is None:
-            samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (batch, k, A)
+            samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (batch, k, A)
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
         return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
@@ -147,7 +147,7 @@ class PARLAgent:
         try:
             obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
             obs["state"] = obs["state"].float()
-            samples = self.sampling_policy.sample(obs, self.cfg.num_samples)  # (1, k, A)
+            samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (1, k, A)
             result = self.optimized_actions(obs, samples=samples)
             best_q = float(result.q_values.max())
             optimized = result.actions[0].cpu().numpy().astype(np.float32)
@@ -189,7 +189,7 @@ class PARLAgent:
         if not self.caches:
             return 0.0
         resident = sum(len(buffer) for buffer, _ in self.caches)
-        epoch = max(1, -(-resident // self.cfg.batch_size))
+        epoch = max(1, -(-resident // self.cfg.schedule.batch_size))
         if self.stats.policy_updates - self.policy_updates_at_rebuild < epoch:
             return 0.0
         self.sampling_policy.eval()
@@ -237,10 +237,10 @@ class PARLAgent:
             if self.value is not None:
                 next_value = self.value(next_obs)
             else:
-                cached = self.cached_samples(batch, "next_policy_samples", self.cfg.num_samples)
+                cached = self.cached_samples(batch, "next_policy_samples", self.cfg.optimizer.num_samples)
                 next_actions = self.optimized_actions(next_obs, samples=cached).actions  # a' ~ π_opt(s')
                 next_value = self.target_critic(next_obs, next_actions).min(dim=0).values
-            target = reward + self.cfg.discount * not_done * next_value
+            target = reward + self.cfg.critic.discount * not_done * next_value
             # Returns outside [worst, best] cannot happen; clipping the target stops a small dataset's
             # conservative push-up on data actions from compounding through bootstrapping.
             return target.clamp(*self.value_range)
@@ -260,13 +260,13 @@ class PARLAgent:
         if self.value is not None:
             with torch.no_grad():
                 target_q = self.target_critic(obs, actions).min(dim=0).values
-            loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.iql_expectile)
-        elif self.cfg.cql_alpha > 0:
-            loss = loss + self.cfg.cql_alpha * self._calql_term(obs, features, q_data, batch)
+            loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.critic.iql_expectile)
+        elif self.cfg.critic.cql_alpha > 0:
+            loss = loss + self.cfg.critic.cql_alpha * self._calql_term(obs, features, q_data, batch)
         if q_data.detach().abs().max() > Q_EXPLOSION_LIMIT:
             raise NumericalInstability(
                 f"|Q| reached {q_data.detach().abs().max().item():.3g}; update skipped "
-                "(consider learner.hl_gauss_bins > 0, the HL-Gauss critic)"
+                "(consider learner.critic.hl_gauss_bins > 0, the HL-Gauss critic)"
             )
         self._step(self.critic_optimizer, loss, "critic")
         self._soft_update_target()
@@ -278,7 +278,7 @@ class PARLAgent:
     def _calql_term(
         self, obs: dict[str, torch.Tensor], features: torch.Tensor, q_data: torch.Tensor, batch: dict[str, np.ndarray]
     ) -> torch.Tensor:
-        count = self.cfg.cql_num_actions
+        count = self.cfg.critic.cql_num_actions
         policy_actions = self.cached_samples(batch, "policy_samples", count)
         if policy_actions is None:
             with torch.no_grad():
@@ -289,14 +289,14 @@ class PARLAgent:
         q_random = self.critic.q_values(features, random_actions)
         mc_returns = torch.as_tensor(batch["mc_return"], device=self.device)
         log_density = -self.action_dim * float(np.log(2.0))
-        return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, self.cfg.cql_temperature)
+        return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, self.cfg.critic.cql_temperature)
 
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
         """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss, on
         the batch's states of successful episodes when `distill_states` is 'successful' (all states
         when the batch carries no `episode_success`, e.g. built by hand). Returns NaN, without a
         step, when no state is left."""
-        if self.cfg.distill_states == "successful" and "episode_success" in batch:
+        if self.cfg.policy_update.distill_states == "successful" and "episode_success" in batch:
             keep = np.asarray(batch["episode_success"]) > 0.5
             if not keep.any():
                 return float("nan")  # nothing to distil in this batch: no step, weights kept
@@ -305,19 +305,19 @@ class PARLAgent:
         dataset_actions = torch.as_tensor(batch["action"], device=self.device)
         optimized = self.optimized_actions(
             obs,
-            dataset_actions if self.cfg.include_dataset_action else None,
-            self.cached_samples(batch, "policy_samples", self.cfg.num_samples),
+            dataset_actions if self.cfg.optimizer.include_dataset_action else None,
+            self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples),
             self.distill_optimizer_cfg,
         )
         loss = self.policy.supervised_loss(obs, optimized.actions.detach())
-        self.policy_step(loss, "distillation", self.cfg.distill_lr)
+        self.policy_step(loss, "distillation", self.cfg.policy_update.distill_lr)
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
         return loss.item()
 
     def _soft_update_target(self) -> None:
-        _move_toward(self.target_critic, self.critic, self.cfg.target_update_rate)
+        _move_toward(self.target_critic, self.critic, self.cfg.critic.target_update_rate)
 
     def fit_state_normalization(self, states: np.ndarray) -> None:
         """Set every state normalizer (policy, critics, targets, value) from dataset states — once,

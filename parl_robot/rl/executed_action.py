@@ -1,4 +1,5 @@
-"""Which action the arm executes once PA-RL has optimized the candidates (`learner.gripper_from`).
+"""Which action the arm executes once PA-RL has optimized the candidates
+(`learner.optimizer.gripper_from`).
 
 Acting only: TD targets and distillation targets stay the optimized actions whole.
 - `critic`: PA-RL as published, the optimized action is executed whole.

@@ -1,6 +1,6 @@
 """Behaviour cloning on transitions of successful episodes (demos and successful online episodes):
-the extra supervised steps after each online policy update (`learner.filtered_bc_steps`, 0 = PA-RL
-as published) and the `filtered_bc` baseline's policy update. Distillation improves the policy
+the extra supervised steps after each online policy update (`learner.policy_update.filtered_bc_steps`,
+0 = PA-RL as published) and the `filtered_bc` baseline's policy update. Distillation improves the policy
 slowly; cloning its own successes at once lifts its early online episodes (on cup_to_rack, 10 seeds,
 with `gripper_from: policy`: 76 % instead of 68 % success in online episodes 1-20,
 docs/finetune_study.md)."""
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def clone_successes(agent: PARLAgent, offline: ReplayBuffer, online: ReplayBuffer, rng: np.random.Generator) -> bool:
     """One behaviour-cloning step on successful transitions; False (no step) when none was drawn."""
-    batch = sample_successful(offline, online, agent.cfg.batch_size, rng)
+    batch = sample_successful(offline, online, agent.cfg.schedule.batch_size, rng)
     if batch is None:
         return False
     agent.behaviour_clone(batch)
@@ -27,9 +27,10 @@ def clone_successes(agent: PARLAgent, offline: ReplayBuffer, online: ReplayBuffe
 
 
 def filtered_bc_steps(agent: PARLAgent, offline: ReplayBuffer, online: ReplayBuffer, rng: np.random.Generator) -> int:
-    """`learner.filtered_bc_steps` steps (fewer when no successful transition is drawn); returns how many."""
+    """`learner.policy_update.filtered_bc_steps` steps (fewer when no successful transition is drawn);
+    returns how many."""
     taken = 0
-    while taken < agent.cfg.filtered_bc_steps and clone_successes(agent, offline, online, rng):
+    while taken < agent.cfg.policy_update.filtered_bc_steps and clone_successes(agent, offline, online, rng):
         agent.stats.filtered_bc_updates += 1
         taken += 1
     return taken

@@ -1,4 +1,4 @@
-"""How the policy learns in each online update (`learner.policy_update`), one function per rule.
+"""How the policy learns in each online update (`learner.policy_update.rule`), one function per rule.
 
 `distill` is PA-RL: the policy imitates the critic's optimized actions with its own supervised loss
 (`PARLAgent.update_policy`). The others are what the fine-tuning study compares it against:
@@ -38,7 +38,7 @@ def actor_step(agent: PARLAgent, batch: dict[str, np.ndarray]) -> float:
     actions, log_prob = agent.policy.rsample_with_log_prob(obs)
     features = agent.critic.encode(obs)
     q = agent.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)  # (batch,)
-    loss = (agent.cfg.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
+    loss = (agent.cfg.policy_update.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
     agent.policy_step(loss, "actor", agent.cfg.policy_lr)
     agent.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
     agent.stats.policy_updates += 1

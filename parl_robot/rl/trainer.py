@@ -3,23 +3,24 @@ fine-tuning study, so that the study measures what the product runs.
 
     offline  ->  warmup  ->  (critic catch-up)  ->  online
 
+Settings: `learner.schedule` (below, `schedule.*`) and `learner.policy_update.rule`.
 - `pretrain()` (phase `offline`): fit the state statistics on the demos, then
-  `learner.offline_policy_steps` behaviour-cloning and `learner.offline_critic_steps` critic updates.
-- `warmup`: the first `learner.warmup_episodes` online episodes are acted by the pre-trained agent,
+  `schedule.offline_policy_steps` behaviour-cloning and `schedule.offline_critic_steps` critic updates.
+- `warmup`: the first `schedule.warmup_episodes` online episodes are acted by the pre-trained agent,
   without updates.
-- `catch_up()`: when the last warm-up episode is stored, `learner.warmup_critic_steps` critic updates
+- `catch_up()`: when the last warm-up episode is stored, `schedule.warmup_critic_steps` critic updates
   on demos + warm-up episodes before any policy update (a critic pre-trained on a few demos has never
   seen the policy's own failures and mis-ranks its samples). The learner node holds the next episode
   meanwhile (stats `catching_up`); the count is checkpointed, so a restart resumes it.
 - `online_updates(new_transitions)` (phase `online`): every executed online step adds
-  `learner.updates_per_step` updates to a budget (UTD over the whole run, fractional rates
+  `schedule.updates_per_step` updates to a budget (UTD over the whole run, fractional rates
   included); one update is a critic step on a mixed batch, a policy step on a second, independently
-  drawn mixed batch (`learner.policy_update`; PA-RL's distillation by default), then
-  `learner.filtered_bc_steps` behaviour-cloning steps on successful episodes, and an action-cache
-  rebuild after each distillation epoch (big policies, `learner.action_cache_size`).
+  drawn mixed batch (`policy_update.rule`; PA-RL's distillation by default), then
+  `policy_update.filtered_bc_steps` behaviour-cloning steps on successful episodes, and an
+  action-cache rebuild after each distillation epoch (big policies, `learner.action_cache_size`).
 
-Batches: `learner.batch_size` transitions, `learner.online_fraction` of them from the online buffer
-(all offline while it is empty). A NaN or exploding update pauses learning (`paused`, `warning`)
+Batches: `schedule.batch_size` transitions, `schedule.online_fraction` of them from the online
+buffer (all offline while it is empty). A NaN or exploding update pauses learning (`paused`, `warning`)
 with the weights kept; the operator's resume clears it.
 
 No ROS and no threads here. The learner node calls it from its learning thread and passes its lock,
@@ -62,10 +63,11 @@ class Trainer:
         self.offline = offline  # demonstrations
         self.online = online  # warm-up and online episodes (never aborted ones)
         self.cfg = cfg
+        self.schedule = cfg.schedule
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.log = log if log is not None else logging.getLogger(__name__)
         self.checkpoint = checkpoint or (lambda: None)  # after pre-training, the catch-up, every N updates
-        self.policy_update = POLICY_UPDATES[cfg.policy_update]
+        self.policy_update = POLICY_UPDATES[cfg.policy_update.rule]
         self.phase = OFFLINE
         self.offline_progress = 0.0
         self.online_episodes = 0
@@ -77,7 +79,8 @@ class Trainer:
 
     # ----- data ------------------------------------------------------------------------------
     def batch(self) -> dict:
-        return sample_mixed(self.offline, self.online, self.cfg.batch_size, self.cfg.online_fraction, self.agent.rng)
+        return sample_mixed(self.offline, self.online, self.schedule.batch_size, self.schedule.online_fraction,
+                            self.agent.rng)
 
     def add_demo(self, episode: EpisodeData) -> None:
         with self.lock:
@@ -129,29 +132,29 @@ class Trainer:
         return self.agent.stats.policy_version
 
     def _phase_after_offline(self) -> str:
-        return WARMUP if self.online_episodes < self.cfg.warmup_episodes else ONLINE
+        return WARMUP if self.online_episodes < self.schedule.warmup_episodes else ONLINE
 
     # ----- schedule --------------------------------------------------------------------------
     def pretrain(self, should_stop: Callable[[], bool] = _never) -> bool:
         """Phase `offline`; True when it ran to the end (then the phase is `warmup` or `online`)."""
-        cfg = self.cfg
+        schedule = self.schedule
         with self.lock:  # state statistics of the demonstrations (then saved with every checkpoint)
             self.agent.fit_state_normalization(self.offline.states[: len(self.offline)])
-        total = max(cfg.offline_policy_steps + cfg.offline_critic_steps, 1)
-        for step in range(cfg.offline_policy_steps):
+        total = max(schedule.offline_policy_steps + schedule.offline_critic_steps, 1)
+        for step in range(schedule.offline_policy_steps):
             with self.lock:
                 self.agent.behaviour_clone(self.batch())
             self.offline_progress = (step + 1) / total
             if should_stop():
                 return False
-        for step in range(cfg.offline_critic_steps):
+        for step in range(schedule.offline_critic_steps):
             with self.lock:
                 self.agent.update_critic(self.batch())
-            self.offline_progress = (cfg.offline_policy_steps + step + 1) / total
+            self.offline_progress = (schedule.offline_policy_steps + step + 1) / total
             if should_stop():
                 return False
         self.log.info(
-            f"offline pre-training done: {cfg.offline_policy_steps} BC and {cfg.offline_critic_steps} critic "
+            f"offline pre-training done: {schedule.offline_policy_steps} BC and {schedule.offline_critic_steps} critic "
             f"updates (BC loss {self.agent.stats.policy_loss:.3f}, critic loss {self.agent.stats.critic_loss:.3f})"
         )
         self.checkpoint()
@@ -162,12 +165,12 @@ class Trainer:
     def catching_up(self) -> bool:
         """The critic's post-warm-up catch-up is pending (not while learning is paused: then the
         episodes go on with the current critic)."""
-        pending = self.agent.stats.warmup_critic_updates < self.cfg.warmup_critic_steps
+        pending = self.agent.stats.warmup_critic_updates < self.schedule.warmup_critic_steps
         return self.phase == ONLINE and pending and not self.paused
 
     def catch_up(self, should_stop: Callable[[], bool] = _never) -> bool:
         """Critic updates on demos + warm-up episodes; True when the catch-up is complete."""
-        stats, steps = self.agent.stats, self.cfg.warmup_critic_steps
+        stats, steps = self.agent.stats, self.schedule.warmup_critic_steps
         self.log.info(f"warm-up done: {steps - stats.warmup_critic_updates} critic updates on demos + warm-up episodes")
         while stats.warmup_critic_updates < steps and not should_stop() and not self.paused:
             try:
@@ -190,7 +193,7 @@ class Trainer:
 
     @property
     def updates_due(self) -> bool:
-        budget = self.cfg.updates_per_step * self.online_steps
+        budget = self.schedule.updates_per_step * self.online_steps
         return (self.phase == ONLINE and not self.paused and not self.catching_up
                 and self.agent.stats.critic_updates_online < budget)
 
@@ -203,7 +206,7 @@ class Trainer:
             try:
                 with self.lock:
                     self.agent.update_critic(self.batch())
-                    if self.cfg.policy_update != "none":
+                    if self.cfg.policy_update.rule != "none":
                         self.policy_update(self.agent, self)
                         filtered_bc_steps(self.agent, self.offline, self.online, self.agent.rng)
                     rebuild_seconds = self.agent.rebuild_caches_if_due()
@@ -215,7 +218,7 @@ class Trainer:
             self.agent.stats.critic_updates_online += 1
             self.updates_since_version += 1
             done += 1
-            if self.agent.stats.critic_updates_online % self.cfg.checkpoint_every_updates == 0:
+            if self.agent.stats.critic_updates_online % self.schedule.checkpoint_every_updates == 0:
                 self.checkpoint()
         return done
 

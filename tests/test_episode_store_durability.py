@@ -236,3 +236,33 @@ def test_the_index_is_rebuilt_when_missing_or_not_a_list_and_skips_unreadable_me
     assert [entry["episode_id"] for entry in store.records()] == ["online_00000"]
     assert json.loads((tmp_path / "index.json").read_text())[0]["steps"] == 4
     assert not (tmp_path / ".index.json.tmp").exists()
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_relabel_to_success_rewrites_the_final_reward_and_terminal_flag(tmp_path, steps):
+    store = EpisodeStore(tmp_path)
+    store.save(make_record(store), make_episode(steps=steps))
+    record = store.relabel("online_00000", "success", final_reward=0.0)
+    assert (record.label, record.label_source, record.success) == ("success", "operator", True)
+    stored_record, loaded = store.load_episode("online_00000")
+    assert loaded.terminal is True and loaded.rewards.tolist() == [-1.0] * (steps - 1) + [0.0]
+    assert stored_record.success is True and store.records()[0]["success"] is True
+    meta_text = (store.episodes_dir / "online_00000" / "meta.json").read_text()
+    assert meta_text == json.dumps(json.loads(meta_text), indent=2)  # stays as readable as save wrote it
+
+
+def test_relabel_of_an_episode_without_steps_changes_only_the_label(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.save(make_record(store), EpisodeData(np.zeros((1, 3), np.float32), np.zeros((0, 2), np.float32),
+                                               np.zeros(0, np.float32), False))
+    assert store.relabel("online_00000", "success", final_reward=0.0).success
+    _, loaded = store.load_episode("online_00000")
+    assert loaded.rewards.shape == (0,) and loaded.terminal is False
+
+
+def test_quarantine_is_logged_with_the_episode_and_reason(tmp_path, caplog):
+    store = EpisodeStore(tmp_path)
+    store.save(make_record(store), make_episode())
+    with caplog.at_level("WARNING", logger="parl_robot.data.episode_store"):
+        store.quarantine("online_00000", "checked by hand")
+    assert caplog.messages == ["quarantined episode online_00000: checked by hand"]

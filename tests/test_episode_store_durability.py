@@ -121,14 +121,21 @@ def _rewrite_arrays(episode_dir, **changes):
     np.savez_compressed(episode_dir / "arrays.npz", **arrays)
 
 
-BAD_EPISODES = {
-    "one state too few": lambda e: dict(states=e.states[:-1]),
-    "one state too many": lambda e: dict(states=np.concatenate([e.states, e.states[-1:]])),
-    "one reward too few": lambda e: dict(rewards=e.rewards[:-1]),
-    "one reward too many": lambda e: dict(rewards=np.append(e.rewards, -1.0).astype(np.float32)),
-    "NaN state": lambda e: dict(states=np.where(np.arange(len(e.states))[:, None] == 2, np.nan, e.states)),
-    "NaN action": lambda e: dict(actions=np.where(np.arange(len(e.actions))[:, None] == 0, np.nan, e.actions)),
-    "infinite reward": lambda e: dict(rewards=np.append(e.rewards[:-1], -np.inf).astype(np.float32)),
+NON_FINITE = "ValueError: non-finite values in arrays\n"
+BAD_EPISODES = {  # defect: (changed arrays of a 4-step episode, the quarantine reason)
+    "one state too few": (lambda e: dict(states=e.states[:-1]),
+                          "ValueError: inconsistent lengths: 4 states, 4 actions, 4 rewards\n"),
+    "one state too many": (lambda e: dict(states=np.concatenate([e.states, e.states[-1:]])),
+                           "ValueError: inconsistent lengths: 6 states, 4 actions, 4 rewards\n"),
+    "one reward too few": (lambda e: dict(rewards=e.rewards[:-1]),
+                           "ValueError: inconsistent lengths: 5 states, 4 actions, 3 rewards\n"),
+    "one reward too many": (lambda e: dict(rewards=np.append(e.rewards, -1.0).astype(np.float32)),
+                            "ValueError: inconsistent lengths: 5 states, 4 actions, 5 rewards\n"),
+    "NaN state": (lambda e: dict(states=np.where(np.arange(len(e.states))[:, None] == 2, np.nan, e.states)),
+                  NON_FINITE),
+    "NaN action": (lambda e: dict(actions=np.where(np.arange(len(e.actions))[:, None] == 0, np.nan, e.actions)),
+                   NON_FINITE),
+    "infinite reward": (lambda e: dict(rewards=np.append(e.rewards[:-1], -np.inf).astype(np.float32)), NON_FINITE),
 }
 
 
@@ -137,12 +144,13 @@ def test_episodes_with_mismatched_lengths_or_non_finite_values_are_quarantined(t
     store = EpisodeStore(tmp_path)
     for _ in range(3):
         store.save(make_record(store), make_episode())
-    _rewrite_arrays(store.episodes_dir / "online_00001", **BAD_EPISODES[defect](make_episode()))
+    change, reason = BAD_EPISODES[defect]
+    _rewrite_arrays(store.episodes_dir / "online_00001", **change(make_episode()))
     loaded = store.load_all()
     assert [r.episode_id for r, _ in loaded] == ["online_00000", "online_00002"]
     (quarantined,) = store.quarantine_dir.iterdir()
     assert quarantined.name.startswith("online_00001.")
-    assert (quarantined / "reason.txt").read_text().startswith("ValueError: ")
+    assert (quarantined / "reason.txt").read_text() == reason
     assert [entry["episode_id"] for entry in store.records()] == ["online_00000", "online_00002"]
 
 
@@ -266,3 +274,28 @@ def test_quarantine_is_logged_with_the_episode_and_reason(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="parl_robot.data.episode_store"):
         store.quarantine("online_00000", "checked by hand")
     assert caplog.messages == ["quarantined episode online_00000: checked by hand"]
+
+
+def test_images_terminal_flag_and_older_stores_without_timestamps_load(tmp_path):
+    store = EpisodeStore(tmp_path)
+    ramp = np.linspace(0, 255, 16)
+    frame = np.stack([np.tile(ramp, (16, 1)), np.full((16, 16), 40.0), np.full((16, 16), 200.0)], axis=-1)
+    images = np.stack([frame, frame + [0.0, 80.0, 0.0], frame]).astype(np.uint8)  # RGB, channels distinct
+    episode = make_episode(steps=2)
+    episode.images, episode.terminal = images, True
+    store.save(make_record(store, success=True, label="success"), episode)
+    with np.load(store.episodes_dir / "online_00000" / "arrays.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files if name != "timestamps"}
+    np.savez_compressed(store.episodes_dir / "online_00000" / "arrays.npz", **arrays)  # as older stores wrote it
+    _, loaded = store.load_episode("online_00000")
+    assert loaded.terminal is True and loaded.timestamps is None
+    assert loaded.images.shape == images.shape and loaded.images.dtype == np.uint8
+    assert np.abs(loaded.images.astype(int) - images.astype(int)).mean() < 4  # JPEG, in RGB order
+    assert np.abs(loaded.images[1].astype(int) - images[1].astype(int)).mean() < 4  # frames in order
+
+
+def test_records_reads_the_stored_index_without_rescanning(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.save(make_record(store), make_episode())
+    (tmp_path / "index.json").write_text(json.dumps([{"episode_id": "from_the_index"}]))
+    assert store.records() == [{"episode_id": "from_the_index"}]

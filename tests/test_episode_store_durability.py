@@ -94,7 +94,7 @@ def test_a_stale_staging_directory_of_the_same_save_is_replaced(tmp_path):
 def test_saving_an_existing_id_raises_and_keeps_the_stored_episode(tmp_path):
     store = EpisodeStore(tmp_path)
     store.save(make_record(store), make_episode(steps=3))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="episode online_00000 already stored at .*online_00000"):
         store.save(make_record(store, episode_id="online_00000"), make_episode(steps=5))
     assert store.load_episode("online_00000")[0].steps == 3
 
@@ -237,11 +237,12 @@ def test_the_index_is_rebuilt_when_missing_or_not_a_list_and_skips_unreadable_me
     store = EpisodeStore(tmp_path)
     store.save(make_record(store), make_episode())
     store.save(make_record(store), make_episode())
+    store.save(make_record(store), make_episode())
     (store.episodes_dir / "online_00001" / "meta.json").write_text("{not json")
     (tmp_path / "index.json").write_text(json.dumps({"episode_id": "stale"}))
-    assert [entry["episode_id"] for entry in store.records()] == ["online_00000"]
+    assert [entry["episode_id"] for entry in store.records()] == ["online_00000", "online_00002"]
     (tmp_path / "index.json").unlink()
-    assert [entry["episode_id"] for entry in store.records()] == ["online_00000"]
+    assert [entry["episode_id"] for entry in store.records()] == ["online_00000", "online_00002"]
     assert json.loads((tmp_path / "index.json").read_text())[0]["steps"] == 4
     assert not (tmp_path / ".index.json.tmp").exists()
 
@@ -299,3 +300,14 @@ def test_records_reads_the_stored_index_without_rescanning(tmp_path):
     store.save(make_record(store), make_episode())
     (tmp_path / "index.json").write_text(json.dumps([{"episode_id": "from_the_index"}]))
     assert store.records() == [{"episode_id": "from_the_index"}]
+
+
+def test_arrays_are_stored_in_the_documented_dtypes_even_if_the_staging_parent_was_removed(tmp_path):
+    store = EpisodeStore(tmp_path)
+    store.incoming_dir.rmdir()  # e.g. an operator tidied the store while the learner ran
+    episode = EpisodeData(np.zeros((3, 3)), np.zeros((2, 2)), -np.ones(2), False)  # float64 in
+    store.save(make_record(store), episode, timestamps=np.arange(3))
+    with np.load(store.episodes_dir / "online_00000" / "arrays.npz") as stored:
+        dtypes = {name: stored[name].dtype for name in stored.files}
+    assert dtypes == {"states": np.float32, "actions": np.float32, "rewards": np.float32, "terminal": np.bool_,
+                      "timestamps": np.float64}

@@ -146,3 +146,32 @@ def test_the_gripper_opens_strictly_above_the_threshold(gripper_action, is_open)
     assert integrator.apply([0, 0, 0, 0, 0, 0, gripper_action]).gripper_open is is_open
     lower = CommandIntegrator(limits(gripper_threshold=0.25), np.array([0.3, 0.0, 0.2]), DOWNWARD_ROTATION)
     assert lower.apply([0, 0, 0, 0, 0, 0, -0.4]).gripper_open is True  # (−0.4 + 1) / 2 = 0.3 > 0.25
+
+
+def test_rotation_error_stays_finite_when_rounding_leaves_the_valid_range():
+    assert rotation_error(np.eye(3) * (1 + 4e-16), np.eye(3)).tolist() == [0.0, 0.0, 0.0]  # cos(angle) > 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # half turns about axes in a coordinate plane: a diagonal entry rounds below -1
+        axis = np.abs(rng.normal(size=3))
+        axis[rng.integers(3)] = 0.0
+        axis /= np.linalg.norm(axis)
+        current = rotation_about_axis(rng.normal(size=3))
+        target = rotation_about_axis(axis * np.pi) @ current
+        error = rotation_error(target, current)
+        assert np.all(np.isfinite(error))
+        np.testing.assert_allclose(rotation_about_axis(error) @ current, target, atol=1e-6)
+
+
+def test_action_values_beyond_one_count_as_one_when_the_step_limits_are_looser():
+    loose = limits(max_translation=0.2, max_rotation=1.0)
+    start = np.array([0.3, 0.0, 0.2])
+    command = CommandIntegrator(loose, start, DOWNWARD_ROTATION).apply([3.0, -3.0, 0.5, 0, 0, -3.0, 1])
+    np.testing.assert_allclose(command.position, start + [0.05, -0.05, 0.025])
+    np.testing.assert_allclose(rotation_error(command.rotation, DOWNWARD_ROTATION), [0, 0, -0.25], atol=1e-12)
+
+
+def test_the_integrator_starts_with_the_gripper_state_it_is_given():
+    closed = CommandIntegrator(limits(), np.array([0.3, 0.0, 0.2]), DOWNWARD_ROTATION, gripper_open=False)
+    assert closed.command.gripper_open is False
+    closed.reset(np.array([0.3, 0.0, 0.2]), DOWNWARD_ROTATION)
+    assert closed.command.gripper_open is True  # a reset opens the gripper unless told otherwise

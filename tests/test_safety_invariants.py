@@ -175,3 +175,9 @@ def test_the_integrator_starts_with_the_gripper_state_it_is_given():
     assert closed.command.gripper_open is False
     closed.reset(np.array([0.3, 0.0, 0.2]), DOWNWARD_ROTATION)
     assert closed.command.gripper_open is True  # a reset opens the gripper unless told otherwise
+
+
+def test_tilt_stays_finite_when_rounding_pushes_the_approach_axis_past_vertical():
+    assert gripper_tilt(DOWNWARD_ROTATION * (1 + 4e-16)) == 0.0  # -R[2, 0] just above 1
+    upward = rotation_about_axis(np.array([0.0, -np.pi / 2, 0.0]))
+    assert gripper_tilt(upward * (1 + 4e-16)) == pytest.approx(np.pi)  # just below -1

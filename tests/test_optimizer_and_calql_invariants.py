@@ -88,6 +88,22 @@ def test_q_is_the_min_of_the_heads_unless_mean_is_asked_for():
     torch.testing.assert_close(run(critic, [[[0.0]]], local_steps=0, ensemble="mean").q_values, torch.tensor([[-1.0]]))
 
 
+def test_mean_ensemble_and_state_features_reach_every_q_evaluation_with_2d_actions():
+    class SlopedHeads:  # heads a0 + f and 3 a0 - 1 + f, with f the state feature: min and mean differ
+        def q_values(self, features, actions):
+            state_value = features[:, :1]  # (batch, 1), broadcast over the candidates
+            return torch.stack([actions[..., 0] + state_value, 3 * actions[..., 0] - 1 + state_value])
+
+    samples = torch.tensor([[[0.0, 0.7]], [[0.0, -0.7]]])  # (batch 2, k 1, A 2)
+    result = optimize_actions(SlopedHeads(), torch.tensor([[0.0], [10.0]]), samples,
+                              ActionOptimizerConfig(num_kept=1, local_steps=1, step_size=0.1, ensemble="mean"),
+                              dataset_actions=torch.tensor([[0.0, 0.1], [0.0, -0.1]]))
+    torch.testing.assert_close(result.initial_q_values, torch.tensor([[-0.5, -0.5], [9.5, 9.5]]))
+    # d(mean)/d(a0) = 2: every candidate moves 0.2 along a0 and keeps its a1.
+    torch.testing.assert_close(result.candidates, torch.tensor([[[0.2, 0.7], [0.2, 0.1]], [[0.2, -0.7], [0.2, -0.1]]]))
+    torch.testing.assert_close(result.q_values, torch.tensor([[-0.1, -0.1], [9.9, 9.9]]))
+
+
 def test_softmax_selection_samples_in_proportion_to_exp_q_over_temperature():
     rows = 4000
     samples = torch.tensor([[[0.5], [-0.5]]]).expand(rows, -1, -1)  # Q = 0 and -1

@@ -311,3 +311,27 @@ def test_arrays_are_stored_in_the_documented_dtypes_even_if_the_staging_parent_w
         dtypes = {name: stored[name].dtype for name in stored.files}
     assert dtypes == {"states": np.float32, "actions": np.float32, "rewards": np.float32, "terminal": np.bool_,
                       "timestamps": np.float64}
+
+
+def test_the_store_layout_is_created_under_a_new_root_as_documented(tmp_path):
+    store = EpisodeStore(tmp_path / "runs" / "store")
+    assert sorted(p.name for p in (tmp_path / "runs" / "store").iterdir()) == [".incoming", "episodes", "quarantine"]
+    assert (store.episodes_dir, store.incoming_dir, store.quarantine_dir) == (
+        tmp_path / "runs" / "store" / "episodes", tmp_path / "runs" / "store" / ".incoming",
+        tmp_path / "runs" / "store" / "quarantine")
+
+
+def test_the_thumbnail_is_the_given_rgb_frame_and_meta_is_indented(tmp_path):
+    import cv2
+
+    store = EpisodeStore(tmp_path)
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    store.save(make_record(store), make_episode(), thumbnail=red)
+    decoded = cv2.imdecode(np.fromfile(store.thumbnail_path("online_00000"), np.uint8), cv2.IMREAD_COLOR)  # BGR
+    assert decoded[..., 2].min() > 240 and decoded[..., :2].max() < 15
+    meta_text = (store.episodes_dir / "online_00000" / "meta.json").read_text()
+    assert meta_text == json.dumps(json.loads(meta_text), indent=2)
+    store.relabel("online_00000", "success", final_reward=0.0)
+    with np.load(store.episodes_dir / "online_00000" / "arrays.npz") as stored:
+        assert sorted(stored.files) == ["actions", "rewards", "states", "terminal", "timestamps"]

@@ -60,10 +60,22 @@ run_module() {  # MODULE BUDGET_S
     echo "pytest_add_cli_args_test_selection="; for test in $tests; do echo "    $test"; done
   } > "$run_dir/setup.cfg"
   echo "== $module: tests $tests, budget ${budget}s, in $run_dir"
-  # PYTHONPATH would put the unmutated sources ahead of mutmut's copy; one thread per worker.
-  (cd "$run_dir" && env -u PYTHONPATH MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-     timeout --signal=INT --kill-after=30 "$budget" "$MUTMUT" run --max-children "${MUTATION_JOBS:-1}" >run.log 2>&1) \
-    || echo "   (stopped: budget reached or mutmut failed; see $run_dir/run.log)"
+  local deadline=$((SECONDS + budget)) survivors
+  # mutmut maps tests to functions once (mutants/mutmut-stats.json); a changed test file needs a new map.
+  for test in $tests; do
+    [[ "$REPO/$test" -nt "$run_dir/mutants/mutmut-stats.json" ]] && rm -f "$run_dir/mutants/mutmut-stats.json"
+  done
+  mutmut_run() {  # [MUTANT_NAME...]; PYTHONPATH would put the unmutated sources ahead of mutmut's copy
+    local left=$((deadline - SECONDS))
+    ((left > 10)) || { echo "   (budget spent)"; return 0; }
+    (cd "$run_dir" && env -u PYTHONPATH MUJOCO_GL=egl OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+       timeout --signal=INT --kill-after=30 "$left" "$MUTMUT" run --max-children "${MUTATION_JOBS:-1}" "$@" \
+       >>run.log 2>&1) || echo "   (stopped: budget reached or mutmut failed; see $run_dir/run.log)"
+  }
+  mutmut_run
+  # mutmut keeps a verdict once reached; survivors are tried again so that new tests count.
+  survivors=$(cd "$run_dir" && "$MUTMUT" results 2>/dev/null | awk -F': ' '$2 == "survived" { print $1 }')
+  [[ -z "$survivors" ]] || mutmut_run $survivors
   (cd "$run_dir" && "$MUTMUT" results --all true 2>/dev/null | awk -v module="$module" '
       /: / { status = substr($0, index($0, ": ") + 2); total++; count[status]++; if (status != "killed") survivors = survivors "\n   " $0 }
       END {

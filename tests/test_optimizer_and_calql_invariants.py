@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from parl_robot.config import LearnerConfig
+from parl_robot.config import CriticConfig, LearnerConfig, OptimizerConfig
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
 from parl_robot.rl.agent import PARLAgent
@@ -123,8 +123,9 @@ SPEC = ObservationSpec(state_dim=3)
 def calql_gap(cql_alpha, updates=40):
     """Mean Q on the data actions minus mean Q on uniform actions, after `updates` critic steps on a
     batch whose data actions all sit in one corner of the action box."""
-    cfg = LearnerConfig(policy="diffusion", policy_hidden=32, policy_blocks=1, critic_hidden=64, critic_layers=2,
-                        num_samples=4, num_kept=2, local_steps=0, cql_alpha=cql_alpha, cql_num_actions=8, seed=3)
+    cfg = LearnerConfig(policy="diffusion", policy_hidden=32, policy_blocks=1, seed=3,
+                        critic=CriticConfig(hidden=64, layers=2, cql_alpha=cql_alpha, cql_num_actions=8),
+                        optimizer=OptimizerConfig(num_samples=4, num_kept=2, local_steps=0))
     agent = PARLAgent(cfg, SPEC, action_dim=2)
     rng = np.random.default_rng(0)
     size = 32

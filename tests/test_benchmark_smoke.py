@@ -29,8 +29,8 @@ def test_finetune_study_runs_each_kind_of_method(method):
     warmup, online = result["curve"]
     assert result["offline_start"] == float(warmup["success"]) and result["final_20"] == float(online["success"])
     assert all(1 <= c["steps"] <= 40 for c in result["curve"])
-    assert result["setup"] == {"demos": 2, "warmup": 1, "online": 1, "profile": "cpu_demo", "learner_overrides": {
-        "offline_policy_steps": 20, "offline_critic_steps": 10}}
+    assert result["setup"] == {"demos": 2, "warmup": 1, "online": 1, "profile": "cpu_demo", "overrides": {
+        "learner.schedule.offline_policy_steps": 20, "learner.schedule.offline_critic_steps": 10}}
 
 
 def _demonstrator_success_rate(task, seed, demos):

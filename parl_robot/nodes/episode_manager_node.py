@@ -84,7 +84,16 @@ class EpisodeManagerNode(Node):
         return client.call_async(Trigger.Request())
 
     def log(self, level: str, text: str) -> None:
-        getattr(self.get_logger(), level)(text)
+        # One call site per severity: rclpy refuses a second severity from the same line of code.
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level in ("warning", "warn"):
+            logger.warning(text)
+        elif level == "debug":
+            logger.debug(text)
+        else:
+            logger.info(text)
 
     # ----- subscriptions ---------------------------------------------------------------------
     def on_safety(self, msg: String) -> None:

@@ -29,6 +29,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "selenium>=4.15", "pyarrow>=14"],
         "benchmarks": ["matplotlib>=3.7"],
+        # learner stats as TensorBoard scalars (learner.tensorboard, on when installed)
+        "tensorboard": ["tensorboard>=2.14"],
         # `parl-robot export ... format:=lerobot`: parquet, and video in LeRobot's own codec (AV1) via PyAV
         "lerobot": ["pyarrow>=14", "av>=14"],
         # OpenVLA policy: Llama from transformers 5 (the `cache=` API), LoRA, NF4 4-bit.

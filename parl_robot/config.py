@@ -327,6 +327,9 @@ class LearnerConfig(Section):
     action_cache_size: int = _field(0, low=0, high=4096)  # cached policy samples per state; 0 = sample live
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)
+    # Learner stats as TensorBoard scalars in <store_dir>/tensorboard (parl_robot/rl/scalar_log.py),
+    # when the `tensorboard` package is installed.
+    tensorboard: bool = True
     seed: int = 0
 
     def check(self) -> None:

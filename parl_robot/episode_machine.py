@@ -154,8 +154,11 @@ class EpisodeMachine:
         elif kind == "saved" and self.state == SAVING and event.get("episode") == self.episode:
             self.saved += 1
             self.successes += int(bool(event.get("success")))
-            self.ports.log("info", f"episode {self.episode} saved: {'SUCCESS' if event.get('success') else 'failure'} "
-                                   f"({self.successes}/{self.saved} successes)")
+            # Episodes count per run (from 0 at every launch); the store's ids continue across runs.
+            stored_as = f" as {event['episode_id']}" if isinstance(event.get("episode_id"), str) else ""
+            self.ports.log("info", f"episode {self.episode} of this run saved{stored_as}: "
+                                   f"{'SUCCESS' if event.get('success') else 'failure'} "
+                                   f"({self.successes}/{self.saved} successes this run)")
             self.episode += 1
             self._pending_home = self.ports.call_service("home")
             if self.saved >= self.cfg.num_online_episodes:

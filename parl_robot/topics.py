@@ -20,6 +20,7 @@ EPISODE_EVENT = "episode/event"
 EPISODE_STATE = "episode/state"  # JSON: state, episode, steps, held (why); latched, transient-local
 LEARNER_STATS = "learner/stats"
 LEARNER_TIMING = "learner/timing"  # JSON per action: step, tick_time, compute_ms, image_stamp
+LEARNER_ACTING = "learner/acting"  # JSON: episode, step whose action the learner starts computing
 SRV_ESTOP = "robot/estop"
 SRV_ESTOP_CLEAR = "robot/estop_clear"
 SRV_HOME = "robot/home"

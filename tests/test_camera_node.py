@@ -344,7 +344,7 @@ def test_learner_judges_image_freshness_by_the_capture_stamp_not_arrival():
     cfg.learner.observation, cfg.learner.max_observation_age_s = "image", 0.5
     now_s = [1000.0]
     learner = SimpleNamespace(
-        cfg=cfg, image=None, image_stamp=None, input_times={"objects/poses": time.monotonic()},
+        cfg=cfg, image=None, image_stamp=None, poses_stamp=None, input_times={"objects/poses": time.monotonic()},
         get_clock=lambda: SimpleNamespace(now=lambda: Time(nanoseconds=int(now_s[0] * 1e9))),
         get_logger=lambda: rclpy.logging.get_logger("learner_test"),
     )

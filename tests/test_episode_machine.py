@@ -107,8 +107,11 @@ def test_sim_run_resets_runs_labels_saves_and_finishes():
         assert ports.last("label")["source"] == "detector"
         m.on_event({"type": "saved", "episode": episode + 7, "success": True})  # not this episode: ignored
         assert m.state == em.SAVING
-        m.on_event({"type": "saved", "episode": episode, "success": True})
+        m.on_event({"type": "saved", "episode": episode, "success": True, "episode_id": f"online_{episode + 8:05d}"})
         assert ports.calls[-1][0] == "home"
+        # A relaunch into a store that already holds online_00000..7: the log names both counts.
+        assert ports.logs[-1] == ("info", f"episode {episode} of this run saved as online_{episode + 8:05d}: SUCCESS "
+                                          f"({episode + 1}/{episode + 1} successes this run)")
     assert ports.kinds()[-1] == "finished" and ports.events[-1]["saved"] == 2 and ports.events[-1]["successes"] == 2
     m.tick()
     assert m.exit_code is None  # waits for the arm to be home

@@ -174,6 +174,8 @@ def test_estop_from_a_foreign_client_aborts_the_episode_and_nothing_refused_is_t
         assert graph.observer.call_trigger("robot/estop_clear").success
         graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 240, "run to finish")
         assert graph.nodes["episode_manager"].process.returncode == 0, graph.log.getvalue()[-3000:]
+        # Stats come at 1 Hz: the last ones seen may predate the last stored episode.
+        graph.wait_for(lambda: graph.observer.stats[-1].get("online_episodes") == 2, 10, "stats after the last episode")
         final_stats = graph.observer.stats[-1]
     finally:
         graph.close()
@@ -215,8 +217,11 @@ def test_a_restarted_page_shows_the_true_state_and_the_reset_works(tmp_path):
         graph.kill("operator_ui")
         graph.start("operator_ui")
         graph.wait_for(lambda: _page(port, "/api/status")[0] == 200, 30, "the restarted page")
+        # The latched state arrives once DDS matched the new subscriber (it may trail the HTTP server by a
+        # moment): the page must get it without any new episode/state being published.
+        graph.wait_for(lambda: _page(port, "/api/status")[1].get("episode_state") == "waiting_for_reset", 15,
+                       "the latched episode state on the restarted page")
         status = _page(port, "/api/status")[1]
-        assert status["episode_state"] == "waiting_for_reset", status
         assert status["prompt"]["reason"] == "reset", status["prompt"]
         assert _page(port, "/api/reset_done", post=True)[0] == 200
         graph.wait_for(lambda: graph.observer.state() == "running", 30, "the episode started from the restarted page")

@@ -92,7 +92,8 @@ ALLOWED = {
     "robot": {"config", "robot"},
     "perception": {"config", "perception", "robot"},
     "sim": {"config", "data", "observation", "perception", "robot", "sim"},
-    "graph": {"topics"},
+    "launch_arguments": {"config"},
+    "graph": {"launch_arguments", "topics"},
     "launcher": {"graph"},
 }
 

@@ -197,4 +197,13 @@ def test_robot_and_learner_in_two_namespaces_survive_a_cut_link(tmp_path):
     assert [r.get("abort_reason") for r in aborted] == ["link_lost"], stored
     assert len(stored) - len(aborted) == OVERRIDES["episodes.num_online_episodes"]
     assert stored.index(aborted[0]) >= 3  # after the 3 stored ones; the run resumed after it
-    assert "learner side seen" in robot_log.read_text(errors="replace") or "no learner side" not in robot_log.read_text(errors="replace")
+    # While the learner side ran, every "no learner side" report on the robot side was followed by
+    # "learner side seen" (after its run ends the learner side is gone for real, and the robot says so).
+    def stamped(text: str, marker: str) -> list[float]:
+        return [float(stamp) for stamp in re.findall(r"\[(\d+\.\d+)\] \[[\w.]+\]: " + re.escape(marker), text)]
+
+    robot_text = robot_log.read_text(errors="replace")
+    learner_ran_until = max(stamped(learner_log.read_text(errors="replace"), "episode"), default=0.0)
+    missing = [t for t in stamped(robot_text, "no learner side") if t < learner_ran_until]
+    seen = stamped(robot_text, "learner side seen")
+    assert all(any(s > t for s in seen) for t in missing), robot_text[-3000:]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
-from parl_robot.rl.replay_buffer import EpisodeData
+from parl_robot.data.episode import EpisodeData
 
 CODEBASE_VERSION = "v3.0"
 CAMERA_KEY = "observation.images.camera"

@@ -26,6 +26,7 @@ from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the n
     CAMERA_STATUS,
     EPISODE_EVENT,
     EPISODE_STATE,
+    LEARNER_ACTING,
     LEARNER_STATS,
     LEARNER_TIMING,
     NAMESPACE,

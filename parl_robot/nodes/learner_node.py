@@ -34,9 +34,15 @@ from parl_robot.observation import STATE_DIM, state_vector
 from parl_robot.perception.object_poses import decode_object_poses
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
+from parl_robot.rl.fair_lock import FairLock
 from parl_robot.rl.losses import achievable_returns
 from parl_robot.rl.replay_buffer import ReplayBuffer
+from parl_robot.rl.scalar_log import ScalarLog
 from parl_robot.rl.trainer import OFFLINE, Trainer
+
+# In simulated time, control ticks a step may wait for the previous step's robot/executed report
+# before the learner acts without it (the control node is gone or the report was lost).
+MAX_DEFERRED_TICKS = 5
 
 
 class EpisodeRecorder:
@@ -94,6 +100,8 @@ class LearnerNode(Node):
         learner = self.cfg.learner
         self.store = EpisodeStore(self.cfg.episodes.store_dir)
         self.checkpoint_dir = Path(self.cfg.episodes.store_dir) / "checkpoints"
+        self.scalar_log = ScalarLog(Path(self.cfg.episodes.store_dir) / "tensorboard", self.cfg.learner.tensorboard,
+                                    log=self.get_logger().info)
         image_shape = (self.cfg.sim.camera_height, self.cfg.sim.camera_width, 3) if learner.observation == "image" else None
         self.spec = ObservationSpec(STATE_DIM, image_shape)
         self.agent = PARLAgent(
@@ -106,7 +114,7 @@ class LearnerNode(Node):
         self.offline = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.online = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.agent.attach_action_caches([self.offline, self.online])  # big policies (learner.action_cache_size)
-        self.lock = threading.Lock()  # one update at a time, never during an action's computation
+        self.lock = FairLock()  # one update at a time, never during an action's computation; first come first served
         self.stop_event = threading.Event()
         self.trainer = Trainer(self.agent, self.offline, self.online, learner, lock=self.lock, log=self.get_logger(),
                                checkpoint=self._checkpoint)
@@ -128,11 +136,17 @@ class LearnerNode(Node):
         self.recorder: EpisodeRecorder | None = None
         self.finished_recorder: EpisodeRecorder | None = None
         self.step = 0
+        # Simulated time (lockstep): act on step k+1 only after step k was reported executed, so each
+        # observation follows the previous action, as on the real arm where time does not wait.
+        self.await_execution = common.uses_sim_time(self)
+        self.unexecuted_step: int | None = None  # the step whose robot/executed report is still due
+        self.deferred_ticks = 0  # control ticks that came while it was due
 
         self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
         self.stats_pub = self.create_publisher(String, common.LEARNER_STATS, common.EVENT_QOS)
         self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
         self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
+        self.acting_pub = self.create_publisher(String, common.LEARNER_ACTING, common.COMMAND_QOS)
         self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
         self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
@@ -263,6 +277,11 @@ class LearnerNode(Node):
         step = report.get("step")
         if self.recorder is not None and isinstance(step, int):
             self.recorder.executed(step, report.get("action"), str(report.get("source", "")))
+        if isinstance(step, int) and self.unexecuted_step is not None and step >= self.unexecuted_step:
+            self.unexecuted_step = None
+            if self.deferred_ticks:  # the step's time already came: act now
+                self.deferred_ticks = 0
+                self.on_control_tick()
 
     def on_safety(self, msg: String) -> None:
         safety = common.parse_json_object(msg) or {}
@@ -280,6 +299,12 @@ class LearnerNode(Node):
             return
         if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
             return
+        if self.unexecuted_step is not None:
+            self.deferred_ticks += 1
+            if self.deferred_ticks <= MAX_DEFERRED_TICKS:
+                return  # acted on when the report comes
+            self.get_logger().warning(f"no robot/executed report for step {self.unexecuted_step}: acting without it")
+            self.unexecuted_step, self.deferred_ticks = None, 0
         tick_wall, tick_start = time.time(), time.perf_counter()
         stale = self.stale_inputs()
         obs = None if stale else self.observation()
@@ -300,7 +325,9 @@ class LearnerNode(Node):
         if self.recorder.actions:
             self.recorder.rewards.append(self._reward())
         self.recorder.observe(obs)
-        with self.lock:
+        # In lockstep sim, time waits for this step's action however long it takes (parl_robot/sim/lockstep.py).
+        self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
+        with self.lock:  # served before the learning thread's next update: at most the one in progress delays it
             action, _ = self.agent.act(obs)
         self.recorder.actions.append(action)
         self.recorder.sources.append(SOURCE_POLICY)
@@ -309,6 +336,8 @@ class LearnerNode(Node):
         msg.layout.data_offset = self.step
         msg.data = action.tolist()
         self.action_pub.publish(msg)
+        if self.await_execution:
+            self.unexecuted_step = self.step
         # Per-step timing for benchmarks/control_loop.py and for "why is my loop slow" questions.
         self.timing_pub.publish(String(data=json.dumps({
             "step": self.step, "tick_time": tick_wall, "compute_ms": round((time.perf_counter() - tick_start) * 1e3, 3),
@@ -330,6 +359,7 @@ class LearnerNode(Node):
             self.running_episode = int(event.get("episode", 0))
             self.recorder = EpisodeRecorder()
             self.step = 0
+            self.unexecuted_step, self.deferred_ticks = None, 0
         elif kind == "end" and self.recorder is not None:
             # The last action's outcome: its reward and the state it led to.
             obs = self.observation()
@@ -381,6 +411,7 @@ class LearnerNode(Node):
             f"stored {record.episode_id}: {'success' if success else 'failure'}, {record.steps} steps, "
             f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
         )
+        self.scalar_log.episode(self.trainer.online_episodes - 1, success, record.steps, record.intervention_steps)
         self._checkpoint()
 
     def _store_aborted(self, event: dict) -> None:
@@ -430,12 +461,14 @@ class LearnerNode(Node):
     # ----- stats -----------------------------------------------------------------------------
     def publish_stats(self) -> None:
         stats = self.trainer.stats()
+        self.scalar_log.stats(stats)
         stats["warning"] = self.warning or self.trainer.warning
         self.stats_pub.publish(String(data=json.dumps(stats, default=float)))
 
     def close(self) -> None:
         self.stop_event.set()
         self.learning_thread.join(timeout=10.0)
+        self.scalar_log.close()
 
 
 def main(args=None) -> int:

@@ -37,11 +37,13 @@ class SimBridgeNode(ControlNode):
         self.declare_parameter("camera_connected", True)
         self.image_pub = self.create_publisher(Image, common.CAMERA_IMAGE, common.SENSOR_QOS)
         self.objects_pub = self.create_publisher(String, common.OBJECT_POSES, common.SENSOR_QOS)
-        self.create_service(Trigger, common.SRV_SIM_RESET, self.on_reset)
+        # Everything that touches the MuJoCo world runs in the control node's acting group: the
+        # executor is multi-threaded, and rendering or resetting during a physics step is not safe.
+        self.create_service(Trigger, common.SRV_SIM_RESET, self.on_reset, callback_group=self.acting_group)
         # The learner's phase decides whether distractors are out (`sim.distractors: online`).
         self.learner_phase = "offline"
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
-        self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick)
+        self.create_timer(1.0 / self.cfg.sim.camera_rate_hz, self.on_camera_tick, callback_group=self.acting_group)
         self.lockstep: LockstepClock | None = None
         if self.declare_parameter("lockstep", False).value:
             self._start_lockstep()
@@ -52,9 +54,11 @@ class SimBridgeNode(ControlNode):
         episode runs (parl_robot/sim/lockstep.py); every node of the graph runs with `use_sim_time`."""
         if not common.uses_sim_time(self):
             raise ValueError("lockstep:=true needs use_sim_time:=true on every node (the launchers set both)")
-        self.lockstep = LockstepClock(self.controller.period)
+        self.lockstep = LockstepClock(self.controller.period, steps_per_episode=self.cfg.control.max_episode_steps)
         self.clock_pub = self.create_publisher(Clock, "/clock", common.CLOCK_QOS)
-        self.create_subscription(String, common.EPISODE_STATE, self.on_episode_state, common.LATCHED_QOS)
+        self.create_subscription(String, common.EPISODE_STATE, self.on_episode_state, common.LATCHED_QOS,
+                                 callback_group=self.acting_group)
+        self.create_subscription(String, common.LEARNER_ACTING, self.on_learner_acting, common.COMMAND_QOS)
         self._publish_clock(self.lockstep.now_s)
         self._clock_running = True
         self._clock_thread = threading.Thread(target=self._drive_clock, name="lockstep-clock", daemon=True)
@@ -66,25 +70,48 @@ class SimBridgeNode(ControlNode):
         self.clock_pub.publish(message)
 
     def _drive_clock(self) -> None:
-        published = 0.0
+        published = checked = 0.0
         while self._clock_running:
+            if self.lockstep.computing and time.monotonic() - checked >= 0.5:
+                checked = time.monotonic()  # a learner that died mid-step must not freeze time
+                if self.count_publishers(common.ROBOT_ACTION) == 0:
+                    self.get_logger().warning("the learner left while computing an action: time runs on")
+                    self.lockstep.producer_lost()
             # Between episodes time runs at wall speed: 50 updates/s are plenty (and cheap over DDS).
             if self.lockstep.stepping or time.monotonic() - published >= 0.02:
+                stalls = self.lockstep.stalls
                 now = self.lockstep.advance()
+                if self.lockstep.stalls != stalls:
+                    self.get_logger().info(
+                        f"lockstep: no action for step {self.lockstep.awaited_step} and none announced for "
+                        f"{self.lockstep.stall_timeout_s:.0f} s: time runs at wall speed until the next one")
                 if now is not None:
                     self._publish_clock(now)
                     published = time.monotonic()
             time.sleep(0.005)
 
     def on_episode_state(self, msg: String) -> None:
-        state = (common.parse_json_object(msg) or {}).get("state")
+        report = common.parse_json_object(msg) or {}
+        state, episode = report.get("state"), report.get("episode")
         if isinstance(state, str):
-            self.lockstep.set_stepping(state == "running")
+            running, starting = state == "running", state == "running" and not self.lockstep.stepping
+            self.lockstep.set_stepping(running, episode if isinstance(episode, int) else None, first_step_now=False)
+            if starting:
+                # Time stands still; fresh observations stamped now (between episodes the camera timer may
+                # lag on a loaded machine, and the learner never acts on stale ones), then the first step.
+                self.on_camera_tick()
+                self.lockstep.first_step()
+
+    def on_learner_acting(self, msg: String) -> None:
+        report = common.parse_json_object(msg) or {}
+        step, episode = report.get("step"), report.get("episode")
+        if isinstance(step, int) and isinstance(episode, int):
+            self.lockstep.announce(step, episode)
 
     def on_action(self, msg) -> None:
         super().on_action(msg)
         if self.lockstep is not None:
-            self.lockstep.step_done()  # executed or refused: this step's time may pass
+            self.lockstep.step_done(int(msg.layout.data_offset))  # executed or refused: this step's time may pass
 
     def _make_backend(self, name: str, robot_model: str, moving_time: float, accel_time: float) -> SimArmBackend:
         self.world = SimWorld(self.cfg.task.name, self.cfg.sim)

@@ -34,6 +34,14 @@ class OptimizedActions:
     candidates: torch.Tensor  # (batch, c, action_dim), after local optimization
     q_values: torch.Tensor  # (batch, c)
     initial_q_values: torch.Tensor  # (batch, c) of the candidates before local optimization
+    sample_q_values: torch.Tensor | None = None  # (batch, k) of the policy's samples as drawn
+
+    def optimization_gain(self) -> float:
+        """Mean over states of (best optimized Q − mean Q of the policy's samples): how much global
+        selection and local ascent raised Q above what the policy proposes."""
+        if self.sample_q_values is None:
+            return float("nan")
+        return (self.q_values.max(dim=1).values - self.sample_q_values.mean(dim=1)).mean().item()
 
 
 def _ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor, ensemble: str) -> torch.Tensor:
@@ -82,4 +90,4 @@ def optimize_actions(
         else:
             choice = q_values.argmax(dim=1)
         selected = candidates[torch.arange(candidates.shape[0], device=candidates.device), choice]
-    return OptimizedActions(selected, candidates, q_values, initial_q)
+    return OptimizedActions(selected, candidates, q_values, initial_q, sample_q)

@@ -47,6 +47,7 @@ class UpdateStats:
     policy_loss: float = float("nan")
     q_data: float = float("nan")
     q_optimized: float = float("nan")
+    q_optimization_gain: float = float("nan")  # best optimized Q − mean Q of the policy's samples (distillation)
 
 
 def _move_toward(average: torch.nn.Module, source: torch.nn.Module, fraction: float) -> None:
@@ -314,6 +315,7 @@ class PARLAgent:
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
+        self.stats.q_optimization_gain = optimized.optimization_gain()
         return loss.item()
 
     def _soft_update_target(self) -> None:

@@ -1,0 +1,60 @@
+"""TensorBoard scalars of the learner (parl_robot/rl/scalar_log.py), read back with TensorBoard's own reader."""
+
+import numpy as np
+import pytest
+
+from parl_robot.rl import scalar_log
+from parl_robot.rl.scalar_log import ScalarLog
+from test_trainer import episode, make_trainer, through_warmup
+
+
+def _scalars(directory) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_trainer_stats_and_episodes_become_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    trainer, _ = make_trainer()
+    through_warmup(trainer)
+    assert trainer.catch_up()
+    rng = np.random.default_rng(2)
+    lines = []
+    log = ScalarLog(tmp_path / "tensorboard", log=lines.append, run_name="run")
+    assert log.active and "tensorboard --logdir" in lines[0]
+    log.stats(trainer.stats())  # after the catch-up: no distillation yet (its NaN gain is left out)
+    assert trainer.online_updates(new_transitions=3) == 3
+    stats = trainer.stats()
+    assert np.isfinite(stats["q_optimization_gain"]) and stats["q_optimization_gain"] >= -1e-6  # argmax over samples
+    log.stats(stats)
+    for index, success in enumerate([True, False, True]):
+        log.episode(index, success, steps=5, intervention_steps=index)
+    log.close()
+
+    scalars = _scalars(tmp_path / "tensorboard" / "run")
+    assert [step for step, _ in scalars["loss/critic"]] == [6, 9]  # against the critic update count
+    assert scalars["loss/policy"][-1] == (9, pytest.approx(stats["policy_loss"]))
+    assert scalars["q/optimization_gain"] == [(9, pytest.approx(stats["q_optimization_gain"]))]
+    assert [value for _, value in scalars["episodes/success"]] == [1.0, 0.0, 1.0]
+    assert [value for _, value in scalars["episodes/success_rate_last_10"]] == pytest.approx([1.0, 0.5, 2 / 3])
+    assert [value for _, value in scalars["episodes/intervention_steps"]] == [0.0, 1.0, 2.0]
+
+
+def test_without_the_tensorboard_package_it_says_so_once_and_records_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(scalar_log, "_summary_writer_class", lambda: None)
+    lines = []
+    log = ScalarLog(tmp_path / "tensorboard", log=lines.append)
+    log.stats({"critic_loss": 1.0, "critic_updates": 3})
+    log.episode(0, True, 5)
+    log.close()
+    assert not log.active and len(lines) == 1 and "pip install tensorboard" in lines[0]
+    assert not (tmp_path / "tensorboard").exists()
+
+
+def test_switched_off_it_writes_nothing(tmp_path):
+    log = ScalarLog(tmp_path / "tensorboard", enabled=False, log=lambda line: pytest.fail(line))
+    log.episode(0, True, 5)
+    assert not log.active and not (tmp_path / "tensorboard").exists()

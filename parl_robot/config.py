@@ -268,6 +268,10 @@ class PolicyUpdateConfig(Section):
     # Behaviour-cloning steps on successful episodes after each policy update (parl_robot/rl/filtered_bc.py);
     # 0 = PA-RL as published. With gripper_from: policy, 1 step is the study's best setting.
     filtered_bc_steps: int = _field(0, low=0, high=100)
+    # Steps where the operator intervened (teleop) are distillation targets as they were executed (no
+    # critic-based optimization), this weight against an optimized target; 0 = not distilled (the
+    # critic still learns from them: they are ordinary transitions in the replay buffer).
+    intervention_weight: float = _field(1.0, low=0.0, high=100.0)
     entropy_alpha: float = _field(0.01, low=0.0, high=10.0)  # rule reparameterized only
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from parl_robot.config import LearnerConfig
+from parl_robot.data.episode import SOURCE_INTERVENTION
 from parl_robot.nets.critic import TwinCritic, ValueNetwork
 from parl_robot.nets.encoders import ObservationSpec, StateNormalizer
 from parl_robot.policies import build_policy
@@ -48,6 +49,7 @@ class UpdateStats:
     q_data: float = float("nan")
     q_optimized: float = float("nan")
     q_optimization_gain: float = float("nan")  # best optimized Q − mean Q of the policy's samples (distillation)
+    intervention_targets: int = 0  # operator actions distilled as targets (policy_update.intervention_weight)
 
 
 def _move_toward(average: torch.nn.Module, source: torch.nn.Module, fraction: float) -> None:
@@ -295,13 +297,35 @@ class PARLAgent:
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
         """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss, on
         the batch's states of successful episodes when `distill_states` is 'successful' (all states
-        when the batch carries no `episode_success`, e.g. built by hand). Returns NaN, without a
+        when the batch carries no `episode_success`, e.g. built by hand). States where the operator
+        intervened keep the operator's executed action as their target, with no critic-based
+        optimization, whatever the episode's outcome, weighted `policy_update.intervention_weight`
+        against the optimized targets (0 = interventions are not distilled). Returns NaN, without a
         step, when no state is left."""
+        intervention = np.zeros(len(batch["action"]), bool)
+        if self.cfg.policy_update.intervention_weight > 0 and "source" in batch:
+            intervention = np.asarray(batch["source"]) == SOURCE_INTERVENTION
+        keep = ~intervention
         if self.cfg.policy_update.distill_states == "successful" and "episode_success" in batch:
-            keep = np.asarray(batch["episode_success"]) > 0.5
-            if not keep.any():
-                return float("nan")  # nothing to distil in this batch: no step, weights kept
-            batch = {key: value[keep] for key, value in batch.items()}
+            keep &= np.asarray(batch["episode_success"]) > 0.5
+        if not keep.any() and not intervention.any():
+            return float("nan")  # nothing to distil in this batch: no step, weights kept
+        loss = self._distillation_loss({key: value[keep] for key, value in batch.items()}) if keep.any() else None
+        if intervention.any():
+            operator = {key: value[intervention] for key, value in batch.items()}
+            operator_loss = self.policy.supervised_loss(
+                self.observation_tensors(operator), torch.as_tensor(operator["action"], device=self.device))
+            # The weighted mean over the kept states: each loss is a mean over its own states.
+            kept, operated, weight = int(keep.sum()), int(intervention.sum()), self.cfg.policy_update.intervention_weight
+            loss = operator_loss if loss is None else (kept * loss + weight * operated * operator_loss) / (kept + weight * operated)
+            self.stats.intervention_targets += operated
+        self.policy_step(loss, "distillation", self.cfg.policy_update.distill_lr)
+        self.stats.policy_updates += 1
+        self.stats.policy_loss = loss.item()
+        return loss.item()
+
+    def _distillation_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """The policy's supervised loss on the optimized actions of `batch`'s states (PA-RL's stage II)."""
         obs = self.observation_tensors(batch)
         dataset_actions = torch.as_tensor(batch["action"], device=self.device)
         optimized = self.optimized_actions(
@@ -310,13 +334,9 @@ class PARLAgent:
             self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples),
             self.distill_optimizer_cfg,
         )
-        loss = self.policy.supervised_loss(obs, optimized.actions.detach())
-        self.policy_step(loss, "distillation", self.cfg.policy_update.distill_lr)
-        self.stats.policy_updates += 1
-        self.stats.policy_loss = loss.item()
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
         self.stats.q_optimization_gain = optimized.optimization_gain()
-        return loss.item()
+        return self.policy.supervised_loss(obs, optimized.actions.detach())
 
     def _soft_update_target(self) -> None:
         _move_toward(self.target_critic, self.critic, self.cfg.critic.target_update_rate)

@@ -1,10 +1,15 @@
-"""Fixed-capacity transition storage filled one episode at a time (so Monte-Carlo returns exist)."""
+"""Fixed-capacity transition storage filled one episode at a time (so Monte-Carlo returns exist).
+
+Each slot keeps who acted (`source`: the policy or the operator's intervention, parl_robot/data/episode.py).
+Steps that were not executed (refused, or held by the control node) never enter: the arm did not
+do the stored action, so (state, action, next state) would be a false transition. They still count
+in the episode's Monte-Carlo returns (its rewards are what happened, step by step)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from parl_robot.data.episode import EpisodeData
+from parl_robot.data.episode import SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.rl.losses import discounted_returns
 
@@ -24,6 +29,9 @@ class ReplayBuffer:
         self.mc_returns = np.zeros(capacity, np.float32)
         self.episode_success = np.zeros(capacity, np.float32)  # 1 where the slot's episode succeeded
         self.owner = np.full(capacity, -1, np.int64)  # serial of the episode each slot holds
+        self.step_index = np.zeros(capacity, np.int64)  # the slot's step within its episode
+        self.sources = np.full(capacity, SOURCE_POLICY, np.uint8)  # who acted (SOURCE_*)
+        self._resident_steps: dict[int, int] = {}  # serial -> transitions it wrote (to see partial overwrites)
         self.size = 0
         self.cursor = 0
         self.episodes_added = 0
@@ -34,13 +42,16 @@ class ReplayBuffer:
         return self.size
 
     def add_episode(self, episode: EpisodeData) -> int:
-        """Append an episode's transitions (overwriting the oldest when full); returns its serial."""
+        """Append an episode's executed transitions (overwriting the oldest when full); returns its
+        serial (-1 when it has none)."""
         steps = len(episode.actions)
-        serial = self.episodes_added
-        if steps == 0:
+        sources = np.full(steps, SOURCE_POLICY, np.uint8) if episode.sources is None else np.asarray(episode.sources)
+        executed = [t for t in range(steps) if sources[t] != SOURCE_NOT_EXECUTED]
+        if not executed:
             return -1
+        serial = self.episodes_added
         returns = discounted_returns(episode.rewards, self.discount, episode.terminal)
-        for t in range(steps):
+        for t in executed:
             i = self.cursor
             self.states[i] = episode.states[t]
             self.next_states[i] = episode.states[t + 1]
@@ -53,25 +64,34 @@ class ReplayBuffer:
             self.mc_returns[i] = returns[t]
             self.episode_success[i] = float(episode.terminal)
             self.owner[i] = serial
+            self.step_index[i] = t
+            self.sources[i] = sources[t]
             if self.cache is not None:
                 self.cache.invalidate(i)
             self.cursor = (self.cursor + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
         self.episodes_added += 1
+        self._resident_steps[serial] = len(executed)
         return serial
 
     def relabel_episode(self, serial: int, rewards: np.ndarray, terminal: bool) -> bool:
-        """Replace a resident episode's rewards and terminal flag (an operator's corrected label),
-        recomputing its Monte-Carlo returns. False when it was never added or has been overwritten."""
+        """Replace a resident episode's rewards and terminal flag (an operator's corrected label; `rewards`
+        has one entry per step of the episode, executed or not), recomputing its Monte-Carlo returns.
+        False when it was never added or has been (partly) overwritten."""
+        rewards = np.asarray(rewards, np.float32)
         slots = np.flatnonzero(self.owner[: self.size] == serial)
-        if serial < 0 or len(slots) != len(rewards):
+        if serial < 0 or len(slots) == 0:
             return False
-        order = slots if len(slots) < 2 or np.all(np.diff(slots) == 1) else np.roll(slots, -int(np.argmax(np.diff(slots) != 1)) - 1)
-        self.rewards[order] = rewards
-        self.dones[order] = 0.0
-        self.dones[order[-1]] = float(terminal)
-        self.mc_returns[order] = discounted_returns(np.asarray(rewards, np.float32), self.discount, terminal)
-        self.episode_success[order] = float(terminal)
+        steps = self.step_index[slots]
+        if steps.max() >= len(rewards) or len(np.unique(steps)) != len(slots):
+            return False
+        if self._resident_steps.get(serial) != len(slots):
+            return False
+        returns = np.asarray(discounted_returns(rewards, self.discount, terminal))
+        self.rewards[slots] = rewards[steps]
+        self.dones[slots] = np.where(steps == len(rewards) - 1, float(terminal), 0.0)
+        self.mc_returns[slots] = returns[steps]
+        self.episode_success[slots] = float(terminal)
         return True
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,6 +112,7 @@ class ReplayBuffer:
             "done": self.dones[indices],
             "mc_return": self.mc_returns[indices],
             "episode_success": self.episode_success[indices],
+            "source": self.sources[indices],
         }
         if self.images is not None:
             batch["image"] = self.images[indices]

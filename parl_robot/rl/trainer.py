@@ -34,8 +34,10 @@ import contextlib
 import logging
 from typing import Callable
 
+import numpy as np
+
 from parl_robot.config import LearnerConfig
-from parl_robot.data.episode import EpisodeData
+from parl_robot.data.episode import SOURCE_INTERVENTION, EpisodeData
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
 from parl_robot.rl.filtered_bc import filtered_bc_steps
 from parl_robot.rl.policy_updates import POLICY_UPDATES
@@ -72,6 +74,7 @@ class Trainer:
         self.offline_progress = 0.0
         self.online_episodes = 0
         self.online_successes = 0
+        self.last_intervention_rate = 0.0  # share of the last online episode's steps the operator drove
         self.online_steps = 0  # executed steps of online-phase episodes: the update budget's base
         self.updates_since_version = 0
         self.paused = False  # by the operator, or by a numerical instability
@@ -105,6 +108,9 @@ class Trainer:
             serial = self.online.add_episode(episode)
         self.online_episodes += 1
         self.online_successes += int(success)
+        steps = len(episode.actions)
+        operated = 0 if episode.sources is None else int(np.sum(episode.sources == SOURCE_INTERVENTION))
+        self.last_intervention_rate = operated / steps if steps else 0.0
         if self.phase == WARMUP and self._phase_after_offline() == ONLINE:
             self.phase = ONLINE
             self.log.info("warm-up done: online updates start")
@@ -246,6 +252,7 @@ class Trainer:
             offline_transitions=len(self.offline),
             online_transitions=len(self.online),
             learning_paused=self.paused,
+            intervention_rate_last_episode=round(self.last_intervention_rate, 4),
             catching_up=self.catching_up,
         )
         return stats

@@ -28,6 +28,8 @@ API (all JSON unless noted):
                                       Another episode, or a second label that conflicts with the
                                       first (operator's or detector's), answers 409; a repeat of the
                                       same label answers 200 and announces nothing
+  POST /api/end_now                   {"success": bool, "episode": int}: end the running episode now
+                                      with that outcome (the episode manager saves it labelled so)
   POST /api/discard | /api/pause | /api/resume | /api/home | /api/reboot_motors | /api/estop | /api/estop_clear
 """
 
@@ -263,6 +265,16 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         if outcome == "new":
             graph.publish_event("label", success=data["success"], source="operator", episode=data["episode"])
         return jsonify(ok=True, action="label" if outcome == "new" else "already_labelled", episode=data["episode"])
+
+    @app.post("/api/end_now")
+    def end_now():
+        """End the running episode now with the operator's outcome (it is saved with that label)."""
+        data = body({"success": bool, "episode": int}, required=("success", "episode"))
+        require_state("running")
+        if data["episode"] != state.snapshot()["episode"]:
+            raise ApiError(409, f"episode {data['episode']} is not the running one ({state.snapshot()['episode']})")
+        graph.publish_event("end_now", success=data["success"], episode=data["episode"], source="operator")
+        return jsonify(ok=True, episode=data["episode"])
 
     @app.post("/api/discard")
     def discard():

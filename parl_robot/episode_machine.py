@@ -166,6 +166,15 @@ class EpisodeMachine:
                 self.finishing = True  # exit once the arm is home (tick)
                 return
             self.set_state(WAITING_FOR_RESET)
+        elif (kind == "end_now" and self.state == RUNNING and event.get("source") == "operator"
+              and event.get("episode") == self.episode and isinstance(event.get("success"), bool)):
+            # The operator ends the running episode with its outcome (the page's success/failure
+            # buttons while it runs): the learner takes the final observation, then saves it.
+            success = event["success"]
+            self.publish("end", success=success, steps=self.steps, ended_by="operator")
+            self.set_state(AWAITING_LABEL)
+            self.publish("label", success=success, source="operator")
+            self.set_state(SAVING)
         elif kind in ("pause", "resume"):
             self.paused = kind == "pause"
             self.publish_state()

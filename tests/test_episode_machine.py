@@ -294,3 +294,24 @@ def test_episode_state_is_published_on_change_only():
     m.on_event({"type": "pause"})
     m.on_event({"type": "pause"})
     assert len(ports.states) == 3 and ports.states[-1]["held"].startswith("paused")
+
+
+def test_the_operator_ends_a_running_episode_now_with_its_outcome():
+    m, ports, clock = machine(auto_label=False, max_steps=30)
+    ready_learner(m, clock)
+    sim_reset(m, ports, clock)
+    advance(m, clock, 0.6)
+    assert m.state == em.RUNNING
+    m.on_action()
+    for ignored in ({"type": "end_now", "episode": 0, "success": True, "source": "detector"},  # only the operator
+                    {"type": "end_now", "episode": 5, "success": True, "source": "operator"},  # another episode
+                    {"type": "end_now", "episode": 0, "success": "yes", "source": "operator"}):  # not a bool
+        m.on_event(ignored)
+        assert m.state == em.RUNNING
+    m.on_event({"type": "end_now", "episode": 0, "success": False, "source": "operator"})
+    assert ports.kinds()[-2:] == ["end", "label"] and m.state == em.SAVING
+    assert ports.last("end") == {"type": "end", "episode": 0, "state": em.RUNNING, "success": False, "steps": 1,
+                                 "ended_by": "operator"}
+    assert ports.last("label")["success"] is False and ports.last("label")["source"] == "operator"
+    m.on_event({"type": "end_now", "episode": 0, "success": True, "source": "operator"})  # too late: saving
+    assert m.state == em.SAVING and ports.kinds().count("end") == 1

@@ -271,6 +271,18 @@ def test_discard_pause_resume_home_estop(rig):
     assert response.status_code == 503 and "not available" in response.get_json()["error"]
 
 
+def test_end_now_ends_only_the_running_episode(rig):
+    client, state, graph, _, clock = rig
+    _live(state, clock, "waiting_for_reset")
+    assert client.post("/api/end_now", json={"success": True, "episode": 0}).status_code == 409  # not running
+    state.on_event({"type": "state", "state": "running", "episode": 3})
+    assert client.post("/api/end_now", json={"success": True}).status_code == 400  # which episode?
+    assert client.post("/api/end_now", json={"success": True, "episode": 2}).status_code == 409  # not this one
+    response = client.post("/api/end_now", json={"success": True, "episode": 3})
+    assert response.status_code == 200 and response.get_json()["episode"] == 3
+    assert graph.events == [("end_now", {"success": True, "episode": 3, "source": "operator"})]
+
+
 def test_estop_does_not_need_the_learner(rig):
     client, state, graph, _, clock = rig
     # No learner stats ever arrived (learner down): e-stop still reaches the control node.

@@ -134,6 +134,13 @@ def test_prompt_labels_shortcuts_and_layout_in_chromium(tmp_path, browser):
         assert graph.events == [("label", {"success": True, "source": "operator", "episode": 4})]
         assert "attention" not in by_id("btn-success").get_attribute("class") and not by_id("btn-success").is_enabled()
 
+        # While an episode runs, Failure (F) ends it now with that outcome.
+        state.on_event({"type": "state", "state": "running", "episode": 5})
+        wait_for(lambda d: by_id("btn-failure").is_enabled(), "failure button enabled while running")
+        browser.find_element(By.TAG_NAME, "body").send_keys("f")
+        wait_for(lambda d: len(graph.events) == 2, "the end-now request")
+        assert graph.events[-1] == ("end_now", {"success": False, "episode": 5, "source": "operator"})
+
         # The relabel dropdown keeps its focus while polls come in and a new episode joins the list.
         state.on_event({"type": "state", "state": "running", "episode": 5})
         select = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, 'select[data-relabel="online_00001"]'), "relabel select")
@@ -154,7 +161,7 @@ def test_prompt_labels_shortcuts_and_layout_in_chromium(tmp_path, browser):
         by_id("btn-pause").send_keys(Keys.SPACE)
         wait_for(lambda d: graph.services == ["robot/estop"] * 2, "e-stop from a focused button", timeout=5)
         time.sleep(0.3)
-        assert [kind for kind, _ in graph.events] == ["label", "estop", "estop"]  # no "pause"
+        assert [kind for kind, _ in graph.events] == ["label", "end_now", "estop", "estop"]  # no "pause", no "s" from the select
 
         state.on_event({"type": "estop", "source": "operator"})
         state.on_status({"estopped": True, "holding": True, "last_error": ""})

@@ -87,8 +87,9 @@ async function refreshStatus() {
   const motorFault = (s.robot.held_reasons || []).includes("motor_error") || Boolean(s.robot.fault);
   const buttonStates = {
     "btn-reset-done": [s.episode_state !== "waiting_for_reset", s.prompt.reason === "reset"],
-    "btn-success": [!labelling, labelling],
-    "btn-failure": [!labelling, labelling],
+    // While the episode runs, success / failure end it now with that outcome.
+    "btn-success": [!labelling && s.episode_state !== "running", labelling],
+    "btn-failure": [!labelling && s.episode_state !== "running", labelling],
     "btn-discard": [!["running", "awaiting_label"].includes(s.episode_state), false],
     "btn-pause": [false, false],  // never disabled: the page may not know every pause (it may have restarted)
     "btn-resume": [false, paused && idle],
@@ -209,11 +210,16 @@ async function refreshEpisodes() {
   for (const stale of cards.values()) stale.remove();
 }
 
+function labelOrEndNow(success) {
+  const body = { success, episode: latest?.episode };
+  return command(latest?.episode_state === "running" ? "/api/end_now" : "/api/label", body);
+}
+
 const actions = {
   "btn-reset-done": () => command("/api/reset_done"),
   // The label names the episode this page shows: the server refuses it for any other episode.
-  "btn-success": () => command("/api/label", { success: true, episode: latest?.episode }),
-  "btn-failure": () => command("/api/label", { success: false, episode: latest?.episode }),
+  "btn-success": () => labelOrEndNow(true),
+  "btn-failure": () => labelOrEndNow(false),
   "btn-discard": () => command("/api/discard"),
   "btn-pause": () => command("/api/pause"),
   "btn-resume": () => command("/api/resume"),
@@ -282,6 +288,9 @@ document.addEventListener("keydown", (event) => {
   }
   if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
   if (["INPUT", "TEXTAREA"].includes(event.target.tagName) || event.target.isContentEditable) return;
+  // A focused dropdown (an episode's label): letters neither pick an option (no silent relabel) nor
+  // act as shortcuts (S / F would end the running episode); arrows and Enter still work in it.
+  if (event.target.tagName === "SELECT") { if (key.length === 1) event.preventDefault(); return; }
   if (key === "t") { event.preventDefault(); setTakeover(!teleop.active); return; }
   if (teleop.active && (TELEOP_KEYS[key] || key === "g")) {  // driving: these keys move the arm
     event.preventDefault();

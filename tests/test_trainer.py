@@ -156,3 +156,19 @@ def test_every_n_online_updates_checkpoint():
     checkpoints.clear()
     trainer.online_updates(new_transitions=5)
     assert checkpoints == ["saved", "saved"]
+
+
+def test_long_phases_log_a_progress_bar_once_per_tenth():
+    lines = []
+
+    class Log:
+        def info(self, text):
+            lines.append(text)
+
+    trainer, _ = make_trainer({"schedule.offline_policy_steps": 7, "schedule.offline_critic_steps": 13})
+    trainer.log = Log()
+    assert trainer.pretrain()
+    bars = [line for line in lines if line.startswith("offline pre-training [")]
+    assert len(bars) == 10  # 20 steps: one line per tenth, never two for the same tenth
+    assert bars[0] == "offline pre-training [#---------]  10 % (behaviour cloning 2/7)"
+    assert bars[-1] == "offline pre-training [##########] 100 % (critic 13/13)"

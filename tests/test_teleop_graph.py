@@ -70,8 +70,9 @@ def test_joy_takeover_drives_the_arm_and_the_episode_stores_the_operators_steps(
         for name in ("sim_bridge", "reward_detector", "learner", "episode_manager"):
             graph.start(name)
         graph.wait_for(lambda: graph.observer.state() == "running" and len(executed) >= 3, 180, "an episode running")
-        # Known gap (closing note, session 14): a Joy stream started before the control node existed was
-        # never delivered to it in this harness (no "operator took over"); started once the graph runs, it is.
+        # The driver starts once the graph runs. A stream started before the graph also worked in 2 of 3
+        # runs after teleop got its own reliable callback group; the failing run is not explained yet
+        # (closing note, session 14), so this test does not depend on it.
         driver.start()
         time.sleep(0.5)
         driver.axes = PUSH_X

@@ -124,7 +124,6 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
         overrides: dict | None = None) -> dict:
     import torch
 
-    from parl_robot.data.episode import SOURCE_INTERVENTION
     from parl_robot.nets.encoders import ObservationSpec
     from parl_robot.observation import STATE_DIM
     from parl_robot.rl.agent import PARLAgent
@@ -173,9 +172,8 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
         episode = rollout(env, act, max_steps, seed=online_reset_seed(seed, index), phase=phase,
                           operator=operator if phase == "online" else None)  # the warm-up measures the offline start
         trainer.add_episode(episode, episode.terminal)
-        operated = 0 if episode.sources is None else int(np.sum(episode.sources == SOURCE_INTERVENTION))
         curve.append({"episode": index, "phase": phase, "success": episode.terminal, "steps": len(episode.actions),
-                      "intervention_steps": operated, "wall_clock_s": round(time.perf_counter() - started, 2),
+                      "intervention_steps": episode.intervention_steps, "wall_clock_s": round(time.perf_counter() - started, 2),
                       "updates": agent.stats.critic_updates_online})
     env.close()
     warm = [c["success"] for c in curve if c["phase"] == "warmup"]

@@ -22,6 +22,11 @@ class EpisodeData:
     # was executed and is the stored action), SOURCE_NOT_EXECUTED (refused or held: the arm did not move).
     sources: np.ndarray | None = None  # (steps,) uint8; None = every step by the policy (older stores, sim)
 
+    @property
+    def intervention_steps(self) -> int:
+        """Steps the operator drove (their executed actions are the stored ones)."""
+        return 0 if self.sources is None else int(np.sum(self.sources == SOURCE_INTERVENTION))
+
 
 SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED = 0, 1, 2
 SOURCE_NAMES = {SOURCE_POLICY: "policy", SOURCE_INTERVENTION: "intervention", SOURCE_NOT_EXECUTED: "not_executed"}

@@ -325,8 +325,8 @@ class LearnerNode(Node):
         if self.recorder.actions:
             self.recorder.rewards.append(self._reward())
         self.recorder.observe(obs)
-        # In lockstep sim, time waits for this step's action however long it takes (parl_robot/sim/lockstep.py).
-        self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
+        if self.await_execution:  # in lockstep sim, time waits for this step's action (parl_robot/sim/lockstep.py)
+            self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
         with self.lock:  # served before the learning thread's next update: at most the one in progress delays it
             action, _ = self.agent.act(obs)
         self.recorder.actions.append(action)
@@ -397,7 +397,7 @@ class LearnerNode(Node):
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
             steps=len(episode.actions), policy_version=self.trainer.close_policy_version(),
             config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
-            intervention_steps=int(np.sum(episode.sources == SOURCE_INTERVENTION)),
+            intervention_steps=episode.intervention_steps,
         )
         path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         phase_before = self.trainer.phase
@@ -433,7 +433,7 @@ class LearnerNode(Node):
             label_source="safety", steps=len(episode.actions), policy_version=self.agent.stats.policy_version,
             config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
             aborted=True, abort_reason=str(event.get("reason", "")),
-            intervention_steps=int(np.sum(episode.sources == SOURCE_INTERVENTION)),
+            intervention_steps=episode.intervention_steps,
         )
         self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         self.get_logger().warning(f"stored {record.episode_id} as aborted ({record.abort_reason}); it is not trained on")

@@ -34,10 +34,8 @@ import contextlib
 import logging
 from typing import Callable
 
-import numpy as np
-
 from parl_robot.config import LearnerConfig
-from parl_robot.data.episode import SOURCE_INTERVENTION, EpisodeData
+from parl_robot.data.episode import EpisodeData
 from parl_robot.rl.agent import NumericalInstability, PARLAgent
 from parl_robot.rl.filtered_bc import filtered_bc_steps
 from parl_robot.rl.policy_updates import POLICY_UPDATES
@@ -128,8 +126,7 @@ class Trainer:
         self.online_episodes += 1
         self.online_successes += int(success)
         steps = len(episode.actions)
-        operated = 0 if episode.sources is None else int(np.sum(episode.sources == SOURCE_INTERVENTION))
-        self.last_intervention_rate = operated / steps if steps else 0.0
+        self.last_intervention_rate = episode.intervention_steps / steps if steps else 0.0
         if self.phase == WARMUP and self._phase_after_offline() == ONLINE:
             self.phase = ONLINE
             self.log.info("warm-up done: online updates start")

@@ -63,6 +63,10 @@ class ScriptedDemonstrator:
             (np.array([*self.place_xy, place_height]), True, np.inf),  # release and wait
         ]
 
+    def target(self, state: np.ndarray) -> np.ndarray:
+        """The position of the waypoint the demonstrator is heading for now (its current phase)."""
+        return self._waypoints(state[4:7])[self.phase][0]
+
     def act(self, state: np.ndarray) -> np.ndarray:
         """Action in [-1, 1]^7 for the state vector of `parl_robot.observation.state_vector`."""
         ee_position, object_position = state[:3], state[4:7]

@@ -10,8 +10,8 @@ in wall time. Outside episodes (resets, labelling, pre-training) time runs at wa
 The learner announces each step it starts computing (`learner/acting`): while an announced step's
 action is on its way, time waits however long the computation takes (a loaded machine, an update
 in progress). After the episode's last step (`steps_per_episode`) time runs at wall speed until the
-episode manager ends the episode. If no action comes and none is announced for `stall_timeout_s` of wall time (the
-learner is held, dead, or not acting on stale inputs), or the learner vanishes while computing
+episode manager ends the episode. If no action comes and none is announced for `stall_timeout_s` of
+wall time (the learner is held, dead, or not acting on stale inputs), or the learner vanishes while computing
 (`producer_lost`), time runs at wall speed again until the next action, so the watchdog holds the
 arm and the camera keeps going as they would in real time.
 
@@ -118,7 +118,7 @@ class LockstepClock:
         """Called often by the bridge's clock thread; returns the new time when it moved, else None."""
         with self._lock:
             wall_now = self.wall()
-            all_steps_done = self.steps_per_episode is not None and self._handled_step + 1 >= self.steps_per_episode
+            all_steps_done = self.steps_per_episode is not None and self.awaited_step >= self.steps_per_episode
             if self._stepping and not self._stalled and not self._step_done and not all_steps_done:
                 if self.computing or wall_now - self._waiting_since <= self.stall_timeout_s:
                     return None

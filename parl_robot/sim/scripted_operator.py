@@ -56,8 +56,7 @@ class ScriptedOperator:
         """Track the arm along the waypoints (and compute the guide's action for this step); True when the
         arm reached a later waypoint or got `progress_m` closer to the next one than ever before."""
         self.guide_action = self.guide.act(state)  # advances the guide's phase when the arm reached a waypoint
-        target = self.guide._waypoints(state[4:7])[self.guide.phase][0]
-        phase, distance = self.guide.phase, float(np.linalg.norm(target - state[:3]))
+        phase, distance = self.guide.phase, float(np.linalg.norm(self.guide.target(state) - state[:3]))
         best_phase, best_distance = self.best
         improved = phase > best_phase or distance < best_distance - self.config.progress_m
         if improved:

@@ -205,6 +205,10 @@ class RewardConfig(Section):
     def check(self) -> None:
         _check_order(self, "target_low", "target_high")
 
+    def final_reward(self, success: bool) -> float:
+        """The last step's reward of an episode labelled `success` (or failure): what a label sets."""
+        return self.success_reward + self.reward_bias if success else self.reward_bias
+
 
 @dataclass
 class OptimizerConfig(Section):

@@ -121,6 +121,42 @@ def test_operator_relabel_rewrites_final_reward_and_replay_buffer(tmp_path):
     assert not buffer.relabel_episode(serial, loaded.rewards, loaded.terminal)
 
 
+def test_failure_label_overrides_a_detector_success_in_stored_rewards_and_mc_returns(tmp_path):
+    """The detector said r = 0 (success) on the last step, the operator labelled the episode a failure:
+    the stored episode must be a failure's, not a success's with done = 0 (issue 31)."""
+    from parl_robot.config import RewardConfig
+    from parl_robot.data.episode import SOURCE_POLICY
+    from parl_robot.nets.encoders import ObservationSpec
+    from parl_robot.nodes.learner_node import EpisodeRecorder
+    from parl_robot.rl.replay_buffer import ReplayBuffer
+
+    def detector_says_success() -> EpisodeRecorder:
+        recorder = EpisodeRecorder()
+        for step, reward in enumerate([-1.0, -1.0, 0.0]):
+            recorder.observe({"state": np.full(7, step, np.float32)})
+            recorder.actions.append(np.zeros(7, np.float32))
+            recorder.sources.append(SOURCE_POLICY)
+            recorder.rewards.append(reward)
+        recorder.observe({"state": np.full(7, 3, np.float32)})
+        return recorder
+
+    failure = detector_says_success().labelled_episode(False, RewardConfig())
+    assert failure.rewards.tolist() == [-1.0, -1.0, -1.0] and not failure.terminal
+    store = EpisodeStore(tmp_path)
+    store.save(record(store), failure)
+    _, loaded = store.load_episode("online_00000")
+    buffer = ReplayBuffer(ObservationSpec(7), 7, capacity=10, discount=0.5)
+    buffer.add_episode(loaded)
+    # A failure's tail keeps its -1 forever: -1 / (1 - 0.5) = -2 from every step, never a success's bound.
+    assert buffer.mc_returns[:3].tolist() == [-2.0, -2.0, -2.0] and buffer.dones[:3].tolist() == [0.0] * 3
+    assert buffer.episode_success[:3].tolist() == [0.0] * 3
+
+    success = detector_says_success().labelled_episode(True, RewardConfig())
+    assert success.rewards.tolist() == [-1.0, -1.0, 0.0] and success.terminal
+    buffer.add_episode(success)
+    assert buffer.mc_returns[3:6].tolist() == [-1.5, -1.0, 0.0] and buffer.dones[5] == 1.0
+
+
 def test_hdf5_export_import_round_trip(tmp_path):
     from parl_robot.cli import main
     from parl_robot.data.hdf5_export import export_hdf5, import_hdf5, read_hdf5

@@ -175,6 +175,39 @@ def test_random_shift_and_resnet_encoder_shapes():
     assert features.shape == (2, 16)
 
 
+def test_networks_augment_only_inside_loss_passes_never_when_ranking_or_acting():
+    """Image mode: the random shift (training mode) applies where a loss is computed; TD targets, the
+    optimizer's candidates, the CQL term's policy samples and acting see the image as it is
+    (evaluation mode), as the reference runs them (issue 31)."""
+    spec = ObservationSpec(3, (32, 32, 3))
+    agent = PARLAgent(small_cfg({"observation": "image", "policy": "diffusion", "critic.cql_alpha": 1.0,
+                                 "policy_update.distill_states": "all"}), spec, action_dim=2)
+    calls: list[tuple[str, bool]] = []
+    networks = {"policy": agent.policy, "ema": agent.policy_ema, "critic": agent.critic, "target": agent.target_critic}
+    for name, network in networks.items():
+        for module in network.modules():
+            if isinstance(module, ResNet18Encoder):
+                module.register_forward_pre_hook(lambda m, args, name=name: calls.append((name, m.training)))
+    rng = np.random.default_rng(0)
+    batch = {"state": rng.normal(size=(4, 3)).astype(np.float32), "next_state": rng.normal(size=(4, 3)).astype(np.float32),
+             "image": rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+             "next_image": rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8),
+             "action": rng.uniform(-1, 1, (4, 2)).astype(np.float32), "reward": -np.ones(4, np.float32),
+             "done": np.zeros(4, np.float32), "mc_return": -np.ones(4, np.float32)}
+
+    agent.update_critic(batch)
+    assert ("critic", True) in calls and ("critic", False) in calls  # the loss; the TD target's a' = pi_opt(s')
+    assert {mode for name, mode in calls if name in ("target", "ema")} == {False}
+    assert calls[-1] == ("critic", True)  # the loss pass comes last, after every ranking pass
+    calls.clear()
+    agent.update_policy(batch)
+    assert ("policy", True) in calls and {mode for name, mode in calls if name != "policy"} == {False}
+    calls.clear()
+    agent.act({"state": batch["state"][0], "image": batch["image"][0]})
+    assert calls and {mode for _, mode in calls} == {False}
+    assert not any(network.training for network in networks.values())  # every network back in evaluation mode
+
+
 def bandit_buffer(spec, n=400, seed=0):
     """One-step bandit: actions from two modes; only the minority mode (+0.6) is rewarded."""
     rng = np.random.default_rng(seed)

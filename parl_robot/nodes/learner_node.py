@@ -26,6 +26,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
 
+from parl_robot.config import RewardConfig
 from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.nets.encoders import ObservationSpec
@@ -72,6 +73,15 @@ class EpisodeRecorder:
         if "image" in obs:
             self.images.append(obs["image"])
         self.timestamps.append(time.time())
+
+    def labelled_episode(self, success: bool, reward: RewardConfig) -> EpisodeData:
+        """The finished episode as the label says: the label decides the last step's reward (the
+        success reward on success, the failure reward otherwise, whatever the detector published)
+        and whether the episode ended in a terminal state. A failure label therefore cannot leave a
+        detector's success reward behind, whose Monte-Carlo return would look like a success's."""
+        if self.rewards:
+            self.rewards[-1] = reward.final_reward(success)
+        return self.to_episode(terminal=success)
 
     def to_episode(self, terminal: bool) -> EpisodeData:
         return EpisodeData(
@@ -389,9 +399,7 @@ class LearnerNode(Node):
             self.get_logger().warning(f"episode {event.get('episode')} has no complete steps; not stored")
             self.event_pub.publish(common.event_message("saved", episode=event.get("episode"), success=False, path=""))
             return
-        if success:  # the operator's label overrides the detector on the final reward
-            recorder.rewards[-1] = self.cfg.reward.success_reward + self.cfg.reward.reward_bias
-        episode = recorder.to_episode(terminal=success)
+        episode = recorder.labelled_episode(success, self.cfg.reward)  # the label overrides the detector
         record = EpisodeRecord(
             episode_id=self.store.next_episode_id("online"), kind="online", success=success,
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
@@ -445,7 +453,7 @@ class LearnerNode(Node):
             if not isinstance(episode_id, str) or label not in ("success", "failure"):
                 raise ValueError(f"relabel needs episode_id (str) and label success|failure, got {episode_id!r}, {label!r}")
             before = next((r for r in self.store.records() if r.get("episode_id") == episode_id), None)
-            final_reward = self.cfg.reward.reward_bias + (self.cfg.reward.success_reward if label == "success" else 0.0)
+            final_reward = self.cfg.reward.final_reward(label == "success")
             record = self.store.relabel(episode_id, label, source=str(event.get("source", "operator")), final_reward=final_reward)
             _, episode = self.store.load_episode(episode_id)
         except (ValueError, KeyError, OSError) as err:

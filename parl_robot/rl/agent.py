@@ -25,6 +25,7 @@ from parl_robot.rl.action_cache import ActionCache
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
 from parl_robot.rl.executed_action import EXECUTED_ACTION
 from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
+from parl_robot.rl.network_modes import training_mode
 from parl_robot.rl.replay_buffer import ReplayBuffer
 
 Q_EXPLOSION_LIMIT = 1e4
@@ -114,6 +115,9 @@ class PARLAgent:
         self.stats = UpdateStats()
         self.caches: list[tuple[ReplayBuffer, ActionCache]] = []
         self.policy_updates_at_rebuild = 0
+        for network in (self.policy, self.policy_ema, self.critic, self.target_critic, self.value):
+            if network is not None:
+                network.eval()  # see training_mode: evaluation mode except inside a loss's forward pass
 
     # ----- tensors ---------------------------------------------------------------------------
     def observation_tensors(self, batch: dict[str, np.ndarray], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -144,20 +148,14 @@ class PARLAgent:
         return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
 
     def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        """Action for one state (unbatched arrays) and its Q value."""
-        self.sampling_policy.eval()
-        self.critic.eval()
-        try:
-            obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
-            obs["state"] = obs["state"].float()
-            samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (1, k, A)
-            result = self.optimized_actions(obs, samples=samples)
-            best_q = float(result.q_values.max())
-            optimized = result.actions[0].cpu().numpy().astype(np.float32)
-            return self.executed_action(optimized, samples[0].float().cpu().numpy()), best_q
-        finally:
-            self.sampling_policy.train()
-            self.critic.train()
+        """Action for one state (unbatched arrays) and its Q value (networks in evaluation mode)."""
+        obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
+        obs["state"] = obs["state"].float()
+        samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (1, k, A)
+        result = self.optimized_actions(obs, samples=samples)
+        best_q = float(result.q_values.max())
+        optimized = result.actions[0].cpu().numpy().astype(np.float32)
+        return self.executed_action(optimized, samples[0].float().cpu().numpy()), best_q
 
     def cached_samples(self, batch: dict[str, np.ndarray], key: str, count: int) -> torch.Tensor | None:
         """`count` of the batch's cached policy samples per state (a random subset), or None."""
@@ -195,11 +193,7 @@ class PARLAgent:
         epoch = max(1, -(-resident // self.cfg.schedule.batch_size))
         if self.stats.policy_updates - self.policy_updates_at_rebuild < epoch:
             return 0.0
-        self.sampling_policy.eval()
-        try:
-            seconds = sum(cache.rebuild(buffer, [self.policy_sampler()], progress=progress) for buffer, cache in self.caches)
-        finally:
-            self.sampling_policy.train()
+        seconds = sum(cache.rebuild(buffer, [self.policy_sampler()], progress=progress) for buffer, cache in self.caches)
         self.policy_updates_at_rebuild = self.stats.policy_updates
         return seconds
 
@@ -227,7 +221,8 @@ class PARLAgent:
     def behaviour_clone(self, batch: dict[str, np.ndarray]) -> float:
         obs = self.observation_tensors(batch)
         actions = torch.as_tensor(batch["action"], device=self.device)
-        loss = self.policy.supervised_loss(obs, actions)
+        with training_mode(self.policy):
+            loss = self.policy.supervised_loss(obs, actions)
         self.policy_step(loss, "behaviour cloning", self.cfg.policy_lr)
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
@@ -253,19 +248,22 @@ class PARLAgent:
         next_obs = self.observation_tensors(batch, "next_")
         actions = torch.as_tensor(batch["action"], device=self.device)
         td_target = self._td_target(batch, next_obs)
-        features = self.critic.encode(obs)
-        q_data = self.critic.q_values(features, actions)  # (2, batch)
-        if self.critic.hl_gauss is not None:
-            outputs = self.critic.head_outputs(features, actions)  # (2, batch, bins)
-            loss = self.critic.hl_gauss.loss(outputs, td_target.unsqueeze(0).expand(2, -1)).mean(dim=1).sum()
-        else:
-            loss = td_loss(q_data, td_target)
-        if self.value is not None:
-            with torch.no_grad():
-                target_q = self.target_critic(obs, actions).min(dim=0).values
-            loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.critic.iql_expectile)
-        elif self.cfg.critic.cql_alpha > 0:
-            loss = loss + self.cfg.critic.cql_alpha * self._calql_term(obs, features, q_data, batch)
+        calql = self.value is None and self.cfg.critic.cql_alpha > 0
+        policy_actions = self._calql_policy_actions(obs, batch) if calql else None
+        with training_mode(self.critic, self.value):
+            features = self.critic.encode(obs)
+            q_data = self.critic.q_values(features, actions)  # (2, batch)
+            if self.critic.hl_gauss is not None:
+                outputs = self.critic.head_outputs(features, actions)  # (2, batch, bins)
+                loss = self.critic.hl_gauss.loss(outputs, td_target.unsqueeze(0).expand(2, -1)).mean(dim=1).sum()
+            else:
+                loss = td_loss(q_data, td_target)
+            if self.value is not None:
+                with torch.no_grad():
+                    target_q = self.target_critic(obs, actions).min(dim=0).values
+                loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.critic.iql_expectile)
+            elif calql:
+                loss = loss + self.cfg.critic.cql_alpha * self._calql_term(features, q_data, policy_actions, batch)
         if q_data.detach().abs().max() > Q_EXPLOSION_LIMIT:
             raise NumericalInstability(
                 f"|Q| reached {q_data.detach().abs().max().item():.3g}; update skipped "
@@ -278,15 +276,18 @@ class PARLAgent:
         self.stats.q_data = q_data.mean().item()
         return loss.item()
 
-    def _calql_term(
-        self, obs: dict[str, torch.Tensor], features: torch.Tensor, q_data: torch.Tensor, batch: dict[str, np.ndarray]
-    ) -> torch.Tensor:
+    def _calql_policy_actions(self, obs: dict[str, torch.Tensor], batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """The policy's actions the conservative term pushes down: (batch, n, A), cached or sampled."""
         count = self.cfg.critic.cql_num_actions
         policy_actions = self.cached_samples(batch, "policy_samples", count)
         if policy_actions is None:
             with torch.no_grad():
                 policy_actions = self.sampling_policy.sample(obs, count)  # (batch, n, A)
-        policy_actions = policy_actions.float()
+        return policy_actions.float()
+
+    def _calql_term(
+        self, features: torch.Tensor, q_data: torch.Tensor, policy_actions: torch.Tensor, batch: dict[str, np.ndarray]
+    ) -> torch.Tensor:
         random_actions = torch.rand_like(policy_actions) * 2.0 - 1.0  # uniform on [-1, 1]^A
         q_policy = self.critic.q_values(features, policy_actions)  # (2, batch, n)
         q_random = self.critic.q_values(features, random_actions)
@@ -313,8 +314,9 @@ class PARLAgent:
         loss = self._distillation_loss({key: value[keep] for key, value in batch.items()}) if keep.any() else None
         if intervention.any():
             operator = {key: value[intervention] for key, value in batch.items()}
-            operator_loss = self.policy.supervised_loss(
-                self.observation_tensors(operator), torch.as_tensor(operator["action"], device=self.device))
+            with training_mode(self.policy):
+                operator_loss = self.policy.supervised_loss(
+                    self.observation_tensors(operator), torch.as_tensor(operator["action"], device=self.device))
             # The weighted mean over the kept states: each loss is a mean over its own states.
             kept, operated, weight = int(keep.sum()), int(intervention.sum()), self.cfg.policy_update.intervention_weight
             loss = operator_loss if loss is None else (kept * loss + weight * operated * operator_loss) / (kept + weight * operated)
@@ -336,7 +338,8 @@ class PARLAgent:
         )
         self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
         self.stats.q_optimization_gain = optimized.optimization_gain()
-        return self.policy.supervised_loss(obs, optimized.actions.detach())
+        with training_mode(self.policy):
+            return self.policy.supervised_loss(obs, optimized.actions.detach())
 
     def _soft_update_target(self) -> None:
         _move_toward(self.target_critic, self.critic, self.cfg.critic.target_update_rate)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from parl_robot.rl.filtered_bc import clone_successes
+from parl_robot.rl.network_modes import training_mode
 
 if TYPE_CHECKING:
     from parl_robot.rl.agent import PARLAgent
@@ -35,9 +36,10 @@ def actor_step(agent: PARLAgent, batch: dict[str, np.ndarray]) -> float:
     if not hasattr(agent.policy, "rsample_with_log_prob"):
         raise ValueError(f"policy_update 'reparameterized' needs the gaussian policy, not {agent.cfg.policy!r}")
     obs = agent.observation_tensors(batch)
-    actions, log_prob = agent.policy.rsample_with_log_prob(obs)
-    features = agent.critic.encode(obs)
-    q = agent.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)  # (batch,)
+    with training_mode(agent.policy, agent.critic):
+        actions, log_prob = agent.policy.rsample_with_log_prob(obs)
+        features = agent.critic.encode(obs)
+        q = agent.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)  # (batch,)
     loss = (agent.cfg.policy_update.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
     agent.policy_step(loss, "actor", agent.cfg.policy_lr)
     agent.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic

@@ -208,6 +208,41 @@ def test_networks_augment_only_inside_loss_passes_never_when_ranking_or_acting()
     assert not any(network.training for network in networks.values())  # every network back in evaluation mode
 
 
+def test_cache_rebuild_samples_without_the_lock_and_drops_slots_overwritten_meanwhile():
+    """Acting takes the lock while a (7B) policy re-samples the buffer; an episode added during the
+    rebuild overwrites slots whose fresh samples would belong to the old transitions (issue 31)."""
+    import threading
+
+    from parl_robot.rl.action_cache import ActionCache
+
+    buffer = ReplayBuffer(SPEC, 2, capacity=8, discount=0.9)
+    episode = lambda value: EpisodeData(np.full((5, 3), value, np.float32), np.zeros((4, 2), np.float32),  # noqa: E731
+                                        -np.ones(4, np.float32), False)
+    buffer.add_episode(episode(1.0))
+    buffer.add_episode(episode(2.0))  # slots 0-7 full
+    cache = ActionCache(buffer.capacity, 3, 2)
+    lock = threading.Lock()
+    acted_during_sampling = []
+
+    def sampler(batch, prefix, count):
+        if prefix == "" and not acted_during_sampling:  # first chunk: another thread acts, then an episode lands
+            acting = threading.Thread(target=lambda: acted_during_sampling.append(lock.acquire(timeout=30) and (lock.release() or True)))
+            acting.start()
+            acting.join()
+            with lock:
+                buffer.cache = cache  # the ROS thread adds an episode under the lock: slots 0-3 overwritten
+                buffer.add_episode(episode(3.0))
+                buffer.cache = None
+        return np.repeat(batch[f"{prefix}state"][:, None, :2], count, axis=1)  # "samples" that say which state
+
+    cache.rebuild(buffer, [sampler], chunk=8, progress=False, lock=lock)
+    assert acted_during_sampling == [True]  # the lock was free while the policy sampled
+    assert not cache.fresh[:4].any() and cache.fresh[4:].all()  # overwritten slots wait for their first use
+    assert np.all(cache.samples[4:] == 2.0)
+    buffer.attach_cache(cache, sampler)
+    assert np.all(buffer.gather(np.arange(4))["policy_samples"] == 3.0)  # the new transitions, sampled on use
+
+
 def bandit_buffer(spec, n=400, seed=0):
     """One-step bandit: actions from two modes; only the minority mode (+0.6) is rewarded."""
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ The variants the study compares live beside it, each in its own module: the exec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, replace
 
@@ -184,16 +185,19 @@ class PARLAgent:
             buffer.attach_cache(cache, self.policy_sampler())
             self.caches.append((buffer, cache))
 
-    def rebuild_caches_if_due(self, progress: bool = False) -> float:
+    def rebuild_caches_if_due(self, progress: bool = False, lock: contextlib.AbstractContextManager | None = None) -> float:
         """After each distillation epoch (policy updates >= resident transitions / batch size) re-sample
-        every cached state with the updated policy. Returns the seconds spent (0 when not due)."""
+        every cached state with the updated policy; `lock` (the one episodes are added under) is held
+        only while each chunk is stored, so acting is not held up by the sampling. Call it from the
+        thread that updates the weights. Returns the seconds spent (0 when not due)."""
         if not self.caches:
             return 0.0
         resident = sum(len(buffer) for buffer, _ in self.caches)
         epoch = max(1, -(-resident // self.cfg.schedule.batch_size))
         if self.stats.policy_updates - self.policy_updates_at_rebuild < epoch:
             return 0.0
-        seconds = sum(cache.rebuild(buffer, [self.policy_sampler()], progress=progress) for buffer, cache in self.caches)
+        seconds = sum(cache.rebuild(buffer, [self.policy_sampler()], progress=progress, lock=lock)
+                      for buffer, cache in self.caches)
         self.policy_updates_at_rebuild = self.stats.policy_updates
         return seconds
 

@@ -236,7 +236,8 @@ class Trainer:
                     if self.cfg.policy_update.rule != "none":
                         self.policy_update(self.agent, self)
                         filtered_bc_steps(self.agent, self.offline, self.online, self.agent.rng)
-                    rebuild_seconds = self.agent.rebuild_caches_if_due()
+                # Outside the lock: a 7B policy re-sampling the buffer must not hold up acting.
+                rebuild_seconds = self.agent.rebuild_caches_if_due(lock=self.lock)
             except NumericalInstability as err:
                 self._pause_on(err)
                 break

@@ -135,6 +135,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     from parl_robot.sim.record_demos import demo_seed
     from parl_robot.sim.rollout import rollout
     from parl_robot.sim.scripted_operator import ScriptedOperator
+    from parl_robot.version import code_version
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -180,6 +181,7 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     last = [c["success"] for c in curve if c["phase"] == "online"][-20:]
     return {"method": method, "seed": seed, "task": task, "demo_success_rate": demo_successes / max(demos, 1),
             "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile, "overrides": overrides or {}},
+            "code_version": code_version(), "config": cfg.to_dict(),  # what ran, fully resolved
             "offline_seconds": round(offline_seconds, 1), "offline_start": float(np.mean(warm)) if warm else None,
             "final_20": float(np.mean(last)) if last else None, "learning_paused": trainer.warning or None,
             "curve": curve}
@@ -238,9 +240,11 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: rebuild <out>.json/.png from every run saved in <out>.runs/ "
                              "(an interrupted study, or seeds and methods added by later invocations)")
+    parser.add_argument("--allow-mixed-versions", action="store_true",
+                        help="with --collect: accept runs made by different code versions (listed in the JSON)")
     args = parser.parse_args()
     if args.collect:
-        results = collect_runs(Path(args.out).with_suffix(".runs"))
+        results = collect_runs(Path(args.out).with_suffix(".runs"), args.allow_mixed_versions)
         write_report(results, list(dict.fromkeys(r["method"] for r in results)), Path(args.out),
                      {"collected": True, **results[0]["setup"]}, wall_clock_s=None)
         return
@@ -275,14 +279,24 @@ def main() -> None:
     write_report(results, methods, out, settings, wall_clock_s=round(time.perf_counter() - started, 1))
 
 
-def collect_runs(runs_dir: Path) -> list[dict]:
-    """Every run saved in `runs_dir`; refuses a mix of set-ups (demos, episodes, profile, overrides)."""
+def collect_runs(runs_dir: Path, allow_mixed_versions: bool = False) -> list[dict]:
+    """Every run saved in `runs_dir`; refuses a mix of set-ups (demos, episodes, profile, overrides)
+    and, unless allowed, a mix of code versions (runs from before versions were recorded count as one,
+    'unrecorded')."""
     results = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("*.json"))]
     if not results:
         raise SystemExit(f"--collect: no saved runs in {runs_dir}")
     setups = {json.dumps(r.get("setup"), sort_keys=True) for r in results}
     if len(setups) > 1:
         raise SystemExit(f"--collect: the runs in {runs_dir} come from different set-ups, not comparable: {sorted(setups)}")
+    versions: dict[str, list[str]] = {}
+    for r in results:
+        versions.setdefault(r.get("code_version", "unrecorded"), []).append(f"{r['method']} seed {r['seed']}")
+    if len(versions) > 1 and not allow_mixed_versions:
+        listing = "; ".join(f"{version}: {', '.join(runs[:4])}{' ...' if len(runs) > 4 else ''}"
+                            for version, runs in sorted(versions.items()))
+        raise SystemExit(f"--collect: the runs in {runs_dir} were made by {len(versions)} code versions ({listing}); "
+                         "re-run the stale ones, or pass --allow-mixed-versions to collect them anyway")
     order = {method: index for index, method in enumerate(METHODS)}
     return sorted(results, key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
 
@@ -383,7 +397,8 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
     for ablation, comparison in ablations.items():
         _print_paired(ablation, "parl_diffusion", comparison)
     out.with_suffix(".json").write_text(json.dumps(
-        {"settings": settings, "summary": summary, "paired_vs_baselines": paired,
+        {"settings": settings, "code_versions": sorted({r.get("code_version", "unrecorded") for r in results}),
+         "summary": summary, "paired_vs_baselines": paired,
          "paired_ablations_vs_parl_diffusion": ablations, "runs": results, "wall_clock_s": wall_clock_s}, indent=1))
     try:
         plot(results, out.with_suffix(".png"))

@@ -31,6 +31,10 @@ def test_finetune_study_runs_each_kind_of_method(method):
     assert all(1 <= c["steps"] <= 40 for c in result["curve"])
     assert result["setup"] == {"demos": 2, "warmup": 1, "online": 1, "profile": "cpu_demo", "overrides": {
         "learner.schedule.offline_policy_steps": 20, "learner.schedule.offline_critic_steps": 10}}
+    # What ran, fully resolved, and by which code: the method's own settings over profile and overrides.
+    assert result["config"]["learner"]["schedule"]["offline_critic_steps"] == 10
+    assert result["config"]["learner"]["policy_update"]["rule"] == study.METHODS[method].get("policy_update.rule", "distill")
+    assert result["code_version"].startswith("git:") or result["code_version"] == "unknown"
 
 
 def test_finetune_study_with_the_scripted_operator_records_its_steps():
@@ -95,6 +99,15 @@ def test_finetune_study_collect_rebuilds_the_report_from_saved_runs(monkeypatch,
     (runs_dir / "no_local_seed0.json").write_text(json.dumps({**run, "method": "no_local"}))
     with pytest.raises(SystemExit, match="different set-ups"):
         study.main()
+
+    (runs_dir / "no_local_seed0.json").unlink()  # the same set-up, but a run made by other code
+    (runs_dir / "rerank_only_seed0.json").write_text(json.dumps({**run, "setup": setup, "method": "rerank_only",
+                                                                  "code_version": "git:abc+dirty.1234"}))
+    with pytest.raises(SystemExit, match="2 code versions .*git:abc\\+dirty.1234: rerank_only seed 0.*unrecorded"):
+        study.main()
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--allow-mixed-versions"])
+    study.main()
+    assert json.loads((tmp_path / "study.json").read_text())["code_versions"] == ["git:abc+dirty.1234", "unrecorded"]
 
 
 def _online_run(method, seed, online, warmup=(False,)):

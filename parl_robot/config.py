@@ -229,6 +229,13 @@ class OptimizerConfig(Section):
     # Who chooses the executed gripper value (parl_robot/rl/executed_action.py): "critic" (PA-RL as
     # published) or "policy" (a policy sample's; in the study it doubles the offline start, 36 % -> 63 %).
     gripper_from: str = _field("critic", choices=("critic", "policy"))
+    # Local steps: "accepted_only" (a step is kept only if it raises Q; a candidate stops at its first
+    # rejected step) or "best_iterate" (the reference: all T steps clipped to [-1, 1], the best of the
+    # T + 1 iterates by Q is kept).
+    local_search: str = _field("accepted_only", choices=("accepted_only", "best_iterate"))
+    # Where the dataset action goes among the distillation candidates: an extra candidate after the top
+    # m ("extra"), or in place of the worst of the top m ("replace_worst", the reference).
+    dataset_action_slot: str = _field("extra", choices=("extra", "replace_worst"))
 
     def check(self) -> None:
         if self.num_kept > self.num_samples:
@@ -250,6 +257,26 @@ class CriticConfig(Section):
     layers: int = _field(3, low=1, high=16)
     hl_gauss_bins: int = _field(0, low=0, high=1024)  # 0 = scalar critic; > 0: HL-Gauss distributional head
     lr: float = _field(3e-4, low=0.0, high=1.0)
+    # Q heads on the shared encoder (the reference robot critic has 10) and how many of them, drawn
+    # at random with replacement, give each TD target's min and each conservative term (0 = all
+    # heads, the twin critic's min; the reference draws 2, independently for the two).
+    members: int = _field(2, low=2, high=64)
+    sampled_members: int = _field(0, low=0, high=64)
+    # TD loss: "half_mse" = sum over heads of ½·mean squared error (this project); "mse" = mean squared
+    # error over heads and batch (the reference's `mean((Q - y)²)`).
+    td_loss: str = _field("half_mse", choices=("half_mse", "mse"))
+    # Which actions the conservative term pushes down (parl_robot/rl/losses.py):
+    # "policy_samples" = cql_num_actions raw policy samples at s and as many uniform actions with their
+    # density (this project); "optimized_actions" = the reference's: pi_opt(s) and pi_opt(s') (each
+    # repeated cql_num_actions times), cql_num_actions uniform actions and Q(s, a_D), minus log N, the
+    # Cal-QL bound on the pi_opt terms only, averaged over the heads.
+    cql_term: str = _field("policy_samples", choices=("policy_samples", "optimized_actions"))
+    # A fresh critic Adam when offline pre-training ends (the reference resets it for online training).
+    reset_optimizer_online: bool = False
+
+    def check(self) -> None:
+        if self.sampled_members > self.members:
+            raise self.error("sampled_members", f"({self.sampled_members}) must not exceed 'members' ({self.members})")
 
 
 @dataclass
@@ -276,6 +303,12 @@ class PolicyUpdateConfig(Section):
     # critic-based optimization), this weight against an optimized target; 0 = not distilled (the
     # critic still learns from them: they are ordinary transitions in the replay buffer).
     intervention_weight: float = _field(1.0, low=0.0, high=100.0)
+    # The distillation optimizer: "shared" = the policy's Adam (behaviour cloning's too) at distill_lr
+    # from the first online step (this project); "fresh" = its own Adam, created at the first
+    # distillation step (the reference). Either way the rate rises linearly from 0 to distill_lr over
+    # `distill_warmup_steps` distillation steps (the reference: 2000; 0 = no warm-up).
+    distill_optimizer: str = _field("shared", choices=("shared", "fresh"))
+    distill_warmup_steps: int = _field(0, low=0, high=10_000_000)
     entropy_alpha: float = _field(0.01, low=0.0, high=10.0)  # rule reparameterized only
 
 
@@ -318,6 +351,7 @@ class LearnerConfig(Section):
     policy_ema_rate: float = _field(0.005, low=0.0, high=1.0)
     policy_hidden: int = _field(256, low=8, high=8192)
     policy_blocks: int = _field(3, low=1, high=32)
+    policy_dropout: float = _field(0.0, low=0.0, high=0.9)  # diffusion noise model (the reference: 0.1)
     diffusion_steps: int = _field(5, low=1, high=1000)
     transformer_layers: int = _field(4, low=1, high=48)
     transformer_heads: int = _field(8, low=1, high=64)

@@ -153,6 +153,7 @@ def test_paper_profile_is_pa_rl_as_published_without_the_projects_additions():
     learner = load_config(task="cup_to_rack", overlays=["paper"]).learner
     optimizer, schedule, policy_update = learner.optimizer, learner.schedule, learner.policy_update
     assert (optimizer.num_samples, optimizer.num_kept, optimizer.local_steps, optimizer.step_size) == (32, 10, 10, 3e-4)
-    assert (schedule.batch_size, schedule.warmup_episodes, learner.diffusion_steps) == (1024, 20, 5)
+    # Batch 256: the reference robot config (issue 31), not IDQL's 1024.
+    assert (schedule.batch_size, schedule.warmup_episodes, learner.diffusion_steps) == (256, 20, 5)
     assert (schedule.warmup_critic_steps, policy_update.distill_states, optimizer.gripper_from,
             policy_update.filtered_bc_steps) == (0, "all", "critic", 0)

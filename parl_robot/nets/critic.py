@@ -1,4 +1,5 @@
-"""Twin Q critic whose MLP sees the action at every layer, with an optional HL-Gauss head."""
+"""Q critic: an ensemble of heads (two by default) on one encoder, each MLP seeing the action at every
+layer, with an optional HL-Gauss head."""
 
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class HLGauss(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Two Q heads on one observation encoder: ``q_values(features, actions) -> (2, batch[, n])``."""
+    """`members` Q heads (2: the twin critic) on one observation encoder:
+    ``q_values(features, actions) -> (members, batch[, n])``."""
 
     def __init__(
         self,
@@ -64,12 +66,13 @@ class TwinCritic(nn.Module):
         layers: int = 3,
         hl_gauss_bins: int = 0,
         value_range: tuple[float, float] = (-100.0, 10.0),
+        members: int = 2,
     ):
         super().__init__()
         self.encoder = build_encoder(spec, observation, hidden)
         out_dim = hl_gauss_bins if hl_gauss_bins > 0 else 1
         self.heads = nn.ModuleList(
-            [ActionConcatMLP(self.encoder.output_dim, action_dim, hidden, layers, out_dim) for _ in range(2)]
+            [ActionConcatMLP(self.encoder.output_dim, action_dim, hidden, layers, out_dim) for _ in range(members)]
         )
         self.hl_gauss = HLGauss(hl_gauss_bins, *value_range) if hl_gauss_bins > 0 else None
 
@@ -77,7 +80,7 @@ class TwinCritic(nn.Module):
         return self.encoder(obs)
 
     def head_outputs(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Raw head outputs (2, batch[, n], out_dim); features (batch, F) broadcast over n candidates."""
+        """Raw head outputs (members, batch[, n], out_dim); features (batch, F) broadcast over n candidates."""
         if actions.dim() == features.dim() + 1:
             features = features.unsqueeze(-2).expand(*actions.shape[:-1], features.shape[-1])
         return torch.stack([head(features, actions) for head in self.heads])

@@ -19,7 +19,8 @@ def build_policy(
     if cfg.policy == "diffusion":
         from parl_robot.policies.diffusion import DiffusionPolicy
 
-        return DiffusionPolicy(spec, action_dim, cfg.observation, cfg.policy_hidden, cfg.policy_blocks, cfg.diffusion_steps)
+        return DiffusionPolicy(spec, action_dim, cfg.observation, cfg.policy_hidden, cfg.policy_blocks, cfg.diffusion_steps,
+                               dropout=cfg.policy_dropout)
     if cfg.policy == "gaussian":
         from parl_robot.policies.gaussian import TanhGaussianPolicy
 

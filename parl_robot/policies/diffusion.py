@@ -31,13 +31,15 @@ class DiffusionPolicy(nn.Module):
         blocks: int = 3,
         diffusion_steps: int = 5,
         time_dim: int = 32,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.action_dim = action_dim
         self.diffusion_steps = diffusion_steps
         self.encoder = build_encoder(spec, observation, hidden)
         self.time_embedding = nn.Sequential(nn.Linear(1, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim))
-        self.noise_model = LNResNet(self.encoder.output_dim + action_dim + time_dim, action_dim, hidden, blocks)
+        # Dropout in the noise model's blocks (the reference's DDPM: 0.1), active in training mode only.
+        self.noise_model = LNResNet(self.encoder.output_dim + action_dim + time_dim, action_dim, hidden, blocks, dropout)
         betas = cosine_beta_schedule(diffusion_steps)
         alphas = 1 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)

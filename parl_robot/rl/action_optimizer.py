@@ -1,11 +1,13 @@
 """PA-RL Stage I: global + local action optimization against the critic, batched over states.
 
-Global: rank k policy samples (plus, optionally, the dataset action) by Q and keep the top m.
-Local: T gradient-ascent steps of size alpha on each kept action; a step is kept only if it raises
-Q, and a candidate whose step is rejected stops. The result is the softmax-Q distribution over the
-candidates, from which the argmax or a sample is returned.
+Global: rank k policy samples by Q and keep the top m; the dataset action, when given, joins them
+as an extra candidate or replaces the worst of the m (`dataset_action_slot`).
+Local: T gradient-ascent steps of size alpha on each candidate, clipped to [-1, 1]. "accepted_only":
+a step is kept only if it raises Q, and a candidate whose step is rejected stops; "best_iterate"
+(the reference): all T steps are taken and the best of the T + 1 iterates by Q is kept. The result
+is the softmax-Q distribution over the candidates, from which the argmax or a sample is returned.
 
-Q here is the minimum of the twin heads (or their mean, `ensemble`), and the state features are
+Q here is the minimum of the critic's heads (or their mean, `ensemble`), and the state features are
 computed once by the caller and reused for every candidate and every local step.
 """
 
@@ -25,7 +27,9 @@ class ActionOptimizerConfig:
     step_size: float = 3e-4  # alpha
     selection: str = "argmax"  # or "softmax"
     temperature: float = 1.0
-    ensemble: str = "min"  # how the twin heads' Q values combine for ranking and ascent: "min" or "mean"
+    ensemble: str = "min"  # how the heads' Q values combine for ranking and ascent: "min" or "mean"
+    local_search: str = "accepted_only"  # or "best_iterate"
+    dataset_action_slot: str = "extra"  # or "replace_worst"
 
 
 @dataclass
@@ -49,6 +53,45 @@ def _ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tenso
     return heads.mean(dim=0) if ensemble == "mean" else heads.min(dim=0).values
 
 
+def _gradient(critic: TwinCritic, features: torch.Tensor, candidates: torch.Tensor, ensemble: str) -> torch.Tensor:
+    with torch.enable_grad():
+        trial = candidates.detach().requires_grad_(True)
+        return torch.autograd.grad(_ensemble_q(critic, features, trial, ensemble).sum(), trial)[0]
+
+
+def _accepted_only(critic: TwinCritic, features: torch.Tensor, candidates: torch.Tensor, q_values: torch.Tensor,
+                   cfg: ActionOptimizerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps kept only where they raise Q; a candidate stops at its first rejected step."""
+    active = torch.ones_like(q_values, dtype=torch.bool)
+    for _ in range(cfg.local_steps):
+        if not active.any():
+            break
+        gradient = _gradient(critic, features, candidates, cfg.ensemble)
+        with torch.no_grad():
+            stepped = (candidates + cfg.step_size * gradient).clamp(-1.0, 1.0)
+            stepped_q = _ensemble_q(critic, features, stepped, cfg.ensemble)
+            accept = active & (stepped_q > q_values)  # (batch, c)
+            candidates = torch.where(accept.unsqueeze(-1), stepped, candidates)
+            q_values = torch.where(accept, stepped_q, q_values)
+            active = accept
+    return candidates, q_values
+
+
+def _best_iterate(critic: TwinCritic, features: torch.Tensor, candidates: torch.Tensor, q_values: torch.Tensor,
+                  cfg: ActionOptimizerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """All T steps taken (each clipped to [-1, 1]); per candidate, the best of the T + 1 iterates."""
+    best, best_q, current = candidates, q_values, candidates
+    for _ in range(cfg.local_steps):
+        gradient = _gradient(critic, features, current, cfg.ensemble)
+        with torch.no_grad():
+            current = (current + cfg.step_size * gradient).clamp(-1.0, 1.0)
+            current_q = _ensemble_q(critic, features, current, cfg.ensemble)
+            better = current_q > best_q
+            best = torch.where(better.unsqueeze(-1), current, best)
+            best_q = torch.where(better, current_q, best_q)
+    return best, best_q
+
+
 def optimize_actions(
     critic: TwinCritic,
     features: torch.Tensor,
@@ -66,23 +109,18 @@ def optimize_actions(
         candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
         q_values = top_q
         if dataset_actions is not None:
-            candidates = torch.cat([candidates, dataset_actions.unsqueeze(1)], dim=1)  # (batch, m + 1, A)
-            q_values = torch.cat([q_values, _ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)], dim=1)
+            dataset_q = _ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)
+            if cfg.dataset_action_slot == "replace_worst":  # topk is sorted: the worst kept is the last
+                candidates = torch.cat([candidates[:, :-1], dataset_actions.unsqueeze(1)], dim=1)  # (batch, m, A)
+                q_values = torch.cat([q_values[:, :-1], dataset_q], dim=1)
+            else:
+                candidates = torch.cat([candidates, dataset_actions.unsqueeze(1)], dim=1)  # (batch, m + 1, A)
+                q_values = torch.cat([q_values, dataset_q], dim=1)
     initial_q = q_values.clone()
-    active = torch.ones_like(q_values, dtype=torch.bool)
-    for _ in range(cfg.local_steps):
-        if not active.any():
-            break
-        with torch.enable_grad():
-            trial = candidates.detach().requires_grad_(True)
-            gradient = torch.autograd.grad(_ensemble_q(critic, features, trial, cfg.ensemble).sum(), trial)[0]
-        with torch.no_grad():
-            stepped = (candidates + cfg.step_size * gradient).clamp(-1.0, 1.0)
-            stepped_q = _ensemble_q(critic, features, stepped, cfg.ensemble)
-            accept = active & (stepped_q > q_values)  # (batch, c)
-            candidates = torch.where(accept.unsqueeze(-1), stepped, candidates)
-            q_values = torch.where(accept, stepped_q, q_values)
-            active = accept
+    if cfg.local_search == "best_iterate":
+        candidates, q_values = _best_iterate(critic, features, candidates, q_values, cfg)
+    else:
+        candidates, q_values = _accepted_only(critic, features, candidates, q_values, cfg)
     with torch.no_grad():
         if cfg.selection == "softmax":
             probabilities = torch.softmax(q_values / cfg.temperature, dim=1)

@@ -25,7 +25,7 @@ from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
 from parl_robot.rl.executed_action import EXECUTED_ACTION
-from parl_robot.rl.losses import calql_regularizer, expectile_loss, td_loss
+from parl_robot.rl.losses import calql_reference_regularizer, calql_regularizer, expectile_loss, td_loss
 from parl_robot.rl.network_modes import training_mode
 from parl_robot.rl.replay_buffer import ReplayBuffer
 
@@ -90,7 +90,8 @@ class PARLAgent:
         # Sampling copy: an exponential moving average of the trained weights (see policy_ema_rate).
         self.policy_ema = copy.deepcopy(self.policy).requires_grad_(False) if cfg.policy_ema_rate > 0 else None
         self.critic = TwinCritic(
-            spec, action_dim, cfg.observation, cfg.critic.hidden, cfg.critic.layers, cfg.critic.hl_gauss_bins, value_range
+            spec, action_dim, cfg.observation, cfg.critic.hidden, cfg.critic.layers, cfg.critic.hl_gauss_bins, value_range,
+            members=cfg.critic.members,
         ).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.value = (
@@ -100,8 +101,9 @@ class PARLAgent:
         )
         trainable = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]  # LoRA: adapters
         self.policy_optimizer = torch.optim.Adam(trainable, lr=cfg.policy_lr)
-        critic_parameters = list(self.critic.parameters()) + (list(self.value.parameters()) if self.value else [])
-        self.critic_optimizer = torch.optim.Adam(critic_parameters, lr=cfg.critic.lr)
+        # policy_update.distill_optimizer "fresh": distillation's own Adam, created at its first step.
+        self.distill_optimizer: torch.optim.Optimizer | None = None
+        self.critic_optimizer = self._new_critic_optimizer()
         self.optimizer_cfg = ActionOptimizerConfig(
             num_kept=cfg.optimizer.num_kept,
             local_steps=cfg.optimizer.local_steps,
@@ -109,6 +111,8 @@ class PARLAgent:
             selection=cfg.optimizer.selection,
             temperature=cfg.optimizer.softmax_temperature,
             ensemble=cfg.optimizer.q_ensemble,
+            local_search=cfg.optimizer.local_search,
+            dataset_action_slot=cfg.optimizer.dataset_action_slot,
         )
         self.distill_optimizer_cfg = replace(self.optimizer_cfg, selection=cfg.policy_update.distill_selection)
         self.executed_action = EXECUTED_ACTION[cfg.optimizer.gripper_from]
@@ -119,6 +123,22 @@ class PARLAgent:
         for network in (self.policy, self.policy_ema, self.critic, self.target_critic, self.value):
             if network is not None:
                 network.eval()  # see training_mode: evaluation mode except inside a loss's forward pass
+
+    def _new_critic_optimizer(self) -> torch.optim.Optimizer:
+        parameters = list(self.critic.parameters()) + (list(self.value.parameters()) if self.value else [])
+        return torch.optim.Adam(parameters, lr=self.cfg.critic.lr)
+
+    def reset_critic_optimizer(self) -> None:
+        """A fresh critic Adam (no moments, step 0): `critic.reset_optimizer_online` when offline
+        pre-training ends, as the reference does before online training."""
+        self.critic_optimizer = self._new_critic_optimizer()
+
+    def _member_subset(self, heads: torch.Tensor) -> torch.Tensor:
+        """`critic.sampled_members` heads drawn with replacement (all heads when 0); heads (members, ...)."""
+        count = self.cfg.critic.sampled_members
+        if count == 0:
+            return heads
+        return heads[torch.randint(0, heads.shape[0], (count,), device=heads.device)]
 
     # ----- tensors ---------------------------------------------------------------------------
     def observation_tensors(self, batch: dict[str, np.ndarray], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -209,13 +229,17 @@ class PARLAgent:
         loss.backward()
         optimizer.step()
 
-    def policy_step(self, loss: torch.Tensor, what: str, lr: float) -> None:
-        """One policy optimizer, two rates (behaviour cloning, distillation); then the sampling average
-        follows: ema <- d·ema + (1 − d)·policy, d = min(1 − rate, (1 + n) / (10 + n)) — the warm-up term
-        lets it follow a short offline phase instead of remembering the random initialisation."""
-        for group in self.policy_optimizer.param_groups:
+    def policy_step(
+        self, loss: torch.Tensor, what: str, lr: float, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
+        """A step of the policy optimizer (or the given one, distillation's own) at `lr`; then the
+        sampling average follows: ema <- d·ema + (1 − d)·policy, d = min(1 − rate, (1 + n) / (10 + n)) —
+        the warm-up term lets it follow a short offline phase instead of remembering the random
+        initialisation."""
+        optimizer = optimizer or self.policy_optimizer
+        for group in optimizer.param_groups:
             group["lr"] = lr
-        self._step(self.policy_optimizer, loss, what)
+        self._step(optimizer, loss, what)
         if self.policy_ema is not None:
             updates = self.stats.ema_updates
             decay = min(1.0 - self.cfg.policy_ema_rate, (1 + updates) / (10 + updates))
@@ -232,36 +256,42 @@ class PARLAgent:
         self.stats.policy_loss = loss.item()
         return loss.item()
 
-    def _td_target(self, batch: dict[str, np.ndarray], next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _td_target(
+        self, batch: dict[str, np.ndarray], next_obs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """y = r + γ (1 − done) min over the target heads (or a sampled subset) of Q'(s', π_opt(s')),
+        clipped to the achievable returns; with the next actions π_opt(s') (None for IQL)."""
         reward = torch.as_tensor(batch["reward"], device=self.device)
         not_done = 1.0 - torch.as_tensor(batch["done"], device=self.device)
+        next_actions = None
         with torch.no_grad():
             if self.value is not None:
                 next_value = self.value(next_obs)
             else:
                 cached = self.cached_samples(batch, "next_policy_samples", self.cfg.optimizer.num_samples)
                 next_actions = self.optimized_actions(next_obs, samples=cached).actions  # a' ~ π_opt(s')
-                next_value = self.target_critic(next_obs, next_actions).min(dim=0).values
+                next_value = self._member_subset(self.target_critic(next_obs, next_actions)).min(dim=0).values
             target = reward + self.cfg.critic.discount * not_done * next_value
             # Returns outside [worst, best] cannot happen; clipping the target stops a small dataset's
             # conservative push-up on data actions from compounding through bootstrapping.
-            return target.clamp(*self.value_range)
+            return target.clamp(*self.value_range), next_actions
 
     def update_critic(self, batch: dict[str, np.ndarray]) -> float:
         obs = self.observation_tensors(batch)
         next_obs = self.observation_tensors(batch, "next_")
         actions = torch.as_tensor(batch["action"], device=self.device)
-        td_target = self._td_target(batch, next_obs)
+        td_target, next_actions = self._td_target(batch, next_obs)
         calql = self.value is None and self.cfg.critic.cql_alpha > 0
-        policy_actions = self._calql_policy_actions(obs, batch) if calql else None
+        policy_actions = self._calql_policy_actions(obs, batch, next_actions) if calql else None
         with training_mode(self.critic, self.value):
             features = self.critic.encode(obs)
-            q_data = self.critic.q_values(features, actions)  # (2, batch)
+            q_data = self.critic.q_values(features, actions)  # (members, batch)
             if self.critic.hl_gauss is not None:
-                outputs = self.critic.head_outputs(features, actions)  # (2, batch, bins)
-                loss = self.critic.hl_gauss.loss(outputs, td_target.unsqueeze(0).expand(2, -1)).mean(dim=1).sum()
+                outputs = self.critic.head_outputs(features, actions)  # (members, batch, bins)
+                targets = td_target.unsqueeze(0).expand(outputs.shape[0], -1)
+                loss = self.critic.hl_gauss.loss(outputs, targets).mean(dim=1).sum()
             else:
-                loss = td_loss(q_data, td_target)
+                loss = td_loss(q_data, td_target, self.cfg.critic.td_loss)
             if self.value is not None:
                 with torch.no_grad():
                     target_q = self.target_critic(obs, actions).min(dim=0).values
@@ -280,9 +310,17 @@ class PARLAgent:
         self.stats.q_data = q_data.mean().item()
         return loss.item()
 
-    def _calql_policy_actions(self, obs: dict[str, torch.Tensor], batch: dict[str, np.ndarray]) -> torch.Tensor:
-        """The policy's actions the conservative term pushes down: (batch, n, A), cached or sampled."""
+    def _calql_policy_actions(self, obs: dict[str, torch.Tensor], batch: dict[str, np.ndarray],
+                              next_actions: torch.Tensor | None) -> torch.Tensor:
+        """The policy's actions the conservative term pushes down, (batch, n, A): cached or sampled raw
+        samples at s (`cql_term: policy_samples`), or π_opt(s′) and π_opt(s), each repeated
+        cql_num_actions times (`optimized_actions`, the reference; n = 2 × cql_num_actions)."""
         count = self.cfg.critic.cql_num_actions
+        if self.cfg.critic.cql_term == "optimized_actions":
+            cached = self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples)
+            here = self.optimized_actions(obs, samples=cached).actions  # π_opt(s), the acting rule
+            picks = torch.stack([next_actions, here], dim=1)  # (batch, 2, A)
+            return picks.repeat_interleave(count, dim=1).float()
         policy_actions = self.cached_samples(batch, "policy_samples", count)
         if policy_actions is None:
             with torch.no_grad():
@@ -292,12 +330,18 @@ class PARLAgent:
     def _calql_term(
         self, features: torch.Tensor, q_data: torch.Tensor, policy_actions: torch.Tensor, batch: dict[str, np.ndarray]
     ) -> torch.Tensor:
-        random_actions = torch.rand_like(policy_actions) * 2.0 - 1.0  # uniform on [-1, 1]^A
-        q_policy = self.critic.q_values(features, policy_actions)  # (2, batch, n)
-        q_random = self.critic.q_values(features, random_actions)
+        count = self.cfg.critic.cql_num_actions
+        random_actions = torch.rand(policy_actions.shape[0], count, self.action_dim, device=self.device) * 2.0 - 1.0
+        q_policy = self.critic.q_values(features, policy_actions)  # (members, batch, n)
+        q_random = self.critic.q_values(features, random_actions)  # uniform on [-1, 1]^A
         mc_returns = torch.as_tensor(batch["mc_return"], device=self.device)
+        temperature = self.cfg.critic.cql_temperature
+        if self.cfg.critic.cql_term == "optimized_actions":
+            members = torch.arange(q_data.shape[0], device=self.device)
+            members = self._member_subset(members)  # the same heads for every term
+            return calql_reference_regularizer(q_policy[members], q_random[members], q_data[members], mc_returns, temperature)
         log_density = -self.action_dim * float(np.log(2.0))
-        return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, self.cfg.critic.cql_temperature)
+        return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, temperature)
 
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
         """Distillation: fit π_opt(s) (dataset action among the candidates) with the policy's loss, on
@@ -325,10 +369,26 @@ class PARLAgent:
             kept, operated, weight = int(keep.sum()), int(intervention.sum()), self.cfg.policy_update.intervention_weight
             loss = operator_loss if loss is None else (kept * loss + weight * operated * operator_loss) / (kept + weight * operated)
             self.stats.intervention_targets += operated
-        self.policy_step(loss, "distillation", self.cfg.policy_update.distill_lr)
+        self.policy_step(loss, "distillation", self.distillation_rate(), self._distillation_optimizer())
         self.stats.policy_updates += 1
         self.stats.policy_loss = loss.item()
         return loss.item()
+
+    def distillation_rate(self) -> float:
+        """distill_lr, reached linearly from 0 over `distill_warmup_steps` distillation steps (the
+        reference's optax warm-up: step t of the warm-up runs at distill_lr · t / warm-up steps)."""
+        update = self.cfg.policy_update
+        if update.distill_warmup_steps == 0:
+            return update.distill_lr
+        return update.distill_lr * min(1.0, self.stats.policy_updates / update.distill_warmup_steps)
+
+    def _distillation_optimizer(self) -> torch.optim.Optimizer:
+        if self.cfg.policy_update.distill_optimizer == "shared":
+            return self.policy_optimizer
+        if self.distill_optimizer is None:  # the reference builds a new Adam for online distillation
+            trainable = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]
+            self.distill_optimizer = torch.optim.Adam(trainable, lr=self.cfg.policy_update.distill_lr)
+        return self.distill_optimizer
 
     def _distillation_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
         """The policy's supervised loss on the optimized actions of `batch`'s states (PA-RL's stage II)."""
@@ -372,6 +432,8 @@ class PARLAgent:
         }
         if self.value is not None:
             state["value"] = self.value.state_dict()
+        if self.distill_optimizer is not None:
+            state["distill_optimizer"] = self.distill_optimizer.state_dict()
         if self.policy_ema is not None:
             state["policy_ema"] = self.policy_ema.state_dict()
         return state
@@ -384,6 +446,8 @@ class PARLAgent:
             self.policy_ema.load_state_dict(state.get("policy_ema", state["policy"]))
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if "distill_optimizer" in state:
+            self._distillation_optimizer().load_state_dict(state["distill_optimizer"])
         if self.value is not None:
             self.value.load_state_dict(state["value"])
         self.stats = UpdateStats(**state["stats"])

@@ -1,13 +1,21 @@
-"""Critic losses: Cal-QL (CQL with the Monte-Carlo calibration bound) and IQL's expectile value."""
+"""Critic losses: TD regression, Cal-QL (CQL with the Monte-Carlo calibration bound) in this project's
+form and in the PA-RL reference's, and IQL's expectile value."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 
-def td_loss(q_data: torch.Tensor, td_target: torch.Tensor) -> torch.Tensor:
-    """½ (Q(s,a) − y)², averaged over the batch and summed over the twin heads. q_data (2, batch)."""
-    return 0.5 * (q_data - td_target.unsqueeze(0)).pow(2).mean(dim=1).sum()
+def td_loss(q_data: torch.Tensor, td_target: torch.Tensor, form: str = "half_mse") -> torch.Tensor:
+    """TD regression of every head on one target. q_data (heads, batch). "half_mse": ½ (Q(s,a) − y)²
+    averaged over the batch and summed over the heads; "mse": (Q(s,a) − y)² averaged over heads and
+    batch (the PA-RL reference's ensemble loss)."""
+    squared = (q_data - td_target.unsqueeze(0)).pow(2)
+    if form == "mse":
+        return squared.mean()
+    return 0.5 * squared.mean(dim=1).sum()
 
 
 def calql_regularizer(
@@ -25,16 +33,39 @@ def calql_regularizer(
 
     q_policy (2, batch, n) for n policy actions per state; q_data (2, batch); mc_returns (batch,);
     q_random (2, batch, r) for r uniform actions with log density `random_log_density`.
-    As in the Cal-QL reference implementation the push-down is a log-sum-exp, so it lands on the
-    actions the critic rates highest (those the action optimizer would pick), and the uniform
-    actions keep off-data regions down. Clamping the policy actions' Q at the Monte-Carlo return
-    keeps the critic calibrated: it is never pushed below the value of the behaviour policy.
+    The push-down is a log-sum-exp, so it lands on the actions the critic rates highest among the
+    policy's raw samples, and the uniform actions (with their density) keep off-data regions down.
+    Clamping the policy actions' Q at the Monte-Carlo return keeps the critic calibrated: it is never
+    pushed below the value of the behaviour policy. This is the project's form (`critic.cql_term:
+    policy_samples`); the PA-RL reference pushes down the optimizer's own picks instead,
+    `calql_reference_regularizer` (`cql_term: optimized_actions`).
     """
     parts = [torch.maximum(q_policy, mc_returns.view(1, -1, 1))]
     if q_random is not None:
         parts.append(q_random - random_log_density)
     out_of_distribution = temperature * torch.logsumexp(torch.cat(parts, dim=-1) / temperature, dim=-1)
     return (out_of_distribution - q_data).mean(dim=1).sum()
+
+
+def calql_reference_regularizer(
+    q_optimized: torch.Tensor,
+    q_random: torch.Tensor,
+    q_data: torch.Tensor,
+    mc_returns: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The PA-RL reference's conservative term (its `cql.py` without importance sampling):
+
+        τ·(logsumexp([Q(s,a_rand) ; max(Q(s,π_opt), V^μ(s)) ; Q(s,a_D)] / τ) − log N) − Q(s,a_D)
+
+    averaged over the heads given and the batch. q_optimized (heads, batch, n) for the optimizer's own
+    picks π_opt(s) and π_opt(s′), both scored at s (the only terms the Cal-QL bound applies to);
+    q_random (heads, batch, r) for uniform actions, without a density correction; q_data (heads, batch);
+    N = r + n + 1 values per state."""
+    bounded = torch.maximum(q_optimized, mc_returns.view(1, -1, 1))
+    values = torch.cat([q_random, bounded, q_data.unsqueeze(-1)], dim=-1)
+    out_of_distribution = temperature * (torch.logsumexp(values / temperature, dim=-1) - math.log(values.shape[-1]))
+    return (out_of_distribution - q_data).mean()
 
 
 def expectile_loss(difference: torch.Tensor, expectile: float) -> torch.Tensor:

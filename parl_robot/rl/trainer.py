@@ -182,6 +182,9 @@ class Trainer:
             f"offline pre-training done: {schedule.offline_policy_steps} BC and {schedule.offline_critic_steps} critic "
             f"updates (BC loss {self.agent.stats.policy_loss:.3f}, critic loss {self.agent.stats.critic_loss:.3f})"
         )
+        if self.cfg.critic.reset_optimizer_online:  # as the reference: online training starts a fresh Adam
+            with self.lock:
+                self.agent.reset_critic_optimizer()
         self.checkpoint()
         self.phase = self._phase_after_offline()
         return True

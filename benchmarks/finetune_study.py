@@ -38,6 +38,11 @@ step after each distillation step; the study's best setting, config/profiles/rec
 With interventions: parl_interventions (PA-RL diffusion; the scripted sim operator takes over online
 episodes where the policy makes no progress, parl_robot/sim/scripted_operator.py; its steps are
 distilled as targets; each curve entry counts `intervention_steps`).
+Reference algorithms (issue 31), at the study's sizes: parl_paper (PA-RL as the reference code runs it:
+config/profiles/paper.yaml's algorithmic choices, PAPER_ALGORITHM below) and calql_gaussian_reference
+(the Cal-QL reference: actor trained offline with the critic, tuned entropy weight, importance-sampled
+conservative term over actions at s and s', summed twin MSE). Rows are labelled by what they run
+(METHOD_LABELS): parl_diffusion distils on successful episodes' states only, not the paper's every state.
 Diagnostic: parl_policy_gripper_no_distill (parl_policy_gripper without online policy updates: the
 BC policy's samples, re-ranked and locally optimized by the online critic).
 """
@@ -58,6 +63,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# The PA-RL reference's algorithmic choices (config/profiles/paper.yaml without its network and batch
+# sizes): what `parl_paper` adds to the study's set-up.
+PAPER_ALGORITHM: dict[str, object] = {
+    "critic.members": 10, "critic.sampled_members": 2, "critic.td_loss": "mse", "critic.cql_term": "optimized_actions",
+    "critic.cql_alpha": 0.01, "critic.cql_num_actions": 4, "critic.discount": 0.99, "critic.reset_optimizer_online": True,
+    "optimizer.local_search": "best_iterate", "optimizer.dataset_action_slot": "replace_worst",
+    "optimizer.q_ensemble": "mean", "policy_update.distill_states": "all", "policy_update.distill_optimizer": "fresh",
+    "policy_update.distill_warmup_steps": 2000, "policy_dropout": 0.1, "policy_ema_rate": 0.002,
+    "schedule.updates_per_step": 1.0, "schedule.warmup_critic_steps": 0,
+}
 
 # Each method's learner settings (dotted keys under `learner`) over the profile and --set
 # ("_cem": the study's own acting rule).
@@ -83,6 +99,27 @@ METHODS: dict[str, dict] = {
     # PA-RL diffusion with the scripted sim operator taking over stalled online episodes (issue 24):
     # its steps are executed, flagged, and distilled (policy_update.intervention_weight).
     "parl_interventions": {"policy": "diffusion", "_operator": True},
+    # The reference implementations' algorithms at the study's sizes (issue 31; config/profiles/paper.yaml
+    # holds the full-size robot configuration, a GPU's worth: ~90 s per update on one CPU core).
+    "parl_paper": {"policy": "diffusion", **PAPER_ALGORITHM},
+    "calql_gaussian_reference": {"policy": "gaussian", "policy_update.rule": "reparameterized", "policy_ema_rate": 0.0,
+                                 "optimizer.num_samples": 1, "optimizer.num_kept": 1, "optimizer.local_steps": 0,
+                                 "optimizer.include_dataset_action": False, "critic.cql_term": "importance_sampled",
+                                 "critic.cql_num_actions": 10, "critic.td_loss": "sum_mse",
+                                 "policy_update.entropy_autotune": True, "policy_update.pretrain_actor": True,
+                                 "policy_lr": 1e-4},
+}
+# What each method runs, for tables and plots: the keys stay as the saved runs name them.
+METHOD_LABELS: dict[str, str] = {
+    "parl_diffusion": "PA-RL + success-filtered distillation",
+    "parl_policy_gripper_plus_bc": "PA-RL + success-filtered distillation + policy gripper + filtered BC steps",
+    "parl_policy_gripper": "PA-RL + success-filtered distillation + policy gripper",
+    "parl_paper": "PA-RL (paper algorithm, study sizes)",
+    "parl_transformer": "PA-RL + success-filtered distillation (token transformer)",
+    "calql_gaussian": "Cal-QL tanh-Gaussian (simplified: BC offline, fixed entropy, no importance sampling)",
+    "calql_gaussian_reference": "Cal-QL tanh-Gaussian (reference)",
+    "rerank_only": "re-ranking only (IDQL-style)",
+    "filtered_bc": "filtered BC",
 }
 BASELINES = ("parl_diffusion", "parl_transformer", "calql_gaussian", "rerank_only", "filtered_bc")
 ABLATIONS = ("no_local", "no_global", "cem_random", "no_critic_catchup", "distill_all_states")
@@ -384,7 +421,7 @@ def write_report(results: list[dict], methods: list[str], out: Path, settings: d
         minutes = np.mean([r["curve"][-1]["wall_clock_s"] for r in runs]) / 60
         blocks = online_blocks(runs)
         successes_per_seed = float(np.mean([sum(online_successes(r)) for r in runs]))
-        summary[method] = {"offline_start": start, "final_20": final, "gain_points": 100 * (final - start),
+        summary[method] = {"label": METHOD_LABELS.get(method, method), "offline_start": start, "final_20": final, "gain_points": 100 * (final - start),
                            "seeds": sorted(r["seed"] for r in runs), "online_blocks_20": blocks,
                            "online_successes_per_seed": successes_per_seed}
         print(f"{method:<18} {len(runs):>5} {100 * start:>12.0f}% {100 * final:>13.0f}% {100 * (final - start):>+5.0f} {minutes:>8.1f}"

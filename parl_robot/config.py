@@ -263,14 +263,17 @@ class CriticConfig(Section):
     members: int = _field(2, low=2, high=64)
     sampled_members: int = _field(0, low=0, high=64)
     # TD loss: "half_mse" = sum over heads of ½·mean squared error (this project); "mse" = mean squared
-    # error over heads and batch (the reference's `mean((Q - y)²)`).
-    td_loss: str = _field("half_mse", choices=("half_mse", "mse"))
+    # error over heads and batch (the PA-RL reference's `mean((Q - y)²)`); "sum_mse" = sum over heads
+    # of the mean squared error (the Cal-QL reference's qf1_loss + qf2_loss).
+    td_loss: str = _field("half_mse", choices=("half_mse", "mse", "sum_mse"))
     # Which actions the conservative term pushes down (parl_robot/rl/losses.py):
     # "policy_samples" = cql_num_actions raw policy samples at s and as many uniform actions with their
     # density (this project); "optimized_actions" = the reference's: pi_opt(s) and pi_opt(s') (each
     # repeated cql_num_actions times), cql_num_actions uniform actions and Q(s, a_D), minus log N, the
-    # Cal-QL bound on the pi_opt terms only, averaged over the heads.
-    cql_term: str = _field("policy_samples", choices=("policy_samples", "optimized_actions"))
+    # Cal-QL bound on the pi_opt terms only, averaged over the heads; "importance_sampled" = the Cal-QL
+    # reference's (tanh-Gaussian policy): cql_num_actions uniform actions and policy samples at s and at
+    # s′ (scored at s), each corrected by its log-density, the bound on the policy terms, no Q(s, a_D).
+    cql_term: str = _field("policy_samples", choices=("policy_samples", "optimized_actions", "importance_sampled"))
     # A fresh critic Adam when offline pre-training ends (the reference resets it for online training).
     reset_optimizer_online: bool = False
 
@@ -310,6 +313,13 @@ class PolicyUpdateConfig(Section):
     distill_optimizer: str = _field("shared", choices=("shared", "fresh"))
     distill_warmup_steps: int = _field(0, low=0, high=10_000_000)
     entropy_alpha: float = _field(0.01, low=0.0, high=10.0)  # rule reparameterized only
+    # Rule reparameterized: tune the entropy weight (from 1) toward a target entropy of −action_dim
+    # with its own Adam at `entropy_lr`, as the Cal-QL reference does, instead of a fixed entropy_alpha.
+    entropy_autotune: bool = False
+    entropy_lr: float = _field(1e-4, low=0.0, high=1.0)
+    # The online rule's policy update also runs after every offline critic step (the Cal-QL reference
+    # trains its actor offline with the critic); off: the offline policy is behaviour cloning only.
+    pretrain_actor: bool = False
 
 
 @dataclass
@@ -384,6 +394,12 @@ class LearnerConfig(Section):
             raise self.error("action_cache_size", f"({self.action_cache_size}) must be 0 or at least "
                                                   f"'optimizer.num_samples' ({self.optimizer.num_samples}), the "
                                                   "samples the optimizer draws from it")
+        if self.critic.cql_term == "importance_sampled" and self.policy != "gaussian":
+            raise self.error("critic.cql_term", "importance_sampled needs the policy's log-densities: the gaussian "
+                                                f"policy, not {self.policy!r}")
+        if self.policy_update.pretrain_actor and self.policy_update.rule in ("none", "filtered_bc"):
+            raise self.error("policy_update.pretrain_actor", f"rule {self.policy_update.rule!r} has no actor update to "
+                                                            "pre-train")
         if self.policy_update.rule == "reparameterized" and self.policy != "gaussian":
             raise self.error("policy_update.rule", f"reparameterized needs the gaussian policy (its "
                                                    f"reparameterized samples), not {self.policy!r}")

@@ -17,7 +17,8 @@ def _load(name):
     return module
 
 
-@pytest.mark.parametrize("method", ["parl_diffusion", "calql_gaussian", "filtered_bc", "cem_random"])
+@pytest.mark.parametrize("method", ["parl_diffusion", "calql_gaussian", "filtered_bc", "cem_random", "parl_paper",
+                                    "calql_gaussian_reference"])
 def test_finetune_study_runs_each_kind_of_method(method):
     study = _load("finetune_study")
     result = study.run("cup_to_rack", method, seed=0, demos=2, warmup=1, online=1, profile="cpu_demo",
@@ -35,6 +36,19 @@ def test_finetune_study_runs_each_kind_of_method(method):
     assert result["config"]["learner"]["schedule"]["offline_critic_steps"] == 10
     assert result["config"]["learner"]["policy_update"]["rule"] == study.METHODS[method].get("policy_update.rule", "distill")
     assert result["code_version"].startswith("git:") or result["code_version"] == "unknown"
+
+
+def test_study_paper_method_is_the_paper_profile_without_its_sizes():
+    from parl_robot.config import load_config
+
+    study = _load("finetune_study")
+    paper = load_config(task="cup_to_rack", overlays=["paper"]).to_dict()["learner"]
+    for key, value in study.PAPER_ALGORITHM.items():
+        section = paper
+        for part in key.split("."):
+            section = section[part]
+        assert section == value, key
+    assert set(study.METHOD_LABELS) <= set(study.METHODS)
 
 
 def test_finetune_study_with_the_scripted_operator_records_its_steps():

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from parl_robot.config import LearnerConfig, load_config, with_overrides
+from parl_robot.config import ConfigError, LearnerConfig, load_config, with_overrides
 from parl_robot.data.episode import EpisodeData
 from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
 from parl_robot.rl.agent import PARLAgent
-from parl_robot.rl.losses import calql_reference_regularizer, td_loss
+from parl_robot.rl.losses import calql_importance_sampled_regularizer, calql_reference_regularizer, td_loss
 from parl_robot.rl.replay_buffer import ReplayBuffer
 from parl_robot.rl.trainer import Trainer
 
@@ -206,3 +206,80 @@ def test_paper_profile_is_the_reference_robot_configuration():
     assert (learner.policy_dropout, learner.policy_ema_rate, learner.diffusion_steps) == (0.1, 0.002, 5)
     assert (schedule.updates_per_step, schedule.batch_size, schedule.online_fraction, schedule.warmup_critic_steps) == (
         1.0, 256, 0.5, 0)
+
+
+# ----- the Cal-QL reference's Gaussian baseline -------------------------------------------------------
+def test_importance_sampled_conservative_term_by_hand():
+    # One head, one state, one action of each kind; d = 1: uniform density 1/2, log p = -log 2.
+    q_random, q_current, q_next = torch.tensor([[[0.5]]]), torch.tensor([[[-3.0]]]), torch.tensor([[[1.0]]])
+    log_pi_current, log_pi_next = torch.tensor([[0.2]]), torch.tensor([[-0.4]])
+    q_data, mc = torch.tensor([[2.0]]), torch.tensor([-1.0])  # the MC return lifts Q(s, a_pi) from -3 to -1
+    values = [0.5 + math.log(2), -1.0 - 0.2, 1.0 + 0.4]
+    expected = math.log(sum(math.exp(v) for v in values)) - 2.0
+    value = calql_importance_sampled_regularizer(q_random, -math.log(2), q_current, log_pi_current, q_next, log_pi_next,
+                                                 q_data, mc)
+    assert value.item() == pytest.approx(expected)
+    twin = calql_importance_sampled_regularizer(q_random.expand(2, 1, 1), -math.log(2), q_current.expand(2, 1, 1), log_pi_current,
+                                                q_next.expand(2, 1, 1), log_pi_next, q_data.expand(2, 1), mc)
+    assert twin.item() == pytest.approx(2 * expected)  # summed over the heads, as qf1_loss + qf2_loss
+
+
+def gaussian_agent(**changes) -> PARLAgent:
+    return agent_with(**{"policy": "gaussian", "policy_update.rule": "reparameterized", "policy_ema_rate": 0.0,
+                         "optimizer.num_samples": 1, "optimizer.num_kept": 1, "optimizer.local_steps": 0,
+                         "optimizer.include_dataset_action": False, **changes})
+
+
+def test_importance_sampled_term_draws_policy_actions_at_s_and_s_prime():
+    agent = gaussian_agent(**{"critic.cql_term": "importance_sampled", "critic.cql_num_actions": 5, "critic.cql_alpha": 1.0})
+    drawn = []
+    original = agent.policy.sample_with_log_prob
+    agent.policy.sample_with_log_prob = lambda obs, n: drawn.append((obs["state"].clone(), n)) or original(obs, n)
+    data = batch(np.random.default_rng(0))
+    assert math.isfinite(agent.update_critic(data))
+    assert [n for _, n in drawn] == [5, 5]
+    assert np.allclose(drawn[0][0].numpy(), data["state"]) and np.allclose(drawn[1][0].numpy(), data["next_state"])
+    with pytest.raises(ConfigError, match="critic.cql_term.*gaussian"):
+        with_overrides(LearnerConfig(), {"critic.cql_term": "importance_sampled"})
+
+
+def test_entropy_weight_tunes_toward_the_target_entropy():
+    from parl_robot.rl.policy_updates import actor_step
+
+    narrow = gaussian_agent(**{"policy_update.entropy_autotune": True, "policy_update.entropy_lr": 0.05})
+    with torch.no_grad():  # log std pinned at its floor: entropy far below -action_dim, the weight must grow
+        narrow.policy.head[-1].bias[2:] = -20.0
+        narrow.policy.head[-1].weight[2:] = 0.0
+    wide = gaussian_agent(**{"policy_update.entropy_autotune": True, "policy_update.entropy_lr": 0.05})
+    with torch.no_grad():  # tanh(N(0, 1)) per dimension, entropy ~ +0.55 nats each: above -2, the weight must shrink
+        wide.policy.head[-1].bias[:] = 0.0
+        wide.policy.head[-1].weight[:] = 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        data = batch(rng)
+        actor_step(narrow, data)
+        actor_step(wide, data)
+    assert narrow.log_entropy_alpha.item() > 0.1 and wide.log_entropy_alpha.item() < -0.1
+    assert narrow.stats.entropy_alpha > 1.0 > wide.stats.entropy_alpha
+    fixed = gaussian_agent(**{"policy_update.entropy_alpha": 0.01})
+    actor_step(fixed, batch(rng))
+    assert fixed.log_entropy_alpha is None and fixed.stats.entropy_alpha == 0.01
+    restored = gaussian_agent(**{"policy_update.entropy_autotune": True})
+    restored.load_state_dict(narrow.state_dict())
+    assert restored.log_entropy_alpha.item() == narrow.log_entropy_alpha.item()
+
+
+def test_pretrain_actor_trains_the_actor_with_every_offline_critic_step():
+    cfg = with_overrides(LearnerConfig(), {**SMALL, "policy": "gaussian", "policy_update.rule": "reparameterized",
+                                           "policy_ema_rate": 0.0, "optimizer.num_samples": 1, "optimizer.num_kept": 1,
+                                           "optimizer.local_steps": 0, "policy_update.pretrain_actor": True,
+                                           "schedule.offline_policy_steps": 2, "schedule.offline_critic_steps": 3})
+    agent = PARLAgent(cfg, SPEC, action_dim=2, value_range=(-10.0, 1.0))
+    offline = ReplayBuffer(SPEC, 2, 100, cfg.critic.discount)
+    rng = np.random.default_rng(0)
+    offline.add_episode(EpisodeData(rng.normal(size=(5, 3)).astype(np.float32), rng.uniform(-1, 1, (4, 2)).astype(np.float32),
+                                    np.array([-1, -1, -1, 0], np.float32), True))
+    assert Trainer(agent, offline, ReplayBuffer(SPEC, 2, 100, cfg.critic.discount), cfg).pretrain()
+    assert (agent.stats.bc_updates, agent.stats.critic_updates, agent.stats.policy_updates) == (2, 3, 3)
+    with pytest.raises(ConfigError, match="pretrain_actor"):
+        with_overrides(LearnerConfig(), {"policy_update.rule": "none", "policy_update.pretrain_actor": True})

@@ -46,6 +46,16 @@ class TanhGaussianPolicy(nn.Module):
         return self._log_prob_pre_tanh(pre_tanh, mean, log_std) - torch.log1p(-clipped.pow(2)).sum(-1)
 
     @torch.no_grad()
+    def sample_with_log_prob(self, obs: Observation, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`num_samples` actions per state (batch, n, A) and their log-densities (batch, n), no gradient."""
+        mean, log_std = self.distribution(obs)
+        mean, log_std = mean.unsqueeze(1), log_std.unsqueeze(1)
+        pre_tanh = mean + log_std.exp() * torch.randn(mean.shape[0], num_samples, self.action_dim, device=mean.device)
+        action = torch.tanh(pre_tanh)
+        log_prob = self._log_prob_pre_tanh(pre_tanh, mean, log_std) - torch.log1p(-action.pow(2) + 1e-6).sum(-1)
+        return action, log_prob
+
+    @torch.no_grad()
     def sample(self, obs: Observation, num_samples: int) -> torch.Tensor:
         mean, log_std = self.distribution(obs)  # (batch, A), encoded once
         noise = torch.randn(mean.shape[0], num_samples, self.action_dim, device=mean.device)

@@ -25,7 +25,13 @@ from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
 from parl_robot.rl.executed_action import EXECUTED_ACTION
-from parl_robot.rl.losses import calql_reference_regularizer, calql_regularizer, expectile_loss, td_loss
+from parl_robot.rl.losses import (
+    calql_importance_sampled_regularizer,
+    calql_reference_regularizer,
+    calql_regularizer,
+    expectile_loss,
+    td_loss,
+)
 from parl_robot.rl.network_modes import training_mode
 from parl_robot.rl.replay_buffer import ReplayBuffer
 
@@ -52,6 +58,7 @@ class UpdateStats:
     q_optimized: float = float("nan")
     q_optimization_gain: float = float("nan")  # best optimized Q − mean Q of the policy's samples (distillation)
     intervention_targets: int = 0  # operator actions distilled as targets (policy_update.intervention_weight)
+    entropy_alpha: float = float("nan")  # the actor's entropy weight in use (rule reparameterized)
 
 
 def _move_toward(average: torch.nn.Module, source: torch.nn.Module, fraction: float) -> None:
@@ -104,6 +111,12 @@ class PARLAgent:
         # policy_update.distill_optimizer "fresh": distillation's own Adam, created at its first step.
         self.distill_optimizer: torch.optim.Optimizer | None = None
         self.critic_optimizer = self._new_critic_optimizer()
+        # policy_update.entropy_autotune: log of the entropy weight (starts at 1), tuned by its own Adam.
+        self.log_entropy_alpha: torch.Tensor | None = None
+        self.entropy_optimizer: torch.optim.Optimizer | None = None
+        if cfg.policy_update.entropy_autotune:
+            self.log_entropy_alpha = torch.zeros((), device=self.device, requires_grad=True)
+            self.entropy_optimizer = torch.optim.Adam([self.log_entropy_alpha], lr=cfg.policy_update.entropy_lr)
         self.optimizer_cfg = ActionOptimizerConfig(
             num_kept=cfg.optimizer.num_kept,
             local_steps=cfg.optimizer.local_steps,
@@ -282,7 +295,7 @@ class PARLAgent:
         actions = torch.as_tensor(batch["action"], device=self.device)
         td_target, next_actions = self._td_target(batch, next_obs)
         calql = self.value is None and self.cfg.critic.cql_alpha > 0
-        policy_actions = self._calql_policy_actions(obs, batch, next_actions) if calql else None
+        policy_actions = self._calql_policy_actions(obs, next_obs, batch, next_actions) if calql else None
         with training_mode(self.critic, self.value):
             features = self.critic.encode(obs)
             q_data = self.critic.q_values(features, actions)  # (members, batch)
@@ -310,12 +323,18 @@ class PARLAgent:
         self.stats.q_data = q_data.mean().item()
         return loss.item()
 
-    def _calql_policy_actions(self, obs: dict[str, torch.Tensor], batch: dict[str, np.ndarray],
-                              next_actions: torch.Tensor | None) -> torch.Tensor:
+    def _calql_policy_actions(self, obs: dict[str, torch.Tensor], next_obs: dict[str, torch.Tensor],
+                              batch: dict[str, np.ndarray], next_actions: torch.Tensor | None) -> torch.Tensor:
         """The policy's actions the conservative term pushes down, (batch, n, A): cached or sampled raw
-        samples at s (`cql_term: policy_samples`), or π_opt(s′) and π_opt(s), each repeated
-        cql_num_actions times (`optimized_actions`, the reference; n = 2 × cql_num_actions)."""
+        samples at s (`cql_term: policy_samples`); π_opt(s′) and π_opt(s), each repeated
+        cql_num_actions times (`optimized_actions`, the PA-RL reference; n = 2 × cql_num_actions); or
+        samples at s then at s′ with their log-densities appended as a last column
+        (`importance_sampled`, the Cal-QL reference; (batch, 2 × cql_num_actions, A + 1))."""
         count = self.cfg.critic.cql_num_actions
+        if self.cfg.critic.cql_term == "importance_sampled":
+            parts = [torch.cat([actions, log_pi.unsqueeze(-1)], dim=-1)
+                     for actions, log_pi in (self.sampling_policy.sample_with_log_prob(o, count) for o in (obs, next_obs))]
+            return torch.cat(parts, dim=1).float()
         if self.cfg.critic.cql_term == "optimized_actions":
             cached = self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples)
             here = self.optimized_actions(obs, samples=cached).actions  # π_opt(s), the acting rule
@@ -332,15 +351,21 @@ class PARLAgent:
     ) -> torch.Tensor:
         count = self.cfg.critic.cql_num_actions
         random_actions = torch.rand(policy_actions.shape[0], count, self.action_dim, device=self.device) * 2.0 - 1.0
-        q_policy = self.critic.q_values(features, policy_actions)  # (members, batch, n)
         q_random = self.critic.q_values(features, random_actions)  # uniform on [-1, 1]^A
         mc_returns = torch.as_tensor(batch["mc_return"], device=self.device)
         temperature = self.cfg.critic.cql_temperature
+        log_density = -self.action_dim * float(np.log(2.0))
+        if self.cfg.critic.cql_term == "importance_sampled":
+            actions, log_pi = policy_actions[..., :-1], policy_actions[..., -1]
+            q_policy = self.critic.q_values(features, actions)  # (members, batch, 2n): at s, then s′ (scored at s)
+            return calql_importance_sampled_regularizer(
+                q_random, log_density, q_policy[..., :count], log_pi[:, :count], q_policy[..., count:], log_pi[:, count:],
+                q_data, mc_returns, temperature)
+        q_policy = self.critic.q_values(features, policy_actions)  # (members, batch, n)
         if self.cfg.critic.cql_term == "optimized_actions":
             members = torch.arange(q_data.shape[0], device=self.device)
             members = self._member_subset(members)  # the same heads for every term
             return calql_reference_regularizer(q_policy[members], q_random[members], q_data[members], mc_returns, temperature)
-        log_density = -self.action_dim * float(np.log(2.0))
         return calql_regularizer(q_policy, q_data, mc_returns, q_random, log_density, temperature)
 
     def update_policy(self, batch: dict[str, np.ndarray]) -> float:
@@ -434,6 +459,9 @@ class PARLAgent:
             state["value"] = self.value.state_dict()
         if self.distill_optimizer is not None:
             state["distill_optimizer"] = self.distill_optimizer.state_dict()
+        if self.log_entropy_alpha is not None:
+            state["log_entropy_alpha"] = self.log_entropy_alpha.detach().clone()
+            state["entropy_optimizer"] = self.entropy_optimizer.state_dict()
         if self.policy_ema is not None:
             state["policy_ema"] = self.policy_ema.state_dict()
         return state
@@ -448,6 +476,10 @@ class PARLAgent:
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         if "distill_optimizer" in state:
             self._distillation_optimizer().load_state_dict(state["distill_optimizer"])
+        if self.log_entropy_alpha is not None and "log_entropy_alpha" in state:
+            with torch.no_grad():
+                self.log_entropy_alpha.copy_(state["log_entropy_alpha"])
+            self.entropy_optimizer.load_state_dict(state["entropy_optimizer"])
         if self.value is not None:
             self.value.load_state_dict(state["value"])
         self.stats = UpdateStats(**state["stats"])

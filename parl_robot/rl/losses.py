@@ -11,10 +11,13 @@ import torch
 def td_loss(q_data: torch.Tensor, td_target: torch.Tensor, form: str = "half_mse") -> torch.Tensor:
     """TD regression of every head on one target. q_data (heads, batch). "half_mse": ½ (Q(s,a) − y)²
     averaged over the batch and summed over the heads; "mse": (Q(s,a) − y)² averaged over heads and
-    batch (the PA-RL reference's ensemble loss)."""
+    batch (the PA-RL reference's ensemble loss); "sum_mse": the mean squared error summed over the
+    heads (the Cal-QL reference's twin critics)."""
     squared = (q_data - td_target.unsqueeze(0)).pow(2)
     if form == "mse":
         return squared.mean()
+    if form == "sum_mse":  # the Cal-QL reference: qf1_loss + qf2_loss
+        return squared.mean(dim=1).sum()
     return 0.5 * squared.mean(dim=1).sum()
 
 
@@ -66,6 +69,34 @@ def calql_reference_regularizer(
     values = torch.cat([q_random, bounded, q_data.unsqueeze(-1)], dim=-1)
     out_of_distribution = temperature * (torch.logsumexp(values / temperature, dim=-1) - math.log(values.shape[-1]))
     return (out_of_distribution - q_data).mean()
+
+
+def calql_importance_sampled_regularizer(
+    q_random: torch.Tensor,
+    random_log_density: float,
+    q_current: torch.Tensor,
+    log_pi_current: torch.Tensor,
+    q_next: torch.Tensor,
+    log_pi_next: torch.Tensor,
+    q_data: torch.Tensor,
+    mc_returns: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The Cal-QL reference's conservative term (JaxCQL `conservative_sac.py`, importance sampling on):
+
+        τ·logsumexp([Q(s,a_rand) − log p_rand ; max(Q(s,a_π), V^μ(s)) − log π(a_π|s) ;
+                     max(Q(s,a′_π), V^μ(s)) − log π(a′_π|s′)] / τ) − Q(s,a_D)
+
+    averaged over the batch and summed over the heads. q_* (heads, batch, n) with a_π ~ π(·|s) and
+    a′_π ~ π(·|s′), both scored at s; log_pi_* (batch, n); q_data (heads, batch)."""
+    mc = mc_returns.view(1, -1, 1)
+    values = torch.cat([
+        q_random - random_log_density,
+        torch.maximum(q_current, mc) - log_pi_current.unsqueeze(0),
+        torch.maximum(q_next, mc) - log_pi_next.unsqueeze(0),
+    ], dim=-1)
+    out_of_distribution = temperature * torch.logsumexp(values / temperature, dim=-1)
+    return (out_of_distribution - q_data).mean(dim=1).sum()
 
 
 def expectile_loss(difference: torch.Tensor, expectile: float) -> torch.Tensor:

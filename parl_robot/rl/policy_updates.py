@@ -32,7 +32,8 @@ def reparameterized(agent: PARLAgent, trainer: Trainer) -> None:
 
 def actor_step(agent: PARLAgent, batch: dict[str, np.ndarray]) -> float:
     """SAC/Cal-QL actor loss E[alpha log pi(a|s) - min Q(s, a)], a ~ pi reparameterized (the baseline
-    PA-RL is compared against; needs a policy with `rsample_with_log_prob`, i.e. tanh-Gaussian)."""
+    PA-RL is compared against; needs a policy with `rsample_with_log_prob`, i.e. tanh-Gaussian). alpha
+    is `entropy_alpha`, or tuned after each step toward entropy −action_dim (`entropy_autotune`)."""
     if not hasattr(agent.policy, "rsample_with_log_prob"):
         raise ValueError(f"policy_update 'reparameterized' needs the gaussian policy, not {agent.cfg.policy!r}")
     obs = agent.observation_tensors(batch)
@@ -40,9 +41,18 @@ def actor_step(agent: PARLAgent, batch: dict[str, np.ndarray]) -> float:
         actions, log_prob = agent.policy.rsample_with_log_prob(obs)
         features = agent.critic.encode(obs)
         q = agent.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)  # (batch,)
-    loss = (agent.cfg.policy_update.entropy_alpha * log_prob.reshape(q.shape) - q).mean()
+    log_prob = log_prob.reshape(q.shape)
+    alpha = agent.cfg.policy_update.entropy_alpha if agent.log_entropy_alpha is None else agent.log_entropy_alpha.exp().item()
+    loss = (alpha * log_prob - q).mean()
+    agent.stats.entropy_alpha = alpha
     agent.policy_step(loss, "actor", agent.cfg.policy_lr)
     agent.critic_optimizer.zero_grad(set_to_none=True)  # the actor loss must not train the critic
+    if agent.log_entropy_alpha is not None:  # Cal-QL's temperature: toward entropy −action_dim
+        target_entropy = -float(actions.shape[-1])
+        alpha_loss = -(agent.log_entropy_alpha * (log_prob.detach() + target_entropy)).mean()
+        agent.entropy_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        agent.entropy_optimizer.step()
     agent.stats.policy_updates += 1
     agent.stats.policy_loss = loss.item()
     agent.stats.q_optimized = q.mean().item()

@@ -174,6 +174,8 @@ class Trainer:
         for step in range(schedule.offline_critic_steps):
             with self.lock:
                 self.agent.update_critic(self.batch())
+                if self.cfg.policy_update.pretrain_actor:  # Cal-QL: the actor learns offline with the critic
+                    self.policy_update(self.agent, self)
             self.offline_progress = (schedule.offline_policy_steps + step + 1) / total
             bar.update(schedule.offline_policy_steps + step + 1, f"critic {step + 1}/{schedule.offline_critic_steps}")
             if should_stop():

@@ -7,6 +7,7 @@
     parl-robot export store_dir:=DIR out:=DIR format:=lerobot [kind:=...] [include_aborted:=true] [repo_id:=...]
     parl-robot calibrate {capture|intrinsics|collect|extrinsics|task|workspace} ...   (camera + workspace, calibration/README.md)
     parl-robot openvla check DIR [unnorm_key:=bridge_orig] [instruction:=TEXT]   (verify a local OpenVLA checkpoint)
+    parl-robot reward train task:=cup_to_rack store_dir:=DIR [out:=FILE] [precision:=0.95]   (success classifier)
 
 Arguments use the `name:=value` form of `ros2 launch`.
 """
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="parl-robot", description=__doc__ + "\n" + help_text("parl-robot launch finetune"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import", "openvla"])
+    parser.add_argument("command", choices=["launch", "record-demos", "demo", "calibrate", "export", "import", "openvla", "reward"])
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parsed = parser.parse_args(argv[:1])
     rest = argv[1:]
@@ -275,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             from parl_robot.calibrate_cli import main as calibrate_main
 
             return calibrate_main(rest, parse_assignments)
+        if parsed.command == "reward":
+            from parl_robot.reward_cli import main as reward_main
+
+            return reward_main(rest, parse_assignments)
         if parsed.command == "openvla":
             from parl_robot.policies.openvla.check import main as openvla_main
 

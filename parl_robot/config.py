@@ -201,6 +201,14 @@ class RewardConfig(Section):
     # Binary success tasks: reward 0 on success, -1 otherwise (best step reward is 0).
     success_reward: float = 1.0
     reward_bias: float = -1.0
+    # What decides success: "positions" (the object's detected position in the target region, above)
+    # or "classifier" (a success classifier on the camera's frames, trained from the operator's labels
+    # with `parl-robot reward train`; parl_robot/perception/success_classifier.py).
+    detector: str = _field("positions", choices=("positions", "classifier"))
+    classifier_file: str = "models/success_classifier.pt"
+    classifier_threshold: float = _field(0.0, low=0.0, high=1.0)  # 0 = the threshold saved with the model
+    classifier_consecutive_frames: int = _field(2, low=1, high=100)  # positive frames in a row for success
+    classifier_precision_target: float = _field(0.95, low=0.5, high=1.0)  # held-out precision the threshold is chosen for
 
     def check(self) -> None:
         _check_order(self, "target_low", "target_high")
@@ -431,6 +439,9 @@ class EpisodeConfig(Section):
     auto_reset: bool = True  # sim: reset without an operator
     auto_label: bool = True  # use the detector's success label without waiting for the operator
     store_dir: str = "runs/cup_to_rack"
+    # Store the camera frame of every step even when the policy reads states only (the frames a
+    # success classifier is trained on; image observations store them anyway).
+    record_frames: bool = False
 
 
 @dataclass

@@ -16,6 +16,7 @@ ROBOT_SAFETY = "robot/safety"  # JSON: state ok/held, reasons, fault, since (lat
 OBJECT_POSES = "objects/poses"
 REWARD = "reward"
 REWARD_SUCCESS = "reward/success"
+REWARD_SCORE = "reward/score"  # Float32 per frame: the success classifier's P(success) (reward.detector: classifier)
 EPISODE_EVENT = "episode/event"
 EPISODE_STATE = "episode/state"  # JSON: state, episode, steps, held (why); latched, transient-local
 LEARNER_STATS = "learner/stats"

@@ -32,6 +32,7 @@ from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the n
     NAMESPACE,
     OBJECT_POSES,
     REWARD,
+    REWARD_SCORE,
     REWARD_SUCCESS,
     ROBOT_ACTION,
     ROBOT_EE_POSE,

@@ -68,10 +68,13 @@ class EpisodeRecorder:
         elif action is None or source == "held":
             self.sources[step] = SOURCE_NOT_EXECUTED
 
-    def observe(self, obs: dict[str, np.ndarray]) -> None:
+    def observe(self, obs: dict[str, np.ndarray], frame: np.ndarray | None = None) -> None:
+        """A state, with the camera frame the policy saw (image observations) or `frame`
+        (`episodes.record_frames` with state observations)."""
         self.states.append(obs["state"])
-        if "image" in obs:
-            self.images.append(obs["image"])
+        image = obs.get("image", frame)
+        if image is not None:
+            self.images.append(image)
         self.timestamps.append(time.time())
 
     def labelled_episode(self, success: bool, reward: RewardConfig) -> EpisodeData:
@@ -89,7 +92,8 @@ class EpisodeRecorder:
             np.asarray(self.actions, np.float32),
             np.asarray(self.rewards, np.float32),
             terminal,
-            np.asarray(self.images) if self.images else None,
+            # Frames only when every state has one (a camera that started late records none).
+            np.asarray(self.images) if self.images and len(self.images) == len(self.states) else None,
             sources=np.asarray(self.sources[: len(self.actions)], np.uint8),
         )
 
@@ -334,7 +338,7 @@ class LearnerNode(Node):
                 self.warning = ""
         if self.recorder.actions:
             self.recorder.rewards.append(self._reward())
-        self.recorder.observe(obs)
+        self.recorder.observe(obs, self._frame_to_record())
         if self.await_execution:  # in lockstep sim, time waits for this step's action (parl_robot/sim/lockstep.py)
             self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
         with self.lock:  # served before the learning thread's next update: at most the one in progress delays it
@@ -356,6 +360,9 @@ class LearnerNode(Node):
         self.step += 1
         self.trainer.record_steps(1)  # online: the update budget grows with every executed step
 
+    def _frame_to_record(self) -> np.ndarray | None:
+        return self.image if self.cfg.episodes.record_frames else None
+
     def _reward(self) -> float:
         return self.latest_reward if self.latest_reward is not None else self.cfg.reward.reward_bias
 
@@ -375,7 +382,7 @@ class LearnerNode(Node):
             obs = self.observation()
             if self.recorder.actions and obs is not None:
                 self.recorder.rewards.append(self._reward())
-                self.recorder.observe(obs)
+                self.recorder.observe(obs, self._frame_to_record())
             self.finished_recorder, self.recorder = self.recorder, None
             self.finished_episode, self.running_episode = self.running_episode, None
         elif kind == "label" and self.finished_recorder is not None and event.get("episode") == self.finished_episode:
@@ -432,7 +439,7 @@ class LearnerNode(Node):
                 recorder.actions.pop()
                 recorder.rewards.pop()
             else:
-                recorder.observe(obs)
+                recorder.observe(obs, self._frame_to_record())
         if not recorder.actions:
             return
         episode = recorder.to_episode(terminal=False)

@@ -1,16 +1,24 @@
-"""Reward detector node: sparse success from detected object positions and the gripper state.
+"""Reward detector node: sparse success from detected object positions and the gripper state, or
+from a learned success classifier on the camera's frames.
 
-Consumes `objects/poses` (JSON {name: [x, y, z]} in the robot base frame: ground truth in sim,
-the perception pipeline on hardware) and `robot/state` (its `gripper` entry, 1 = open); publishes
-`reward` (Float32, biased so success is 0) and `reward/success` (Bool) for every object update.
-An occluded object counts at its last seen position (the detector's object permanence): while the
-gripper holds it the gripper is closed, so that is no success; after release it is seen again.
+`reward.detector: positions` (default) consumes `objects/poses` (JSON {name: [x, y, z]} in the robot
+base frame: ground truth in sim, the perception pipeline on hardware) and `robot/state` (its
+`gripper` entry, 1 = open); publishes `reward` (Float32, biased so success is 0) and
+`reward/success` (Bool) for every object update. An occluded object counts at its last seen
+position (the detector's object permanence): while the gripper holds it the gripper is closed, so
+that is no success; after release it is seen again.
+
+`reward.detector: classifier` runs the classifier of `reward.classifier_file` on every
+`camera/image_raw` frame instead and also publishes its probability on `reward/score`; success needs
+`reward.classifier_consecutive_frames` positive frames in a row (counted from each episode's start)
+and, when the task asks for it, the gripper open. A missing or damaged model file stops the node at
+start-up with the reason.
 """
 
 from __future__ import annotations
 
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32, String
 
 from parl_robot.nodes import common
@@ -26,7 +34,27 @@ class RewardNode(Node):
         self.reward_pub = self.create_publisher(Float32, common.REWARD, common.COMMAND_QOS)
         self.success_pub = self.create_publisher(Bool, common.REWARD_SUCCESS, common.COMMAND_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
-        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+        self.classifier = self.debouncer = None
+        if self.cfg.reward.detector == "classifier":
+            self._start_classifier()
+        else:
+            self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+
+    def _start_classifier(self) -> None:
+        from parl_robot.perception.success_classifier import SuccessDebouncer, load_classifier
+
+        reward = self.cfg.reward
+        self.classifier = load_classifier(reward.classifier_file)  # SuccessModelError: the node does not start
+        threshold = reward.classifier_threshold or self.classifier.threshold
+        self.debouncer = SuccessDebouncer(threshold, reward.classifier_consecutive_frames, reward.require_gripper_open)
+        self.score_pub = self.create_publisher(Float32, common.REWARD_SCORE, common.COMMAND_QOS)
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        metrics = self.classifier.metrics
+        self.get_logger().info(
+            f"success classifier {reward.classifier_file}: threshold {threshold:.3f}, "
+            f"{reward.classifier_consecutive_frames} frames in a row; held-out precision {metrics.get('precision', float('nan')):.3f}, "
+            f"recall {metrics.get('recall', float('nan')):.3f}")
 
     def on_state(self, msg: JointState) -> None:
         if "gripper" in msg.name:
@@ -40,7 +68,25 @@ class RewardNode(Node):
             return
         if self.gripper_open is None:
             return
-        success = is_success(position, self.gripper_open, self.cfg.reward)
+        self._publish(is_success(position, self.gripper_open, self.cfg.reward))
+
+    def on_image(self, msg: Image) -> None:
+        frame = common.rgb_image_from_message(msg)
+        if frame is None:
+            self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
+            return
+        if self.gripper_open is None:
+            return
+        probability = float(self.classifier.net.probabilities(frame))
+        self.score_pub.publish(Float32(data=probability))
+        self._publish(self.debouncer.update(probability, self.gripper_open))
+
+    def on_event(self, msg: String) -> None:
+        event = common.parse_event(msg)
+        if event is not None and event.get("type") == "start":
+            self.debouncer.reset()  # consecutive frames count within one episode
+
+    def _publish(self, success: bool) -> None:
         self.reward_pub.publish(Float32(data=step_reward(success, self.cfg.reward)))
         self.success_pub.publish(Bool(data=success))
 

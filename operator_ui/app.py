@@ -18,6 +18,9 @@ API (all JSON unless noted):
   GET  /api/curve                     success per episode, moving average, per-phase rates
   GET  /api/episodes?limit=N          recent stored episodes (newest first) with labels
   GET  /api/episodes/<id>/thumbnail.jpg
+  GET  /api/episodes/<id>/replay       per step: action, reward, who acted, the critic's Q of the executed
+                                      action (when the learner stored it), and the number of frames
+  GET  /api/episodes/<id>/frames/<t>.jpg   camera frame t (0 .. steps) of a stored episode
   POST /api/episodes/<id>/label       {"label": "success" | "failure"}: correct a stored episode's label
                                       (the learner relabels store + replay buffer); demonstrations
                                       are read-only (403)
@@ -46,6 +49,7 @@ from flask import Flask, Response, jsonify, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from operator_ui.state import OperatorState, success_curve
+from parl_robot.data.episode import SOURCE_NAMES, SOURCE_POLICY
 from parl_robot.data.episode_store import EpisodeStore, is_demonstration
 
 TOKEN_HEADER = "X-Operator-Token"
@@ -220,6 +224,32 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
         if path is None:
             raise ApiError(404, f"no thumbnail for episode '{episode_id}'")
         return send_file(path, mimetype="image/jpeg")
+
+    @app.get("/api/episodes/<episode_id>/replay")
+    def replay(episode_id: str):
+        if store.episode_dir(episode_id) is None:
+            raise ApiError(404, f"no stored episode '{episode_id}'")
+        try:
+            record, episode = store.load_episode(episode_id, with_images=False)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ApiError(422, f"episode '{episode_id}' cannot be read: {err}")
+        steps = len(episode.actions)
+        sources = episode.sources if episode.sources is not None else [SOURCE_POLICY] * steps
+        return jsonify(
+            episode_id=episode_id, kind=record.kind, label=record.label, label_source=record.label_source,
+            success=record.success, aborted=record.aborted, steps=steps, frames=store.frame_count(episode_id),
+            actions=[[round(float(v), 4) for v in action] for action in episode.actions],
+            rewards=[float(r) for r in episode.rewards],
+            sources=[SOURCE_NAMES.get(int(s), "unknown") for s in sources],
+            q_values=None if episode.q_values is None else [round(float(q), 4) for q in episode.q_values],
+        )
+
+    @app.get("/api/episodes/<episode_id>/frames/<int:index>.jpg")
+    def frame(episode_id: str, index: int):
+        jpeg = store.frame_jpeg(episode_id, index)
+        if jpeg is None:
+            raise ApiError(404, f"episode '{episode_id}' has no frame {index}")
+        return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     # ----- commands --------------------------------------------------------------------------
     @app.post("/api/episodes/<episode_id>/label")

@@ -468,3 +468,61 @@ def test_teleop_endpoint_checks_and_forwards_the_operators_action(rig):
     assert client.post("/api/teleop", json={"action": [0] * 7, "takeover": False},
                        headers={"Origin": "http://evil.example"}).status_code == 403
     assert len([e for e in graph.events if e[0] == "teleop"]) == 1
+
+
+def test_episode_replay_serves_steps_sources_q_and_stored_frames(rig, tmp_path):
+    import cv2
+
+    from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_POLICY
+
+    client, _, _, store, _ = rig
+    frames = np.stack([np.full((16, 16, 3), 40 * t, np.uint8) for t in range(4)])
+    episode = EpisodeData(np.zeros((4, 7), np.float32), np.array([[0.1] * 7, [0.5] * 7, [-0.25] * 7], np.float32),
+                          np.array([-1.0, -1.0, 0.0], np.float32), True, frames,
+                          sources=np.array([SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_POLICY], np.uint8),
+                          q_values=np.array([-3.5, -2.0, -0.5], np.float32))
+    store.save(EpisodeRecord("online_00007", "online", True, "success", "operator", 3, 4, "h", "cup_to_rack",
+                             intervention_steps=1), episode)
+    replay = client.get("/api/episodes/online_00007/replay").get_json()
+    assert replay["steps"] == 3 and replay["frames"] == 4 and replay["label_source"] == "operator"
+    assert replay["sources"] == ["policy", "intervention", "policy"]
+    assert replay["q_values"] == [-3.5, -2.0, -0.5] and replay["rewards"] == [-1.0, -1.0, 0.0]
+    assert replay["actions"][1] == [0.5] * 7
+    jpeg = client.get("/api/episodes/online_00007/frames/2.jpg")
+    assert jpeg.status_code == 200 and jpeg.mimetype == "image/jpeg"
+    decoded = cv2.imdecode(np.frombuffer(jpeg.data, np.uint8), cv2.IMREAD_COLOR)
+    assert abs(int(decoded.mean()) - 80) <= 2  # frame 2 as stored, not another one
+    assert client.get("/api/episodes/online_00007/frames/4.jpg").status_code == 404
+    # Episodes stored without frames or Q (older stores, demonstrations): the steps still replay.
+    plain = client.get("/api/episodes/online_00001/replay").get_json()
+    assert plain["frames"] == 0 and plain["q_values"] is None and plain["sources"] == ["policy"] * 3
+    assert client.get("/api/episodes/online_00099/replay").status_code == 404
+    assert client.get("/api/episodes/..%2Fquarantine/replay").status_code == 404
+    (store.episodes_dir / "online_00002" / "arrays.npz").write_bytes(b"damaged")
+    damaged = client.get("/api/episodes/online_00002/replay")
+    assert damaged.status_code == 422 and "cannot be read" in damaged.get_json()["error"]
+
+
+def test_learner_stores_the_critics_q_of_each_executed_action(tmp_path):
+    import torch
+
+    from parl_robot.config import LearnerConfig, with_overrides
+    from parl_robot.nets.encoders import ObservationSpec
+    from parl_robot.rl.agent import PARLAgent
+
+    cfg = with_overrides(LearnerConfig(), {"critic.hidden": 16, "critic.layers": 1, "policy_hidden": 16, "policy_blocks": 1})
+    agent = PARLAgent(cfg, ObservationSpec(7), value_range=(-10.0, 0.0))
+    rng = np.random.default_rng(0)
+    episode = EpisodeData(rng.normal(size=(4, 7)).astype(np.float32), rng.uniform(-1, 1, (3, 7)).astype(np.float32),
+                          -np.ones(3, np.float32), False)
+    q = agent.q_of_actions(episode)
+    with torch.no_grad():
+        expected = agent.critic(agent.observation_tensors({"state": episode.states[:-1]}),
+                                torch.as_tensor(episode.actions)).min(dim=0).values.numpy()
+    assert q.shape == (3,) and np.allclose(q, expected)
+    episode.q_values = q
+    store = EpisodeStore(tmp_path)
+    store.save(EpisodeRecord("online_00000", "online", False, "failure", "detector", 3, 0, "h", "cup_to_rack"), episode)
+    assert np.allclose(store.load_episode("online_00000")[1].q_values, q)
+    store.relabel("online_00000", "success", final_reward=0.0)  # a relabel keeps them
+    assert np.allclose(store.load_episode("online_00000")[1].q_values, q)

@@ -190,6 +190,44 @@ def test_prompt_labels_shortcuts_and_layout_in_chromium(tmp_path, browser):
     assert (tmp_path / "4_width_400.png").stat().st_size > 10_000
 
 
+def test_episode_replay_scrubs_frames_sources_and_q_in_chromium(tmp_path, browser):
+    from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_POLICY
+
+    page = PageServer(tmp_path)
+    shot, wait_for = _waiter(browser, tmp_path)
+    by_id = lambda element_id: browser.find_element(By.ID, element_id)  # noqa: E731
+    print(f"screenshots in {tmp_path}")
+    frames = np.stack([np.full((32, 32, 3), (60 * t, 40, 200 - 50 * t), np.uint8) for t in range(4)])
+    episode = EpisodeData(np.zeros((4, 7), np.float32), np.array([[0.1] * 7, [0.5] * 7, [-0.25] * 7], np.float32),
+                          np.array([-1.0, -1.0, 0.0], np.float32), True, frames,
+                          sources=np.array([SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_POLICY], np.uint8),
+                          q_values=np.array([-3.5, -2.0, -0.5], np.float32))
+    page.store.save(EpisodeRecord("online_00005", "online", True, "success", "operator", 3, 4, "h", "cup_to_rack",
+                                  created=3000.0, intervention_steps=1), episode)
+    try:
+        browser.get(page.url)
+        button = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, 'button[data-replay="online_00005"]'), "replay button")
+        button.click()
+        wait_for(lambda d: by_id("replay").is_displayed() and by_id("replay-source").text == "policy", "replay open")
+        assert "online_00005" in by_id("replay-title").text and "3 steps" in by_id("replay-title").text
+        slider = by_id("replay-step")
+        slider.send_keys(Keys.ARROW_RIGHT)  # step 2 of 3: the operator drove it
+        wait_for(lambda d: by_id("replay-source").text == "intervention", "the intervention step")
+        assert by_id("replay-q").text == "-2.000" and by_id("replay-action").text.startswith("0.50 0.50")
+        assert by_id("replay-step-text").text == "2 of 3"
+        wait_for(lambda d: d.execute_script("const f = arguments[0]; return f.complete && f.naturalWidth === 32", by_id("replay-frame")),
+                 "the stored frame of step 2")
+        assert by_id("replay-frame").get_attribute("src").endswith("/api/episodes/online_00005/frames/1.jpg")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#replay-trace rect.intervention")) == 1
+        assert browser.find_elements(By.CSS_SELECTOR, "#replay-trace polyline")
+        shot("replay_intervention_step")
+        by_id("replay-close").click()
+        wait_for(lambda d: not by_id("replay").is_displayed(), "replay closed")
+        assert not [kind for kind, _ in page.graph.events]  # replaying changes nothing
+    finally:
+        page.close()
+
+
 def test_aborted_episode_flow_and_learner_restart_banner_in_chromium(tmp_path, browser):
     page = PageServer(tmp_path)
     state, graph = page.state, page.graph

@@ -187,9 +187,76 @@ function episodeCard(e) {
     if (!ok) select.value = card.dataset.label;  // refused: show the stored label again
   });
   const title = `${e.episode_id} · ${e.phase || e.kind}` + (e.aborted ? ` · aborted (${e.abort_reason || "?"})` : "");
-  card.append(img, element("div", {}, title), select, element("span", { class: "muted" }));
+  const replayButton = element("button", { "data-replay": e.episode_id, title: "scrub through the stored steps" }, "Replay");
+  replayButton.addEventListener("click", () => openReplay(e.episode_id));
+  card.append(img, element("div", {}, title), select, replayButton, element("span", { class: "muted" }));
   return card;
 }
+
+// Episode replay: a stored episode's frames with, per step, who acted, the action, the reward and
+// the critic's Q of the executed action (as the learner stored it).
+let replay = null;
+
+async function openReplay(episodeId) {
+  try { replay = await api(`/api/episodes/${encodeURIComponent(episodeId)}/replay`); } catch (err) {
+    $("message").textContent = `replay: ${err.message}`;
+    return;
+  }
+  $("replay").hidden = false;
+  $("replay-title").textContent = `${replay.episode_id} · ${replay.label} (${replay.label_source}) · ${replay.steps} steps`;
+  const slider = $("replay-step");
+  slider.max = String(Math.max(replay.steps - 1, 0));
+  slider.value = "0";
+  drawReplayTrace();
+  showReplayStep(0);
+  $("replay").scrollIntoView({ block: "nearest" });
+}
+
+function showReplayStep(t) {
+  if (!replay) return;
+  const frames = replay.frames;
+  const frame = $("replay-frame");
+  if (frames > 0) frame.src = `/api/episodes/${encodeURIComponent(replay.episode_id)}/frames/${Math.min(t, frames - 1)}.jpg`;
+  else frame.removeAttribute("src");
+  frame.alt = frames > 0 ? `frame ${t}` : "this episode stored no frames (image policies, or episodes.record_frames)";
+  $("replay-step-text").textContent = replay.steps ? `${t + 1} of ${replay.steps}` : "no steps";
+  $("replay-source").textContent = replay.sources[t] ?? "–";
+  $("replay-action").textContent = replay.actions[t] ? replay.actions[t].map((v) => v.toFixed(2)).join(" ") : "–";
+  $("replay-reward").textContent = fmt(replay.rewards[t], 2);
+  $("replay-q").textContent = replay.q_values?.[t] !== undefined ? replay.q_values[t].toFixed(3) : "not stored";
+  const marker = $("replay-trace").querySelector("line");
+  if (marker && replay.steps) {
+    const x = (400 * (t + 0.5)) / replay.steps;
+    marker.setAttribute("x1", x); marker.setAttribute("x2", x);
+  }
+}
+
+function drawReplayTrace() {
+  const svg = $("replay-trace");
+  const ns = "http://www.w3.org/2000/svg";
+  const parts = [];
+  const width = 400 / Math.max(replay.steps, 1);
+  replay.sources.forEach((source, t) => {
+    if (source !== "intervention") return;
+    const rect = document.createElementNS(ns, "rect");
+    Object.entries({ class: "intervention", x: t * width, y: 0, width, height: 80 }).forEach(([k, v]) => rect.setAttribute(k, v));
+    parts.push(rect);
+  });
+  if (replay.q_values && replay.q_values.length) {
+    const low = Math.min(...replay.q_values), high = Math.max(...replay.q_values);
+    const span = high - low || 1;
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", replay.q_values.map((q, t) => `${(t + 0.5) * width},${75 - (70 * (q - low)) / span}`).join(" "));
+    parts.push(line);
+  }
+  const marker = document.createElementNS(ns, "line");
+  Object.entries({ x1: 0, x2: 0, y1: 0, y2: 80 }).forEach(([k, v]) => marker.setAttribute(k, v));
+  parts.push(marker);
+  svg.replaceChildren(...parts);
+}
+
+$("replay-step").addEventListener("input", (event) => showReplayStep(Number(event.target.value)));
+$("replay-close").addEventListener("click", () => { $("replay").hidden = true; replay = null; });
 
 async function refreshEpisodes() {
   let episodes;

@@ -21,6 +21,9 @@ class EpisodeData:
     # Who acted at each step (robot/executed): SOURCE_POLICY, SOURCE_INTERVENTION (the operator's action
     # was executed and is the stored action), SOURCE_NOT_EXECUTED (refused or held: the arm did not move).
     sources: np.ndarray | None = None  # (steps,) uint8; None = every step by the policy (older stores, sim)
+    # The critic's Q(s_t, a_t) of each executed action when the learner stored the episode (the page's
+    # episode replay shows it); None when not computed (demos, sim rollouts, older stores).
+    q_values: np.ndarray | None = None  # (steps,) float32
 
     @property
     def intervention_steps(self) -> int:

@@ -111,6 +111,10 @@ class EpisodeStore:
             if len(episode.sources) != steps:
                 raise ValueError(f"{len(episode.sources)} step sources for {steps} actions")
             arrays["sources"] = np.asarray(episode.sources, np.uint8)
+        if episode.q_values is not None:
+            if len(episode.q_values) != steps or not np.all(np.isfinite(episode.q_values)):
+                raise ValueError(f"q_values must be {steps} finite numbers, got {len(episode.q_values)}")
+            arrays["q_values"] = np.asarray(episode.q_values, np.float32)
         _write_file(staging / ARRAYS, lambda h: np.savez_compressed(h, **arrays))
         if episode.images is not None:
             import cv2
@@ -176,7 +180,9 @@ class EpisodeStore:
         path = self.episodes_dir / episode_id / THUMBNAIL
         return path if path.is_file() else None
 
-    def load_episode(self, episode_id: str) -> tuple[EpisodeRecord, EpisodeData]:
+    def load_episode(self, episode_id: str, with_images: bool = True) -> tuple[EpisodeRecord, EpisodeData]:
+        """One stored episode (ValueError when its files disagree); `with_images=False` skips decoding
+        the camera frames (`frame_jpeg` serves them one by one)."""
         directory = self.episodes_dir / episode_id
         record = EpisodeRecord(**json.loads((directory / META).read_text()))
         with np.load(directory / ARRAYS) as arrays:
@@ -184,19 +190,47 @@ class EpisodeStore:
             terminal = bool(arrays["terminal"])
             timestamps = arrays["timestamps"] if "timestamps" in arrays.files else None
             sources = arrays["sources"] if "sources" in arrays.files else None
+            q_values = arrays["q_values"] if "q_values" in arrays.files else None
         if sources is not None and len(sources) != len(actions):
             raise ValueError(f"inconsistent lengths: {len(sources)} step sources for {len(actions)} actions")
+        if q_values is not None and (len(q_values) != len(actions) or not np.all(np.isfinite(q_values))):
+            raise ValueError(f"q_values: {len(q_values)} values for {len(actions)} actions, or non-finite")
         if len(states) != len(actions) + 1 or len(rewards) != len(actions) or record.steps != len(actions):
             raise ValueError(f"inconsistent lengths: {len(states)} states, {len(actions)} actions, {len(rewards)} rewards")
         if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions)) and np.all(np.isfinite(rewards))):
             raise ValueError("non-finite values in arrays")
         images = None
-        if (directory / IMAGES).exists():
+        if with_images and (directory / IMAGES).exists():
             import cv2
 
             with np.load(directory / IMAGES) as frames:
                 images = np.stack([cv2.imdecode(frames[name], cv2.IMREAD_COLOR)[:, :, ::-1] for name in sorted(frames.files)])
-        return record, EpisodeData(states, actions, rewards, terminal, images, timestamps, sources)
+        return record, EpisodeData(states, actions, rewards, terminal, images, timestamps, sources, q_values)
+
+    def episode_dir(self, episode_id: str) -> Path | None:
+        """The episode's directory, for ids that cannot leave the store; None for others."""
+        if not episode_id or "/" in episode_id or "\\" in episode_id or episode_id.startswith("."):
+            return None
+        directory = self.episodes_dir / episode_id
+        return directory if (directory / META).is_file() else None
+
+    def frame_count(self, episode_id: str) -> int:
+        """How many camera frames the episode stored (one per state; 0 without frames)."""
+        directory = self.episode_dir(episode_id)
+        if directory is None or not (directory / IMAGES).exists():
+            return 0
+        with np.load(directory / IMAGES) as frames:
+            return len(frames.files)
+
+    def frame_jpeg(self, episode_id: str, index: int) -> bytes | None:
+        """Frame `index` of a stored episode as the JPEG bytes the store keeps (no re-encoding); None
+        when the episode, its frames or that index do not exist."""
+        directory = self.episode_dir(episode_id)
+        if directory is None or not (directory / IMAGES).exists() or index < 0:
+            return None
+        with np.load(directory / IMAGES) as frames:
+            name = f"frame_{index:05d}"
+            return frames[name].tobytes() if name in frames.files else None
 
     def quarantine(self, episode_id: str, reason: str) -> Path:
         target = self.quarantine_dir / f"{episode_id}.{int(time.time())}"

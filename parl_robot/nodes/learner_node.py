@@ -407,6 +407,9 @@ class LearnerNode(Node):
             self.event_pub.publish(common.event_message("saved", episode=event.get("episode"), success=False, path=""))
             return
         episode = recorder.labelled_episode(success, self.cfg.reward)  # the label overrides the detector
+        with self.lock:  # the critic's Q of each executed action, for the page's episode replay
+            q_values = self.agent.q_of_actions(episode)
+        episode.q_values = q_values if q_values is not None and np.all(np.isfinite(q_values)) else None
         record = EpisodeRecord(
             episode_id=self.store.next_episode_id("online"), kind="online", success=success,
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),

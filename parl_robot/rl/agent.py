@@ -191,6 +191,21 @@ class PARLAgent:
         optimized = result.actions[0].cpu().numpy().astype(np.float32)
         return self.executed_action(optimized, samples[0].float().cpu().numpy()), best_q
 
+    def q_of_actions(self, episode) -> np.ndarray | None:
+        """The critic's Q(s_t, a_t) for every step of an EpisodeData, its heads combined as when
+        ranking actions (`optimizer.q_ensemble`); None when the critic needs frames the episode lacks."""
+        if len(episode.actions) == 0:
+            return np.zeros(0, np.float32)
+        obs = {"state": torch.as_tensor(np.asarray(episode.states[:-1]), dtype=torch.float32, device=self.device)}
+        if self.cfg.observation == "image":
+            if episode.images is None:
+                return None
+            obs["image"] = torch.as_tensor(np.asarray(episode.images[:-1]), device=self.device)
+        with torch.no_grad():
+            heads = self.critic.q_values(self.critic.encode(obs), torch.as_tensor(np.asarray(episode.actions), device=self.device))
+            q = heads.mean(dim=0) if self.cfg.optimizer.q_ensemble == "mean" else heads.min(dim=0).values
+        return q.float().cpu().numpy()
+
     def cached_samples(self, batch: dict[str, np.ndarray], key: str, count: int) -> torch.Tensor | None:
         """`count` of the batch's cached policy samples per state (a random subset), or None."""
         if key not in batch:

@@ -46,13 +46,25 @@ def test_a_save_that_fails_half_way_leaves_no_episode_and_the_store_still_loads(
     assert store.load_episode(failed_id)[0].steps == 2
 
 
-@pytest.mark.xfail(strict=True, reason="EpisodeStore.save leaves its staging directory .incoming/<id>.<pid> behind "
-                   "when a write fails, and neither a later save of another id nor reopening the store removes it")
 def test_a_save_that_fails_half_way_cleans_the_staging_area(tmp_path):
     store = EpisodeStore(tmp_path)
     failing_save(store)
-    leftovers = set(os.listdir(store.incoming_dir))
-    assert not leftovers or not os.listdir(EpisodeStore(tmp_path).incoming_dir), leftovers
+    assert os.listdir(store.incoming_dir) == []
+
+
+def test_reopening_the_store_removes_staging_left_by_a_dead_process_only(tmp_path):
+    import subprocess
+    import sys
+
+    store = EpisodeStore(tmp_path)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    crashed = store.incoming_dir / f"online_00004.{int(dead.stdout)}"  # that process has exited
+    crashed.mkdir()
+    (crashed / "arrays.npz").write_bytes(b"half an episode")
+    running = store.incoming_dir / f"online_00005.{os.getppid()}"  # a live process's save in progress
+    running.mkdir()
+    EpisodeStore(tmp_path)
+    assert sorted(os.listdir(store.incoming_dir)) == [running.name]
 
 
 def test_every_file_and_the_staging_directory_are_fsynced_before_the_rename(tmp_path, monkeypatch):

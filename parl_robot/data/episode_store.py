@@ -63,6 +63,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def _write_file(path: Path, write) -> None:
     with open(path, "wb") as handle:
         write(handle)
@@ -78,6 +88,15 @@ class EpisodeStore:
         self.quarantine_dir = self.root / "quarantine"
         for directory in (self.episodes_dir, self.incoming_dir, self.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._remove_abandoned_staging()
+
+    def _remove_abandoned_staging(self) -> None:
+        """Staging directories (`.incoming/<id>.<pid>`) of saves whose process is gone: a crash mid-save
+        left them; they never were an episode. A live process's save in progress is left alone."""
+        for entry in self.incoming_dir.iterdir():
+            pid = entry.name.rsplit(".", 1)[-1]
+            if entry.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def next_episode_id(self, kind: str) -> str:
         existing = [p.name for p in self.episodes_dir.iterdir() if p.name.startswith(kind + "_")]
@@ -99,6 +118,19 @@ class EpisodeStore:
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
+        try:
+            self._write_staged(staging, record, episode, timestamps, thumbnail)
+            os.replace(staging, final_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a failed save leaves nothing behind
+            raise
+        _fsync_dir(self.episodes_dir)
+        self._write_index()
+        return final_dir
+
+    def _write_staged(self, staging: Path, record: EpisodeRecord, episode: EpisodeData, timestamps: np.ndarray | None,
+                      thumbnail: np.ndarray | None) -> None:
+        """Every file of the episode into `staging`, each fsynced, then the directory itself."""
         steps = len(episode.actions)
         arrays = {
             "states": np.asarray(episode.states, np.float32),
@@ -132,10 +164,6 @@ class EpisodeStore:
         record.steps = steps
         _write_file(staging / META, lambda h: h.write(json.dumps(vars(record), indent=2).encode()))
         _fsync_dir(staging)
-        os.replace(staging, final_dir)
-        _fsync_dir(self.episodes_dir)
-        self._write_index()
-        return final_dir
 
     def relabel(
         self, episode_id: str, label: str, source: str = "operator", final_reward: float | None = None

@@ -68,9 +68,6 @@ def test_rotation_error_at_a_half_turn_about_an_axis_with_no_negative_component(
     check_half_turn_error(axis, np.pi)
 
 
-@pytest.mark.xfail(strict=True, reason="rotation_error at exactly π takes every axis component's sign from the "
-                   "antisymmetric part, which is zero there (sign(vee + 1e-12) = +1): a half turn about (2, -2, 1)/3 "
-                   "comes back as a half turn about (2, 2, 1)/3, a different rotation")
 @pytest.mark.parametrize("axis", [[1.0, -1.0, 0.5], [-2.0, 1.0, 1.0]])
 def test_rotation_error_at_a_half_turn_about_an_axis_with_mixed_signs(axis):
     check_half_turn_error(axis, np.pi)

@@ -50,9 +50,15 @@ def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
     if angle < 1e-6:
         return 0.5 * vee
     if np.pi - angle < 1e-4:
-        # Near π the antisymmetric part vanishes; recover the axis from the symmetric part.
-        axis = np.sqrt(np.clip((np.diag(relative) + 1) / 2, 0, None))
-        axis *= np.sign(vee + 1e-12)
+        # Near π the antisymmetric part vanishes; recover the axis from the symmetric part,
+        # (R + Rᵀ)/2 = cos θ I + (1 − cos θ) a aᵀ: its column with the largest diagonal is a multiple of a
+        # (relative signs of the components included), and the antisymmetric part (2 sin θ a) decides
+        # the overall sign while it is not zero (at exactly π, a and −a are the same half turn).
+        outer = ((relative + relative.T) / 2 - cos_angle * np.eye(3)) / (1 - cos_angle)
+        column = int(np.argmax(np.diag(outer)))
+        axis = outer[:, column] / np.sqrt(max(outer[column, column], 1e-12))
+        if axis @ vee < 0:
+            axis = -axis
         return angle * axis / max(np.linalg.norm(axis), 1e-12)
     return angle / (2 * np.sin(angle)) * vee
 

@@ -33,6 +33,9 @@ API (all JSON unless noted):
                                       same label answers 200 and announces nothing
   POST /api/end_now                   {"success": bool, "episode": int}: end the running episode now
                                       with that outcome (the episode manager saves it labelled so)
+  POST /api/reward_detector           {"detector": "positions" | "classifier"}: switch the reward detector
+                                      (the reward node loads the newest classifier; `reward_detector` in
+                                      /api/status says what is in use, and why a switch failed)
   POST /api/discard | /api/pause | /api/resume | /api/home | /api/reboot_motors | /api/estop | /api/estop_clear
 """
 
@@ -278,6 +281,14 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
             raise ApiError(400, "action must be 7 finite numbers in [-1, 1]")
         graph.publish_teleop([max(-1.0, min(1.0, float(v))) for v in action], data["takeover"])
         return jsonify(ok=True)
+
+    @app.post("/api/reward_detector")
+    def reward_detector():
+        data = body({"detector": str}, required=("detector",))
+        if data["detector"] not in ("positions", "classifier"):
+            raise ApiError(400, f"detector must be 'positions' or 'classifier', got {data['detector']!r}")
+        graph.publish_event("use_detector", detector=data["detector"])
+        return jsonify(ok=True, detector=data["detector"]), 202
 
     @app.post("/api/reset_done")
     def reset_done():

@@ -73,6 +73,10 @@ class OperatorBridgeNode(Node):
         # Latched: a page (re)started mid-run shows the current state and why the run is held.
         self.create_subscription(String, common.ROBOT_SAFETY, _when_parsed(common.parse_json_object, self.state.on_safety),
                                  common.LATCHED_QOS)
+        self.create_subscription(String, common.REWARD_CLASSIFIER,
+                                 _when_parsed(common.parse_json_object, self.state.on_classifier), common.LATCHED_QOS)
+        self.create_subscription(String, common.REWARD_DETECTOR,
+                                 _when_parsed(common.parse_json_object, self.state.on_reward_detector), common.LATCHED_QOS)
         self.create_subscription(String, common.EPISODE_STATE,
                                  _when_parsed(common.parse_json_object, self.state.on_episode_state), common.LATCHED_QOS)
         self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}

@@ -61,6 +61,8 @@ class OperatorState:
         self.pause_reason = ""
         self.labels: dict[int, dict] = {}  # episode number -> {"success", "source"} of its first label
         self.events: deque[dict] = deque(maxlen=30)
+        self.classifier: dict = {}  # reward/classifier (latched): the success classifier in shadow mode
+        self.reward_detector: dict = {}  # reward/detector (latched): the detector in use, a failed switch's error
         self._frame: np.ndarray | None = None
         self._frame_time: float | None = None
         self._frame_capture_time: float | None = None  # on self.clock: arrival minus the stamp's age then
@@ -90,6 +92,14 @@ class OperatorState:
                 self.episodes_paused, self.pause_reason = False, ""
             if kind != "state":
                 self.events.append({key: event[key] for key in sorted(event) if key in _EVENT_FIELDS})
+
+    def on_classifier(self, status: dict) -> None:
+        with self._lock:
+            self.classifier = _finite_or_none(status)
+
+    def on_reward_detector(self, status: dict) -> None:
+        with self._lock:
+            self.reward_detector = dict(status)
 
     def on_safety(self, safety: dict) -> None:
         """The control node's latched safety state: a restarted page knows at once why the arm holds."""
@@ -262,6 +272,8 @@ class OperatorState:
                 "episodes_paused": self.episodes_paused,
                 "pause_reason": self.pause_reason,
                 "events": list(self.events)[-10:],
+                "classifier": dict(self.classifier) or None,
+                "reward_detector": dict(self.reward_detector) or None,
             }
         snapshot["prompt"] = operator_prompt(snapshot)
         return snapshot

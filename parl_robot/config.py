@@ -209,6 +209,10 @@ class RewardConfig(Section):
     classifier_threshold: float = _field(0.0, low=0.0, high=1.0)  # 0 = the threshold saved with the model
     classifier_consecutive_frames: int = _field(2, low=1, high=100)  # positive frames in a row for success
     classifier_precision_target: float = _field(0.95, low=0.5, high=1.0)  # held-out precision the threshold is chosen for
+    # Shadow mode (success_classifier:=true): retrain after this many newly labelled episodes, once the
+    # store holds classifier_min_episodes labelled episodes with frames.
+    classifier_retrain_every: int = _field(10, low=1, high=100_000)
+    classifier_min_episodes: int = _field(20, low=2, high=100_000)
 
     def check(self) -> None:
         _check_order(self, "target_low", "target_high")

@@ -17,7 +17,7 @@ PARK_TIMEOUT_S = 30.0
 # role:=robot runs next to the arm, role:=learner on the GPU server (docs/multi_host.md); all = both.
 ROLE_NODES = {
     "robot": ("sim_bridge", "camera", "control", "object_detector", "reward_detector", "operator_ui"),
-    "learner": ("learner", "episode_manager"),
+    "learner": ("learner", "episode_manager", "success_classifier"),
 }
 PEER_CHECKERS = {"robot": ("sim_bridge", "control"), "learner": ("episode_manager",)}  # see parl_robot/peers.py
 
@@ -68,6 +68,9 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}, respawn=True, stop_timeout_s=20.0),
         NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True, respawn=True),
     ]
+    if truthy(args["success_classifier"]):
+        specs.append(NodeSpec("success_classifier", "parl_robot.nodes.success_classifier_node", {**shared}, respawn=True,
+                              stop_timeout_s=30.0))  # a training in progress finishes its epoch
     if int(args["ui_port"]) > 0:
         specs.append(NodeSpec("operator_ui", "operator_ui.operator_ui_node", {**shared, "port": args["ui_port"]},
                               respawn=True))

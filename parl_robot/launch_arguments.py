@@ -31,6 +31,9 @@ LAUNCH_ARGUMENTS = {
                          "so a slow machine slows the simulation instead of starving the controller; false = real time"),
     "role": ("all", "all: the whole graph here; robot: camera, control (sim bridge), detectors, page; "
                     "learner: learner + episode manager (docs/multi_host.md)"),
+    "success_classifier": ("false", "true: the success classifier in shadow mode on the learner side (judged on "
+                                    "every labelled episode, retrained as labels accumulate; needs stored frames: "
+                                    "image observations or episodes.record_frames)"),
     "peer_check_s": ("15", "role robot/learner: seconds after start before missing topics of the other side are "
                            "reported (then checked every second); 0 disables"),
 }
@@ -87,7 +90,7 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
     policies = LearnerConfig.__dataclass_fields__["policy"].metadata["choices"]
     if args["policy"] and args["policy"] not in policies:
         raise LaunchArgumentError(f"policy:={args['policy']} is not a policy class{_suggest(args['policy'], policies)}")
-    for flag in ("sim", "lockstep"):
+    for flag in ("sim", "lockstep", "success_classifier"):
         if args[flag].lower() not in BOOLEAN_WORDS:
             raise LaunchArgumentError(f"{flag}:={args[flag]} must be true or false")
     if args["role"] not in ROLES:

@@ -526,3 +526,25 @@ def test_learner_stores_the_critics_q_of_each_executed_action(tmp_path):
     assert np.allclose(store.load_episode("online_00000")[1].q_values, q)
     store.relabel("online_00000", "success", final_reward=0.0)  # a relabel keeps them
     assert np.allclose(store.load_episode("online_00000")[1].q_values, q)
+    pytest.importorskip("h5py")
+    from parl_robot.data.hdf5_export import export_hdf5, read_hdf5
+
+    export_hdf5(store, tmp_path / "out.hdf5")  # the export carries them, and a record's None stays None
+    [(record, exported, _)] = read_hdf5(tmp_path / "out.hdf5")
+    assert np.allclose(exported.q_values, q) and record.detector_score is None and record.detector == ""
+
+
+def test_reward_detector_switch_and_classifier_status(rig):
+    client, state, graph, _, _ = rig
+    assert client.get("/api/status").get_json()["classifier"] is None
+    state.on_classifier({"version": 2, "trained_episodes": 30, "held_out": {"precision": 1.0, "recall": 0.8},
+                         "judged": 5, "agreed": 4, "agreement": 0.8, "false_positives": 0,
+                         "disagreements": [{"episode_id": "online_00003", "label": "success", "predicted": False, "score": 0.4}]})
+    state.on_reward_detector({"detector": "positions", "error": ""})
+    status = client.get("/api/status").get_json()
+    assert status["classifier"]["agreement"] == 0.8 and status["reward_detector"]["detector"] == "positions"
+    response = client.post("/api/reward_detector", json={"detector": "classifier"})
+    assert response.status_code == 202 and graph.events[-1] == ("use_detector", {"detector": "classifier"})
+    for bad in ({"detector": "aruco"}, {"detector": 1}, {}, {"detector": "classifier", "now": True}):
+        assert client.post("/api/reward_detector", json=bad).status_code == 400
+    assert len([e for e in graph.events if e[0] == "use_detector"]) == 1

@@ -2,6 +2,7 @@
 target on held-out episodes, the saved model and its errors, the debouncer, and the reward node
 running it on camera frames over rclpy."""
 
+import json
 import os
 import threading
 
@@ -218,6 +219,22 @@ def test_reward_node_turns_classified_frames_into_the_sparse_reward(trained_mode
         event_pub.publish(common.event_message("start", episode=2))  # a new episode counts afresh
         assert spin_until(lambda: node.debouncer.streak == 0, 500)
         assert send(1.0) is False and send(1.0) is True
+
+        # The operator switches detectors while running; the latched reward/detector says which is in use.
+        detector_status = []
+        peer.create_subscription(String, common.REWARD_DETECTOR, lambda m: detector_status.append(json.loads(m.data)),
+                                 common.LATCHED_QOS)
+        assert spin_until(lambda: detector_status and detector_status[-1]["detector"] == "classifier", 500)
+        event_pub.publish(common.event_message("use_detector", detector="positions"))
+        assert spin_until(lambda: detector_status[-1] == {"detector": "positions", "error": ""}, 500)
+        trained_model.write_bytes(b"damaged")  # a model that cannot load: the node stays with positions
+        event_pub.publish(common.event_message("use_detector", detector="classifier"))
+        assert spin_until(lambda: detector_status[-1]["error"], 500)
+        assert detector_status[-1]["detector"] == "positions" and "cannot be read" in detector_status[-1]["error"]
+        before = len(successes)
+        image_pub.publish(common.rgb_image_message(scene(1.0, rng), node.get_clock().now().to_msg()))
+        spin_until(lambda: False, 50)
+        assert len(successes) == before  # positions mode: frames decide nothing
         node.destroy_node()
         peer.destroy_node()
     finally:
@@ -258,3 +275,59 @@ def test_learner_recorder_keeps_camera_frames_with_state_observations():
     assert np.array_equal(record(frames).images, np.stack(frames))  # episodes.record_frames: one per state
     assert record([None, frames[1], frames[2]]).images is None  # the camera came late: no partial frame list
     assert record([None, None, None]).images is None
+
+
+# ----- shadow mode: judged on every labelled episode, retrained as labels accumulate --------------
+def add_episode(store, success: bool, label: str, rng, source="operator") -> str:
+    frames = episode_frames(success, rng)
+    states = np.zeros((STEPS + 1, 7), np.float32)
+    states[:, 3] = 1.0  # the gripper open throughout (state index 3)
+    rewards = np.full(STEPS, -1.0, np.float32)
+    episode_id = store.next_episode_id("online")
+    store.save(EpisodeRecord(episode_id, "online", label == "success", label, source, STEPS, 0, "h", "cup_to_rack"),
+               EpisodeData(states, np.zeros((STEPS, 7), np.float32), rewards, label == "success", frames))
+    return episode_id
+
+
+def test_monitor_retrains_judges_new_episodes_and_reports_disagreements(tmp_path):
+    from parl_robot.config import RewardConfig
+    from parl_robot.perception.classifier_monitor import ClassifierMonitor
+
+    store = EpisodeStore(tmp_path / "store")
+    rng = np.random.default_rng(3)
+    for index in range(24):
+        add_episode(store, index % 2 == 0, "success" if index % 2 == 0 else "failure", rng)
+    reward = RewardConfig(classifier_file=str(tmp_path / "models" / "success.pt"))
+    monitor = ClassifierMonitor(store, reward, "cup_to_rack", retrain_every=5, min_episodes=20,
+                                settings=TrainingSettings(image_size=SIZE, width=16, epochs=25))
+    assert monitor.judge(store.records()[0]["episode_id"]) is None  # no model yet
+    assert monitor.retrain_due() and monitor.retrain() is not None and monitor.version == 1
+    assert '"version": 1' in (tmp_path / "models" / "success.json").read_text()
+    assert not monitor.retrain_due()  # 0 labelled since training
+
+    good = [add_episode(store, True, "success", rng, source="detector") for _ in range(3)]
+    wrong = add_episode(store, False, "success", rng, source="detector")  # the detector's false positive
+    verdicts = [monitor.on_labelled(episode_id) for episode_id in [*good, wrong]]
+    assert [v.agrees for v in verdicts] == [True, True, True, False] and not verdicts[-1].predicted
+    summary = monitor.summary()
+    assert (summary["version"], summary["judged"], summary["agreed"], summary["false_positives"]) == (1, 4, 3, 0)
+    assert [d["episode_id"] for d in summary["disagreements"]] == [wrong]
+    # The operator corrects the label: the classifier's verdict on it now agrees (the relabel wins).
+    store.relabel(wrong, "failure", final_reward=-1.0)
+    assert monitor.on_labelled(wrong, new=False).agrees
+    assert (monitor.summary()["judged"], monitor.summary()["agreed"], monitor.summary()["disagreements"]) == (4, 4, [])
+    add_episode(store, True, "success", rng)
+    monitor.on_labelled(store.records()[-1]["episode_id"])
+    assert monitor.retrain_due()  # 5 new labels since training
+    reopened = ClassifierMonitor(store, reward, "cup_to_rack")
+    assert reopened.version == 1 and reopened.model is not None  # the saved model and its version
+
+
+def test_success_classifier_node_joins_the_learner_side_when_asked():
+    from parl_robot.graph import finetune_graph
+
+    assert "success_classifier" not in [s.name for s in finetune_graph({})]
+    names = [s.name for s in finetune_graph({"success_classifier": "true"})]
+    assert "success_classifier" in names
+    assert "success_classifier" in [s.name for s in finetune_graph({"success_classifier": "true", "role": "learner"})]
+    assert "success_classifier" not in [s.name for s in finetune_graph({"success_classifier": "true", "role": "robot"})]

@@ -102,6 +102,8 @@ async function refreshStatus() {
     $(id).classList.toggle("attention", attention);
   }
 
+  renderClassifier(s);
+
   const l = s.learner;
   const rows = [
     ["phase", l.phase], ["policy version", l.policy_version], ["critic updates", l.critic_updates],
@@ -277,6 +279,30 @@ async function refreshEpisodes() {
   for (const stale of cards.values()) stale.remove();
 }
 
+// The reward detector in use and the success classifier in shadow mode: its agreement with the
+// labels since it was trained decides when the operator switches to it (and back).
+function renderClassifier(s) {
+  const c = s.classifier, d = s.reward_detector;
+  const percent = (v) => (typeof v === "number" ? `${Math.round(100 * v)} %` : "–");
+  const rows = [["in use", d ? d.detector + (d.error ? ` (switch failed: ${d.error})` : "") : "–"]];
+  if (c) {
+    rows.push(["classifier", c.version ? `v${c.version}, trained on ${c.trained_episodes} episodes` : "not trained yet"]);
+    if (c.held_out) rows.push(["held out", `precision ${percent(c.held_out.precision)}, recall ${percent(c.held_out.recall)}`]);
+    rows.push(["agreement", c.judged ? `${c.agreed}/${c.judged} labelled episodes (${percent(c.agreement)}), ${c.false_positives} false positives` : "no labelled episode since training"]);
+    if (c.last_error) rows.push(["problem", c.last_error]);
+  }
+  render($("classifier"), rows, ([k, v]) => {
+    const row = element("tr");
+    row.append(element("th", {}, k), element("td", {}, v));
+    return row;
+  });
+  render($("classifier-disagreements"), (c?.disagreements || []).map((v) => [v.episode_id, v.label, v.predicted, v.score]),
+    ([id, label, predicted, score]) => element("li", { "data-episode": id },
+      `${id}: labelled ${label}, classifier says ${predicted ? "success" : "failure"} (score ${score.toFixed(2)})`));
+  $("btn-use-classifier").disabled = !c?.version || d?.detector === "classifier";
+  $("btn-use-positions").disabled = d?.detector === "positions";
+}
+
 function labelOrEndNow(success) {
   const body = { success, episode: latest?.episode };
   return command(latest?.episode_state === "running" ? "/api/end_now" : "/api/label", body);
@@ -296,6 +322,8 @@ const actions = {
   },
   "btn-estop": () => command("/api/estop"),
   "btn-estop-clear": () => command("/api/estop_clear"),
+  "btn-use-classifier": () => command("/api/reward_detector", { detector: "classifier" }),
+  "btn-use-positions": () => command("/api/reward_detector", { detector: "positions" }),
 };
 for (const [id, run] of Object.entries(actions)) $(id).addEventListener("click", run);
 

@@ -48,6 +48,11 @@ class EpisodeRecord:
     aborted: bool = False
     abort_reason: str = ""
     intervention_steps: int = 0  # steps the operator drove (robot/executed source "intervention")
+    # The reward detector in use while the episode ran ("positions" | "classifier"; "" = older stores)
+    # and, with the classifier, its highest P(success) in the episode. label_source says who labelled
+    # it; an operator's relabel always replaces the label, these stay as a record of the detector.
+    detector: str = ""
+    detector_score: float | None = None
 
 
 def is_demonstration(meta: dict) -> bool:

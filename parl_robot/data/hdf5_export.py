@@ -9,6 +9,7 @@ Layout (documented in docs/data_format.md):
         dones       (T,)        uint8, 1 on the final step of a successful (terminal) episode
         timestamps  (T + 1,)    float64, wall-clock seconds of each observation
         sources     (T,)        uint8, who acted: 0 policy, 1 intervention (operator), 2 not executed (when recorded)
+        q_values    (T,)        float32, the critic's Q of each executed action when stored (when recorded)
         obs/state   (T + 1, 7)  float32, [ee_xyz, gripper_open, object_xyz]
         obs/image   (T + 1, H, W, 3) uint8 RGB, gzip-compressed (image episodes only)
     /mask/<kind>                ids of the episodes of that kind ("demo", "online"), as bytes
@@ -55,7 +56,8 @@ def export_hdf5(store: EpisodeStore, path: str | Path, kind: str | None = None) 
         for record, episode in episodes:
             group = data.create_group(record.episode_id)
             for name in _RECORD_FIELDS:
-                group.attrs[name] = getattr(record, name)
+                if getattr(record, name) is not None:  # HDF5 has no null: an absent attribute reads back as None
+                    group.attrs[name] = getattr(record, name)
             steps = len(episode.actions)
             group.attrs["num_samples"] = steps
             group.create_dataset("actions", data=episode.actions.astype(np.float32))
@@ -68,6 +70,8 @@ def export_hdf5(store: EpisodeStore, path: str | Path, kind: str | None = None) 
             group.create_dataset("timestamps", data=np.asarray(timestamps, np.float64))
             if episode.sources is not None:
                 group.create_dataset("sources", data=np.asarray(episode.sources, np.uint8))
+            if episode.q_values is not None:
+                group.create_dataset("q_values", data=np.asarray(episode.q_values, np.float32))
             group.create_dataset("obs/state", data=episode.states.astype(np.float32))
             if episode.images is not None:
                 group.create_dataset("obs/image", data=episode.images, compression="gzip", compression_opts=4,
@@ -106,11 +110,13 @@ def read_hdf5(path: str | Path) -> list[tuple[EpisodeRecord, EpisodeData, np.nda
                 images = np.asarray(group["obs/image"], np.uint8) if "obs/image" in group else None
                 timestamps = np.asarray(group["timestamps"], np.float64)
                 sources = np.asarray(group["sources"], np.uint8) if "sources" in group else None
+                q_values = np.asarray(group["q_values"], np.float32) if "q_values" in group else None
             except (KeyError, TypeError) as err:
                 raise ValueError(f"{path}: episode {episode_id} is incomplete: {err}") from err
             if len(states) != len(actions) + 1 or len(rewards) != len(actions) or len(dones) != len(actions):
                 raise ValueError(f"{path}: episode {episode_id} has inconsistent lengths")
-            episode = EpisodeData(states, actions, rewards, bool(dones[-1]) if len(dones) else False, images, sources=sources)
+            episode = EpisodeData(states, actions, rewards, bool(dones[-1]) if len(dones) else False, images, sources=sources,
+                                  q_values=q_values)
             episodes.append((record, episode, timestamps))
     return episodes
 

@@ -32,6 +32,8 @@ from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the n
     NAMESPACE,
     OBJECT_POSES,
     REWARD,
+    REWARD_CLASSIFIER,
+    REWARD_DETECTOR,
     REWARD_SCORE,
     REWARD_SUCCESS,
     ROBOT_ACTION,

@@ -171,6 +171,11 @@ class LearnerNode(Node):
         self.create_subscription(String, common.ROBOT_EXECUTED, self.on_executed, common.COMMAND_QOS)
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
         self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        # Which reward detector labels the episodes, and the success classifier's score (with the record).
+        self.detector_in_use = self.cfg.reward.detector
+        self.episode_score: float | None = None
+        self.create_subscription(String, common.REWARD_DETECTOR, self.on_detector, common.LATCHED_QOS)
+        self.create_subscription(Float32, common.REWARD_SCORE, self.on_score, common.COMMAND_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
         common.wall_timer(self, 1.0, self.publish_stats)
         self._restore()
@@ -252,6 +257,15 @@ class LearnerNode(Node):
             return
         self.image = image
         self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+    def on_detector(self, msg: String) -> None:
+        status = common.parse_json_object(msg) or {}
+        if status.get("detector") in ("positions", "classifier"):
+            self.detector_in_use = status["detector"]
+
+    def on_score(self, msg: Float32) -> None:
+        if self.recorder is not None and np.isfinite(msg.data):
+            self.episode_score = max(self.episode_score or 0.0, float(msg.data))
 
     def on_reward(self, msg: Float32) -> None:
         self.latest_reward = float(msg.data)
@@ -375,6 +389,7 @@ class LearnerNode(Node):
         if kind == "start":
             self.running_episode = int(event.get("episode", 0))
             self.recorder = EpisodeRecorder()
+            self.episode_score = None
             self.step = 0
             self.unexecuted_step, self.deferred_ticks = None, 0
         elif kind == "end" and self.recorder is not None:
@@ -415,7 +430,8 @@ class LearnerNode(Node):
             label="success" if success else "failure", label_source=str(event.get("source", "detector")),
             steps=len(episode.actions), policy_version=self.trainer.close_policy_version(),
             config_hash=self.cfg.config_hash(), task=self.cfg.task.name, phase=self.trainer.phase,
-            intervention_steps=episode.intervention_steps,
+            intervention_steps=episode.intervention_steps, detector=self.detector_in_use,
+            detector_score=self.episode_score if self.detector_in_use == "classifier" else None,
         )
         path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
         phase_before = self.trainer.phase

@@ -13,9 +13,16 @@ that is no success; after release it is seen again.
 `reward.classifier_consecutive_frames` positive frames in a row (counted from each episode's start)
 and, when the task asks for it, the gripper open. A missing or damaged model file stops the node at
 start-up with the reason.
+
+The operator switches the detector while running (`use_detector` event from the page, after watching
+the classifier's agreement in shadow mode): the node loads the newest model file and announces the
+detector in use on `reward/detector` (latched JSON, also at start-up); a model that cannot be loaded
+keeps the current detector and the announcement carries the error.
 """
 
 from __future__ import annotations
+
+import json
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -35,21 +42,29 @@ class RewardNode(Node):
         self.success_pub = self.create_publisher(Bool, common.REWARD_SUCCESS, common.COMMAND_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
         self.classifier = self.debouncer = None
+        self.detector = "positions"
+        self.score_pub = self.create_publisher(Float32, common.REWARD_SCORE, common.COMMAND_QOS)
+        self.detector_pub = self.create_publisher(String, common.REWARD_DETECTOR, common.LATCHED_QOS)
         if self.cfg.reward.detector == "classifier":
-            self._start_classifier()
-        else:
-            self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+            self._load_classifier()  # SuccessModelError: the node does not start
+        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        self._announce()
 
-    def _start_classifier(self) -> None:
+    def _announce(self, error: str = "") -> None:
+        """`reward/detector` (latched): the detector in use, and why a requested switch failed."""
+        self.detector_pub.publish(String(data=json.dumps({"detector": self.detector, "error": error})))
+
+    def _load_classifier(self) -> None:
         from parl_robot.perception.success_classifier import SuccessDebouncer, load_classifier
 
         reward = self.cfg.reward
-        self.classifier = load_classifier(reward.classifier_file)  # SuccessModelError: the node does not start
-        threshold = reward.classifier_threshold or self.classifier.threshold
+        classifier = load_classifier(reward.classifier_file)
+        threshold = reward.classifier_threshold or classifier.threshold
+        self.classifier = classifier
         self.debouncer = SuccessDebouncer(threshold, reward.classifier_consecutive_frames, reward.require_gripper_open)
-        self.score_pub = self.create_publisher(Float32, common.REWARD_SCORE, common.COMMAND_QOS)
-        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
-        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        self.detector = "classifier"
         metrics = self.classifier.metrics
         self.get_logger().info(
             f"success classifier {reward.classifier_file}: threshold {threshold:.3f}, "
@@ -60,7 +75,28 @@ class RewardNode(Node):
         if "gripper" in msg.name:
             self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
 
+    def use_detector(self, detector: str) -> None:
+        """Switch to `detector` ("positions" or "classifier", the newest model file); announce the outcome."""
+        from parl_robot.perception.success_classifier import SuccessModelError
+
+        if detector not in ("positions", "classifier"):
+            self._announce(f"unknown detector {detector!r}: positions or classifier")
+            return
+        if detector == "classifier":
+            try:
+                self._load_classifier()
+            except SuccessModelError as err:
+                self.get_logger().warning(f"staying with the {self.detector} detector: {err}")
+                self._announce(str(err))
+                return
+        else:
+            self.detector = "positions"
+        self.get_logger().info(f"reward detector: {self.detector}")
+        self._announce()
+
     def on_objects(self, msg: String) -> None:
+        if self.detector != "positions":
+            return
         poses = decode_object_poses(msg.data)
         position = None if poses is None else poses.positions.get(self.cfg.reward.object_name)
         if position is None:
@@ -71,6 +107,8 @@ class RewardNode(Node):
         self._publish(is_success(position, self.gripper_open, self.cfg.reward))
 
     def on_image(self, msg: Image) -> None:
+        if self.detector != "classifier":
+            return
         frame = common.rgb_image_from_message(msg)
         if frame is None:
             self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
@@ -83,8 +121,12 @@ class RewardNode(Node):
 
     def on_event(self, msg: String) -> None:
         event = common.parse_event(msg)
-        if event is not None and event.get("type") == "start":
+        if event is None:
+            return
+        if event.get("type") == "start" and self.debouncer is not None:
             self.debouncer.reset()  # consecutive frames count within one episode
+        elif event.get("type") == "use_detector":
+            self.use_detector(str(event.get("detector", "")))
 
     def _publish(self, success: bool) -> None:
         self.reward_pub.publish(Float32(data=step_reward(success, self.cfg.reward)))

@@ -154,10 +154,18 @@ def command_demo(argv: list[str]) -> int:
     if graph_args.get("ui_port", "0") != "0":
         print(f"== operator page: http://127.0.0.1:{graph_args['ui_port']}/")
     code = launch(finetune_graph(validate_launch_arguments(graph_args)))
-    records = [r for r in store.records() if r["kind"] == "online"]
+    from parl_robot.data.learning_curve import curve_summary, draw_learning_curve, summary_table
+
+    all_records = store.records()
+    records = [r for r in all_records if r["kind"] == "online"]
     print(f"== done: {len(records)} online episodes, {sum(r['success'] for r in records)} successes; data in {store.root}")
     for record in records:
         print(f"   {record['episode_id']}: {record['label']:8s} {record['steps']:3d} steps  policy v{record['policy_version']}")
+    print("== before / after")
+    print(summary_table(curve_summary(all_records)))
+    curve = draw_learning_curve(all_records, store.root / "learning_curve.png", title=f"{cfg.task.name}: sim fine-tuning")
+    if curve is not None:
+        print(f"== learning curve: {curve}")
     return code
 
 

@@ -192,3 +192,28 @@ def test_hdf5_export_import_round_trip(tmp_path):
         handle.create_group("data")
     with pytest.raises(ValueError, match="not a parl_robot.hdf5 file"):
         read_hdf5(tmp_path / "foreign.hdf5")
+
+
+def test_learning_curve_summary_table_and_png(tmp_path):
+    import cv2
+
+    from parl_robot.data.learning_curve import curve_summary, draw_learning_curve, summary_table
+
+    records = [{"episode_id": "demo_00000", "kind": "demo", "success": True, "label": "success", "created": 0.0, "phase": "demo"}]
+    outcomes = [("warmup", False), ("warmup", True), ("warmup", False), ("warmup", False)] + \
+        [("online", s) for s in [False, True, False, True, True, True, True, True]]
+    for index, (phase, success) in enumerate(outcomes):
+        records.append({"episode_id": f"online_{index:05d}", "kind": "online", "success": success, "phase": phase,
+                        "label": "success" if success else "failure", "created": 10.0 + index})
+    records.append({"episode_id": "online_00099", "kind": "online", "success": False, "phase": "online", "label": "aborted",
+                    "aborted": True, "created": 99.0})
+    summary = curve_summary(records, block=4)
+    assert (summary["warmup_episodes"], summary["online_episodes"]) == (4, 8)
+    assert summary["offline_start"] == 0.25 and summary["first_online_block"] == 0.5 and summary["last_online_block"] == 1.0
+    assert summary["gain_points"] == 75.0
+    table = summary_table(summary)
+    assert "25 %" in table and "100 %" in table and "+75 points" in table
+    path = draw_learning_curve(records, tmp_path / "curve.png")
+    image = cv2.imread(str(path))
+    assert image.shape == (360, 720, 3) and (image < 250).any()
+    assert draw_learning_curve(records[:1], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

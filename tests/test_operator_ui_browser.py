@@ -364,3 +364,75 @@ def test_operator_runs_and_labels_an_episode_in_chromium(tmp_path, browser):
     finally:
         graph.close()
     assert (tmp_path / "5_estop_without_learner.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_keyboard_takeover_is_stored_with_the_operators_actions_and_replayed_in_chromium(tmp_path, browser):
+    """Issue 24's browser test: in the running sim graph the operator takes over with T, drives with W,
+    hands back; the stored episode holds intervention-flagged steps with the executed actions, and
+    the replay shows them."""
+    pytest.importorskip("rclpy")
+    from selenium.webdriver.common.action_chains import ActionChains
+    from std_msgs.msg import String
+
+    from graph_harness import Graph, free_port
+    from parl_robot.data.episode import SOURCE_INTERVENTION
+    from parl_robot.nodes import common
+
+    port = free_port()
+    overrides = {"learner.schedule.warmup_episodes": 2, "learner.schedule.offline_policy_steps": 20,
+                 "learner.schedule.offline_critic_steps": 10, "control.max_episode_steps": 40,
+                 "episodes.num_online_episodes": 3, "episodes.record_frames": True}
+    graph = Graph(tmp_path, overrides, ui_port=port)
+    executed: list[dict] = []
+    graph.observer.node.create_subscription(String, common.ROBOT_EXECUTED,
+                                            lambda m: executed.append(common.parse_json_object(m)), common.COMMAND_QOS)
+    shot, wait_for = _waiter(browser, tmp_path, 60.0, lambda: f"; graph log tail:\n{graph.log.getvalue()[-3000:]}")
+    text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731
+    print(f"screenshots in {tmp_path}")
+    try:
+        for name in graph.specs:
+            graph.start(name)
+        graph.wait_for(lambda: graph.observer.state() == "running" and len(executed) >= 3, 180, "an episode running")
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda d: text("state") == "running", "the page sees the episode")
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("t")  # take over
+        wait_for(lambda d: text("btn-takeover").startswith("Hand back"), "take-over on the page", 10)
+        ActionChains(browser).key_down("w").perform()  # hold W: +x
+        graph.wait_for(lambda: sum(e.get("source") == "intervention" for e in executed) >= 5, 120, "intervention steps")
+        shot("1_driving")
+        ActionChains(browser).key_up("w").perform()
+        body.send_keys("t")  # hand back
+        graph.wait_for(lambda: executed[-1].get("source") == "policy", 120, "the policy acting again")
+        graph.wait_for(lambda: any(r["intervention_steps"] > 0 for r in graph.store.records() if r["kind"] == "online"),
+                       180, "the episode with interventions stored")
+
+        record = next(r for r in graph.store.records() if r["kind"] == "online" and r["intervention_steps"] > 0)
+        _, episode = graph.store.load_episode(record["episode_id"])
+        operator = np.flatnonzero(episode.sources == SOURCE_INTERVENTION)
+        assert len(operator) == record["intervention_steps"] >= 5
+        pushing = [t for t in operator if episode.actions[t][0] > 0.5]
+        assert pushing and all(abs(episode.actions[t][1]) < 1e-6 for t in pushing), episode.actions[operator]
+        assert episode.images is not None and len(episode.images) == len(episode.states)  # episodes.record_frames
+        assert episode.q_values is not None and len(episode.q_values) == len(episode.actions)
+
+        button = wait_for(lambda d: d.find_element(By.CSS_SELECTOR, f'button[data-replay="{record["episode_id"]}"]'),
+                          "the episode's replay button")
+        button.click()
+        wait_for(lambda d: by_steps(d) == len(episode.actions), "replay loaded")
+        slider = browser.find_element(By.ID, "replay-step")
+        browser.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'))",
+                               slider, int(pushing[0]))
+        wait_for(lambda d: text("replay-source") == "intervention", "the operator's step in the replay")
+        assert text("replay-action").startswith(f"{episode.actions[pushing[0]][0]:.2f}")
+        wait_for(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0",
+                                            browser.find_element(By.ID, "replay-frame")), "the stored frame")
+        shot("2_replay")
+    finally:
+        graph.close()
+
+
+def by_steps(driver) -> int:
+    title = driver.find_element(By.ID, "replay-title").text
+    return int(title.split("·")[-1].split()[0]) if "steps" in title else -1

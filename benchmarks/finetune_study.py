@@ -158,7 +158,12 @@ def study_config(task: str, method: str, seed: int, warmup: int, profile: str, o
 
 
 def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int, profile: str,
-        overrides: dict | None = None) -> dict:
+        overrides: dict | None = None, success_model: str | None = None) -> dict:
+    """One method x seed. With `success_model` (a saved success classifier) the warm-up and online
+    episodes are rewarded and ended by the classifier on rendered frames, as the reward node does
+    with `reward.detector: classifier` (parl_robot/sim/classifier_reward.py); each curve entry then
+    also says whether the simulator saw a true success (`true_success`) and the classifier's highest
+    score. Demonstrations keep the simulator's truth (the demonstrator's own label)."""
     import torch
 
     from parl_robot.nets.encoders import ObservationSpec
@@ -178,7 +183,12 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     torch.manual_seed(seed)
     cfg = study_config(task, method, seed, warmup, profile, overrides)
     learner, max_steps = cfg.learner, cfg.control.max_episode_steps
-    env = WidowXSimEnv(cfg)
+    env = demo_env = WidowXSimEnv(cfg, render_images=success_model is not None)
+    if success_model is not None:
+        from parl_robot.perception.success_classifier import load_classifier
+        from parl_robot.sim.classifier_reward import ClassifierRewardEnv
+
+        env = ClassifierRewardEnv(demo_env, load_classifier(success_model))
     spec = ObservationSpec(STATE_DIM)
     value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.critic.discount)
     agent = PARLAgent(learner, spec, value_range=value_range)
@@ -188,7 +198,9 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
     demo_successes = 0
     for index in range(demos):
         demonstrator.reset()
-        episode = rollout(env, lambda obs: demonstrator.act(obs["state"]), max_steps, seed=demo_seed(seed, index), phase="demo")
+        episode = rollout(demo_env, lambda obs: demonstrator.act(obs["state"]), max_steps, seed=demo_seed(seed, index),
+                          phase="demo")
+        episode.images = None  # rendered only for the classifier; the state policy stores none
         demo_successes += int(episode.terminal)
         trainer.add_demo(episode)
     started = time.perf_counter()
@@ -210,14 +222,18 @@ def run(task: str, method: str, seed: int, demos: int, warmup: int, online: int,
         episode = rollout(env, act, max_steps, seed=online_reset_seed(seed, index), phase=phase,
                           operator=operator if phase == "online" else None)  # the warm-up measures the offline start
         trainer.add_episode(episode, episode.terminal)
-        curve.append({"episode": index, "phase": phase, "success": episode.terminal, "steps": len(episode.actions),
-                      "intervention_steps": episode.intervention_steps, "wall_clock_s": round(time.perf_counter() - started, 2),
-                      "updates": agent.stats.critic_updates_online})
+        entry = {"episode": index, "phase": phase, "success": episode.terminal, "steps": len(episode.actions),
+                 "intervention_steps": episode.intervention_steps, "wall_clock_s": round(time.perf_counter() - started, 2),
+                 "updates": agent.stats.critic_updates_online}
+        if success_model is not None:
+            entry.update(true_success=env.true_success_seen, detector_score=round(env.max_score, 4))
+        curve.append(entry)
     env.close()
     warm = [c["success"] for c in curve if c["phase"] == "warmup"]
     last = [c["success"] for c in curve if c["phase"] == "online"][-20:]
     return {"method": method, "seed": seed, "task": task, "demo_success_rate": demo_successes / max(demos, 1),
-            "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile, "overrides": overrides or {}},
+            "setup": {"demos": demos, "warmup": warmup, "online": online, "profile": profile, "overrides": overrides or {},
+                      **({"success_model": str(success_model)} if success_model else {})},
             "code_version": code_version(), "config": cfg.to_dict(),  # what ran, fully resolved
             "offline_seconds": round(offline_seconds, 1), "offline_start": float(np.mean(warm)) if warm else None,
             "final_20": float(np.mean(last)) if last else None, "learning_paused": trainer.warning or None,

@@ -59,6 +59,47 @@ def record_episode(env, demonstrator, max_steps: int, cut_at: int | None, seed: 
     return np.stack(frames), np.asarray(gripper), np.asarray(truth), success
 
 
+def record_labelled_store(cfg, count: int, seed: int, rng: np.random.Generator, env, demonstrator):
+    """A fresh store of `count` episodes labelled by the simulator's truth (as an operator labels)."""
+    from parl_robot.data.episode import EpisodeData
+    from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
+
+    store = EpisodeStore(Path(tempfile.mkdtemp(prefix="success_classifier_")))
+    outcomes = []
+    max_steps = cfg.control.max_episode_steps + REST_STEPS
+    for index in range(count):
+        cut_at = int(rng.integers(5, cfg.control.max_episode_steps // 2)) if rng.random() < 0.4 else None
+        frames, _, _, success = record_episode(env, demonstrator, max_steps, cut_at, seed=1_000 + 1_000 * seed + index)
+        steps = len(frames) - 1
+        episode = EpisodeData(np.zeros((steps + 1, 7), np.float32), np.zeros((steps, 7), np.float32),
+                              np.full(steps, -1.0, np.float32), success, frames)
+        store.save(EpisodeRecord(store.next_episode_id("online"), "online", success, "success" if success else "failure",
+                                 "operator", steps, 0, cfg.config_hash(), cfg.task.name), episode)
+        outcomes.append(success)
+    return store, outcomes
+
+
+def train_from_sim(task: str, episodes: int, seed: int, precision: float = 0.95, epochs: int = 30):
+    """(config, env, demonstrator, rng, trained classifier, training outcomes): the classifier trained
+    on `episodes` labelled sim episodes of `task` with its distractor on the table."""
+    import torch
+
+    from parl_robot.config import load_config
+    from parl_robot.perception.success_classifier import TrainingSettings, frames_from_store, train_success_classifier
+    from parl_robot.sim.demonstrator import ScriptedDemonstrator
+    from parl_robot.sim.env import WidowXSimEnv
+
+    torch.set_num_threads(1)
+    cfg = load_config(task=task, overrides={"sim.distractors": "always"})
+    env = WidowXSimEnv(cfg, render_images=True)
+    demonstrator = ScriptedDemonstrator(cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    store, outcomes = record_labelled_store(cfg, episodes, seed, rng, env, demonstrator)
+    data = frames_from_store(store, cfg.task.name)
+    trained = train_success_classifier(data, TrainingSettings(epochs=epochs, precision_target=precision, seed=seed))
+    return cfg, env, demonstrator, rng, trained, outcomes, len(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="pot_to_sink")
@@ -70,43 +111,18 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/success_classifier")
     args = parser.parse_args()
 
-    import torch
+    from parl_robot.perception.success_classifier import SuccessDebouncer
 
-    from parl_robot.config import load_config
-    from parl_robot.data.episode import EpisodeData
-    from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
-    from parl_robot.perception.success_classifier import (SuccessDebouncer, TrainingSettings, frames_from_store,
-                                                          train_success_classifier)
-    from parl_robot.sim.demonstrator import ScriptedDemonstrator
-    from parl_robot.sim.env import WidowXSimEnv
-
-    torch.set_num_threads(1)
-    cfg = load_config(task=args.task, overrides={"sim.distractors": "always"})
-    env = WidowXSimEnv(cfg, render_images=True)
-    demonstrator = ScriptedDemonstrator(cfg, seed=args.seed)
-    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    cfg, env, demonstrator, rng, trained, train_outcomes, train_frames = train_from_sim(
+        args.task, args.train_episodes, args.seed, args.precision, args.epochs)
+    prepare_seconds = time.perf_counter() - started
     max_steps = cfg.control.max_episode_steps + REST_STEPS
 
     def episodes(count: int, first_seed: int):
         for index in range(count):
             cut_at = int(rng.integers(5, cfg.control.max_episode_steps // 2)) if rng.random() < 0.4 else None
             yield record_episode(env, demonstrator, max_steps, cut_at, seed=first_seed + index)
-
-    started = time.perf_counter()
-    store = EpisodeStore(Path(tempfile.mkdtemp(prefix="success_classifier_")))
-    train_outcomes = []
-    for frames, _, _, success in episodes(args.train_episodes, 1_000 + 1_000 * args.seed):
-        steps = len(frames) - 1
-        rewards = np.full(steps, -1.0, np.float32)
-        episode = EpisodeData(np.zeros((steps + 1, 7), np.float32), np.zeros((steps, 7), np.float32), rewards, success, frames)
-        store.save(EpisodeRecord(store.next_episode_id("online"), "online", success, "success" if success else "failure",
-                                 "operator", steps, 0, cfg.config_hash(), cfg.task.name), episode)
-        train_outcomes.append(success)
-    record_seconds = time.perf_counter() - started
-    data = frames_from_store(store, cfg.task.name)
-    started = time.perf_counter()
-    trained = train_success_classifier(data, TrainingSettings(epochs=args.epochs, precision_target=args.precision, seed=args.seed))
-    train_seconds = time.perf_counter() - started
 
     debouncer = SuccessDebouncer(trained.threshold, cfg.reward.classifier_consecutive_frames, cfg.reward.require_gripper_open)
     false_positive_steps = negative_steps = missed = detected = false_positive_episodes = 0
@@ -130,16 +146,16 @@ def main() -> None:
     result = {
         "task": args.task, "seed": args.seed, "precision_target": args.precision, "threshold": trained.threshold,
         "train_episodes": args.train_episodes, "train_successes": int(sum(train_outcomes)),
-        "train_frames": len(data), "held_out": trained.metrics,
+        "train_frames": train_frames, "held_out": trained.metrics,
         "test_episodes": args.test_episodes, "test_successes": int(successes),
         "test_detected": detected, "test_missed": missed, "test_false_positive_episodes": false_positive_episodes,
         "test_false_positive_step_rate": false_positive_steps / max(negative_steps, 1),
         "detection_delay_steps": {"mean": float(np.mean(delays)) if delays else None, "max": max(delays) if delays else None},
         "consecutive_frames": cfg.reward.classifier_consecutive_frames,
-        "record_seconds": round(record_seconds, 1), "train_seconds": round(train_seconds, 1),
+        "record_and_train_seconds": round(prepare_seconds, 1),
     }
     held = trained.metrics
-    print(f"{args.task}: {args.train_episodes} labelled episodes ({sum(train_outcomes)} successes), {len(data)} frames")
+    print(f"{args.task}: {args.train_episodes} labelled episodes ({sum(train_outcomes)} successes), {train_frames} frames")
     print(f"held-out episodes: threshold {trained.threshold:.3f} for precision >= {args.precision}: "
           f"precision {held['precision']:.3f}, recall {held['recall']:.3f}, F1 {held['f1']:.3f}")
     print(f"{args.test_episodes} fresh episodes ({successes} successes): detected {detected}, missed {missed}, "

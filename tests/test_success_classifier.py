@@ -331,3 +331,29 @@ def test_success_classifier_node_joins_the_learner_side_when_asked():
     assert "success_classifier" in names
     assert "success_classifier" in [s.name for s in finetune_graph({"success_classifier": "true", "role": "learner"})]
     assert "success_classifier" not in [s.name for s in finetune_graph({"success_classifier": "true", "role": "robot"})]
+
+
+def test_sim_env_rewarded_by_the_classifier_keeps_the_truth_beside_it():
+    from parl_robot.config import load_config
+    from parl_robot.perception.success_classifier import SuccessClassifierNet, TrainedClassifier
+    from parl_robot.sim.classifier_reward import ClassifierRewardEnv
+    from parl_robot.sim.env import WidowXSimEnv
+    from parl_robot.sim.rollout import rollout
+
+    cfg = load_config(task="cup_to_rack", overrides={"control.max_episode_steps": 6, "sim.camera_width": 32,
+                                                     "sim.camera_height": 32})
+    net = SuccessClassifierNet(image_size=32, width=8)
+    always = ClassifierRewardEnv(WidowXSimEnv(cfg, render_images=True), TrainedClassifier(net, threshold=0.0, metrics={}))
+    hold_still = lambda obs: np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32)  # noqa: E731  (gripper open, no motion)
+    obs, _ = always.reset(seed=0)
+    assert set(obs) == {"state"}  # the agent sees the state; the frame went to the classifier
+    episode = rollout(always, hold_still, 6, seed=0)
+    # Two "positive" frames in a row with the gripper open: the classifier ends the episode as a success;
+    # the simulator knows the cup never moved.
+    assert len(episode.actions) == 2 and episode.terminal and episode.rewards.tolist() == [-1.0, 0.0]
+    assert not always.true_success_seen and always.max_score > 0
+    never = ClassifierRewardEnv(WidowXSimEnv(cfg, render_images=True), TrainedClassifier(net, threshold=1.5, metrics={}))
+    episode = rollout(never, hold_still, 6, seed=0)
+    assert len(episode.actions) == 6 and not episode.terminal and set(episode.rewards.tolist()) == {-1.0}
+    always.close()
+    never.close()

@@ -352,9 +352,14 @@ def _label_text(success: bool) -> str:
     return "success" if success else "failure"
 
 
-def _finite_or_none(values: dict) -> dict:
-    """NaN/Inf (e.g. a loss before the first update) become None so the page gets valid JSON."""
-    return {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in values.items()}
+def _finite_or_none(values):
+    """NaN/Inf (e.g. a loss before the first update) become None so the page gets valid JSON, at
+    every depth (the classifier's status nests its metrics)."""
+    if isinstance(values, dict):
+        return {key: _finite_or_none(v) for key, v in values.items()}
+    if isinstance(values, list):
+        return [_finite_or_none(v) for v in values]
+    return None if isinstance(values, float) and not math.isfinite(values) else values
 
 
 _EVENT_FIELDS = ("type", "time", "episode", "episode_id", "success", "source", "label", "reason", "steps")

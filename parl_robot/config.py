@@ -207,7 +207,7 @@ class RewardConfig(Section):
     detector: str = _field("positions", choices=("positions", "classifier"))
     classifier_file: str = "models/success_classifier.pt"
     classifier_threshold: float = _field(0.0, low=0.0, high=1.0)  # 0 = the threshold saved with the model
-    classifier_consecutive_frames: int = _field(2, low=1, high=100)  # positive frames in a row for success
+    classifier_consecutive_frames: int = _field(2, low=1, high=100)  # positive frames in a row (one per control step)
     classifier_precision_target: float = _field(0.95, low=0.5, high=1.0)  # held-out precision the threshold is chosen for
     # Shadow mode (success_classifier:=true): retrain after this many newly labelled episodes, once the
     # store holds classifier_min_episodes labelled episodes with frames.
@@ -252,6 +252,9 @@ class OptimizerConfig(Section):
     def check(self) -> None:
         if self.num_kept > self.num_samples:
             raise self.error("num_kept", f"({self.num_kept}) must not exceed 'num_samples' ({self.num_samples})")
+        if self.dataset_action_slot == "replace_worst" and self.include_dataset_action and self.num_kept < 2:
+            raise self.error("dataset_action_slot", "replace_worst needs num_kept >= 2 (with one candidate the "
+                                                    "dataset action would replace every policy sample)")
 
 
 @dataclass
@@ -292,6 +295,9 @@ class CriticConfig(Section):
     def check(self) -> None:
         if self.sampled_members > self.members:
             raise self.error("sampled_members", f"({self.sampled_members}) must not exceed 'members' ({self.members})")
+        if self.hl_gauss_bins > 0 and self.td_loss != "half_mse":
+            raise self.error("td_loss", f"{self.td_loss!r} does not apply to the HL-Gauss critic (hl_gauss_bins > 0), "
+                                        "which is trained with its cross-entropy loss")
 
 
 @dataclass
@@ -409,9 +415,14 @@ class LearnerConfig(Section):
         if self.critic.cql_term == "importance_sampled" and self.policy != "gaussian":
             raise self.error("critic.cql_term", "importance_sampled needs the policy's log-densities: the gaussian "
                                                 f"policy, not {self.policy!r}")
-        if self.policy_update.pretrain_actor and self.policy_update.rule in ("none", "filtered_bc"):
-            raise self.error("policy_update.pretrain_actor", f"rule {self.policy_update.rule!r} has no actor update to "
-                                                            "pre-train")
+        if self.policy_update.pretrain_actor and self.policy_update.rule != "reparameterized":
+            raise self.error("policy_update.pretrain_actor", f"trains the reparameterized actor offline (Cal-QL); rule "
+                                                            f"{self.policy_update.rule!r} has no such actor")
+        if self.policy_update.entropy_autotune and self.policy_update.rule != "reparameterized":
+            raise self.error("policy_update.entropy_autotune", f"tunes the reparameterized actor's entropy weight; rule "
+                                                               f"{self.policy_update.rule!r} has none")
+        if self.policy_dropout > 0 and self.policy != "diffusion":
+            raise self.error("policy_dropout", f"applies to the diffusion policy's noise model, not {self.policy!r}")
         if self.policy_update.rule == "reparameterized" and self.policy != "gaussian":
             raise self.error("policy_update.rule", f"reparameterized needs the gaussian policy (its "
                                                    f"reparameterized samples), not {self.policy!r}")

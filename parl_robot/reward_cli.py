@@ -55,7 +55,8 @@ def main(argv: list[str], parse_assignments) -> int:
         precision_target=_number(args, "precision", float, cfg.reward.classifier_precision_target),
         seed=_number(args, "seed", int, 0))
     store = EpisodeStore(cfg.episodes.store_dir)
-    data = frames_from_store(store, cfg.task.name, positive_steps=_number(args, "positive_steps", int, 3))
+    data = frames_from_store(store, cfg.task.name, positive_steps=_number(args, "positive_steps", int, 3),
+                             image_size=settings.image_size)
     episodes = len(set(data.episode_ids.tolist()))
     print(f"{len(data)} frames from {episodes} labelled episodes of {cfg.episodes.store_dir} "
           f"({int(data.labels.sum())} success frames)")

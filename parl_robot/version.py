@@ -16,13 +16,21 @@ def _git(*args: str) -> str:
 
 
 def code_version() -> str:
-    """'git:<commit>' for a clean checkout, 'git:<commit>+dirty.<hash of the diff>' with uncommitted
-    changes to tracked files (two different edits give two versions), 'unknown' outside a checkout."""
+    """'git:<commit>' for a clean checkout, 'git:<commit>+dirty.<hash>' with uncommitted changes to
+    tracked files or new files git does not ignore (the hash covers the diff and the new files'
+    contents: two different edits give two versions), 'unknown' outside a checkout."""
     try:
         commit = _git("rev-parse", "HEAD").strip()
         diff = _git("diff", "HEAD", "--", ".", *RESULT_PATHS)
+        untracked = _git("ls-files", "--others", "--exclude-standard", "--", ".", *RESULT_PATHS).split()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    if not diff:
+    if not diff and not untracked:
         return f"git:{commit}"
-    return f"git:{commit}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(untracked):
+        digest.update(name.encode())
+        path = REPO_ROOT / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return f"git:{commit}+dirty.{digest.hexdigest()[:8]}"

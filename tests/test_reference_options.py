@@ -283,3 +283,29 @@ def test_pretrain_actor_trains_the_actor_with_every_offline_critic_step():
     assert (agent.stats.bc_updates, agent.stats.critic_updates, agent.stats.policy_updates) == (2, 3, 3)
     with pytest.raises(ConfigError, match="pretrain_actor"):
         with_overrides(LearnerConfig(), {"policy_update.rule": "none", "policy_update.pretrain_actor": True})
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"policy_update.pretrain_actor": True}, "pretrain_actor"),  # distill: no reparameterized actor
+    ({"policy_update.entropy_autotune": True}, "entropy_autotune"),
+    ({"policy": "gaussian", "policy_dropout": 0.1}, "policy_dropout"),
+    ({"critic.hl_gauss_bins": 51, "critic.td_loss": "mse"}, "td_loss"),
+    ({"optimizer.dataset_action_slot": "replace_worst", "optimizer.num_kept": 1}, "dataset_action_slot"),
+])
+def test_options_that_would_be_ignored_or_misapplied_are_refused(changes, key):
+    with pytest.raises(ConfigError, match=key):
+        with_overrides(LearnerConfig(), changes)
+
+
+def test_a_fresh_distillation_optimizer_in_a_checkpoint_never_loads_into_the_shared_one():
+    fresh = agent_with(**{"policy_update.distill_optimizer": "fresh", "policy_update.distill_states": "all"})
+    rng = np.random.default_rng(0)
+    fresh.behaviour_clone(batch(rng))
+    fresh.update_policy(batch(rng))
+    shared = agent_with()
+    shared.load_state_dict(fresh.state_dict())
+    assert shared.distill_optimizer is None
+    loaded, saved = shared.policy_optimizer.state_dict()["state"], fresh.policy_optimizer.state_dict()["state"]
+    distilled = fresh.distill_optimizer.state_dict()["state"]
+    assert not torch.equal(saved[0]["exp_avg"], distilled[0]["exp_avg"])  # the two Adams differ ...
+    assert all(torch.equal(loaded[k]["exp_avg"], saved[k]["exp_avg"]) for k in saved)  # ... and BC's is the one kept

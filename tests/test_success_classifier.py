@@ -204,16 +204,27 @@ def test_reward_node_turns_classified_frames_into_the_sparse_reward(trained_mode
         assert spin_until(lambda: peer.count_subscribers(common.CAMERA_IMAGE) > 0 and node.count_publishers(common.ROBOT_STATE) > 0)
         rng = np.random.default_rng(11)
         gripper = JointState(name=["gripper"], position=[1.0])
+        from rclpy.time import Time
+
+        clock = {"ns": node.get_clock().now().nanoseconds}
+
+        def stamp(step_s: float = 0.2):  # camera frames one control period (5 Hz) apart
+            clock["ns"] += int(step_s * 1e9)
+            return Time(nanoseconds=clock["ns"]).to_msg()
 
         def send(x: float) -> bool:
             before = len(successes)
             state_pub.publish(gripper)
             spin_until(lambda: node.gripper_open is not None, 200)
-            image_pub.publish(common.rgb_image_message(scene(x, rng), node.get_clock().now().to_msg()))
+            image_pub.publish(common.rgb_image_message(scene(x, rng), stamp()))
             assert spin_until(lambda: len(successes) > before), "no reward for a frame"
             return successes[-1]
 
         assert [send(0.2), send(1.0), send(1.0), send(1.0)] == [False, False, True, True]  # two positive frames in a row
+        before = len(successes)  # a frame 50 ms after the last one: the same control step, not scored again
+        image_pub.publish(common.rgb_image_message(scene(1.0, rng), stamp(0.05)))
+        spin_until(lambda: False, 50)
+        assert len(successes) == before
         assert spin_until(lambda: len(scores) == 4, 500)  # reliable, like the reward
         assert rewards[-1] == 0.0 and rewards[0] == -1.0 and scores[-1] > scores[0]
         event_pub.publish(common.event_message("start", episode=2))  # a new episode counts afresh
@@ -232,7 +243,7 @@ def test_reward_node_turns_classified_frames_into_the_sparse_reward(trained_mode
         assert spin_until(lambda: detector_status[-1]["error"], 500)
         assert detector_status[-1]["detector"] == "positions" and "cannot be read" in detector_status[-1]["error"]
         before = len(successes)
-        image_pub.publish(common.rgb_image_message(scene(1.0, rng), node.get_clock().now().to_msg()))
+        image_pub.publish(common.rgb_image_message(scene(1.0, rng), stamp()))
         spin_until(lambda: False, 50)
         assert len(successes) == before  # positions mode: frames decide nothing
         node.destroy_node()

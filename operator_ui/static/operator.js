@@ -207,7 +207,8 @@ async function openReplay(episodeId) {
   $("replay").hidden = false;
   $("replay-title").textContent = `${replay.episode_id} · ${replay.label} (${replay.label_source}) · ${replay.steps} steps`;
   const slider = $("replay-step");
-  slider.max = String(Math.max(replay.steps - 1, 0));
+  // One more position than steps when the final state's frame is stored: the outcome.
+  slider.max = String(replay.frames > replay.steps ? replay.steps : Math.max(replay.steps - 1, 0));
   slider.value = "0";
   drawReplayTrace();
   showReplayStep(0);
@@ -221,11 +222,12 @@ function showReplayStep(t) {
   if (frames > 0) frame.src = `/api/episodes/${encodeURIComponent(replay.episode_id)}/frames/${Math.min(t, frames - 1)}.jpg`;
   else frame.removeAttribute("src");
   frame.alt = frames > 0 ? `frame ${t}` : "this episode stored no frames (image policies, or episodes.record_frames)";
-  $("replay-step-text").textContent = replay.steps ? `${t + 1} of ${replay.steps}` : "no steps";
-  $("replay-source").textContent = replay.sources[t] ?? "–";
+  const final = t >= replay.steps;
+  $("replay-step-text").textContent = !replay.steps ? "no steps" : final ? "final state" : `${t + 1} of ${replay.steps}`;
+  $("replay-source").textContent = final ? "–" : replay.sources[t] ?? "–";
   $("replay-action").textContent = replay.actions[t] ? replay.actions[t].map((v) => v.toFixed(2)).join(" ") : "–";
   $("replay-reward").textContent = fmt(replay.rewards[t], 2);
-  $("replay-q").textContent = replay.q_values?.[t] !== undefined ? replay.q_values[t].toFixed(3) : "not stored";
+  $("replay-q").textContent = final ? "–" : replay.q_values?.[t] !== undefined ? replay.q_values[t].toFixed(3) : "not stored";
   const marker = $("replay-trace").querySelector("line");
   if (marker && replay.steps) {
     const x = (400 * (t + 0.5)) / replay.steps;
@@ -299,7 +301,9 @@ function renderClassifier(s) {
   render($("classifier-disagreements"), (c?.disagreements || []).map((v) => [v.episode_id, v.label, v.predicted, v.score]),
     ([id, label, predicted, score]) => element("li", { "data-episode": id },
       `${id}: labelled ${label}, classifier says ${predicted ? "success" : "failure"} (score ${score.toFixed(2)})`));
-  $("btn-use-classifier").disabled = !c?.version || d?.detector === "classifier";
+  // Enabled without the shadow node too (a model trained with `parl-robot reward train`): the reward
+  // node says on reward/detector when it cannot load one.
+  $("btn-use-classifier").disabled = !d || d.detector === "classifier";
   $("btn-use-positions").disabled = d?.detector === "positions";
 }
 

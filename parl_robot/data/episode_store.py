@@ -272,12 +272,13 @@ class EpisodeStore:
         LOG.warning("quarantined episode %s: %s", episode_id, reason)
         return target
 
-    def load_all(self, kind: str | None = None) -> list[tuple[EpisodeRecord, EpisodeData]]:
-        """Every readable episode (optionally of one kind), in id order; bad ones are quarantined."""
+    def load_all(self, kind: str | None = None, with_images: bool = True) -> list[tuple[EpisodeRecord, EpisodeData]]:
+        """Every readable episode (optionally of one kind), in id order; bad ones are quarantined.
+        `with_images=False` leaves the camera frames on disk (a state learner does not need them)."""
         loaded = []
         for directory in sorted(p for p in self.episodes_dir.iterdir() if p.is_dir()):
             try:
-                record, episode = self.load_episode(directory.name)
+                record, episode = self.load_episode(directory.name, with_images=with_images)
             except Exception as err:  # corrupt or partial on disk: keep it aside, with the reason
                 self.quarantine(directory.name, f"{type(err).__name__}: {err}")
                 continue

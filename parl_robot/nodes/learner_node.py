@@ -185,7 +185,8 @@ class LearnerNode(Node):
     # ----- start-up --------------------------------------------------------------------------
     def _restore(self) -> None:
         quarantined_before = set(self.store.quarantine_dir.iterdir())
-        loaded = self.store.load_all()
+        # Frames stay on disk for state policies (episodes.record_frames stores them for the classifier).
+        loaded = self.store.load_all(with_images=self.cfg.learner.observation == "image")
         for directory in sorted(set(self.store.quarantine_dir.iterdir()) - quarantined_before):
             reason = (directory / "reason.txt").read_text().strip() if (directory / "reason.txt").is_file() else "?"
             self.get_logger().error(f"quarantined unreadable episode {directory.name} ({reason}); the others load")

@@ -10,8 +10,9 @@ that is no success; after release it is seen again.
 
 `reward.detector: classifier` runs the classifier of `reward.classifier_file` on every
 `camera/image_raw` frame instead and also publishes its probability on `reward/score`; success needs
-`reward.classifier_consecutive_frames` positive frames in a row (counted from each episode's start)
-and, when the task asks for it, the gripper open. A missing or damaged model file stops the node at
+`reward.classifier_consecutive_frames` positive frames in a row (one frame scored per control step,
+by the images' stamps; counted from each episode's start) and, when the task asks for it, the
+gripper open. A missing or damaged model file stops the node at
 start-up with the reason.
 
 The operator switches the detector while running (`use_detector` event from the page, after watching
@@ -23,6 +24,7 @@ keeps the current detector and the announcement carries the error.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -42,6 +44,8 @@ class RewardNode(Node):
         self.success_pub = self.create_publisher(Bool, common.REWARD_SUCCESS, common.COMMAND_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
         self.classifier = self.debouncer = None
+        self.last_scored: float | None = None  # stamp of the last frame the classifier scored
+        self.model_version: int | None = None
         self.detector = "positions"
         self.score_pub = self.create_publisher(Float32, common.REWARD_SCORE, common.COMMAND_QOS)
         self.detector_pub = self.create_publisher(String, common.REWARD_DETECTOR, common.LATCHED_QOS)
@@ -54,7 +58,10 @@ class RewardNode(Node):
 
     def _announce(self, error: str = "") -> None:
         """`reward/detector` (latched): the detector in use, and why a requested switch failed."""
-        self.detector_pub.publish(String(data=json.dumps({"detector": self.detector, "error": error})))
+        status = {"detector": self.detector, "error": error}
+        if self.detector == "classifier":
+            status.update(model=self.cfg.reward.classifier_file, model_version=self.model_version)
+        self.detector_pub.publish(String(data=json.dumps(status)))
 
     def _load_classifier(self) -> None:
         from parl_robot.perception.success_classifier import SuccessDebouncer, load_classifier
@@ -62,14 +69,19 @@ class RewardNode(Node):
         reward = self.cfg.reward
         classifier = load_classifier(reward.classifier_file)
         threshold = reward.classifier_threshold or classifier.threshold
+        summary = Path(reward.classifier_file).with_suffix(".json")  # the shadow node numbers its versions there
+        try:
+            self.model_version = json.loads(summary.read_text()).get("version") if summary.is_file() else None
+        except (OSError, ValueError):
+            self.model_version = None
         self.classifier = classifier
         self.debouncer = SuccessDebouncer(threshold, reward.classifier_consecutive_frames, reward.require_gripper_open)
         self.detector = "classifier"
         metrics = self.classifier.metrics
         self.get_logger().info(
             f"success classifier {reward.classifier_file}: threshold {threshold:.3f}, "
-            f"{reward.classifier_consecutive_frames} frames in a row; held-out precision {metrics.get('precision', float('nan')):.3f}, "
-            f"recall {metrics.get('recall', float('nan')):.3f}")
+            f"{reward.classifier_consecutive_frames} control steps in a row; held-out precision {metrics.get('precision')}, "
+            f"recall {metrics.get('recall')}")
 
     def on_state(self, msg: JointState) -> None:
         if "gripper" in msg.name:
@@ -109,12 +121,18 @@ class RewardNode(Node):
     def on_image(self, msg: Image) -> None:
         if self.detector != "classifier":
             return
+        # One frame per control step: "N frames in a row" then means N control steps, as the stored
+        # episodes (one frame per step) the classifier is trained and judged on in shadow mode.
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        if self.last_scored is not None and 0 <= stamp - self.last_scored < 0.9 / self.cfg.control.rate_hz:
+            return
         frame = common.rgb_image_from_message(msg)
         if frame is None:
             self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
             return
         if self.gripper_open is None:
             return
+        self.last_scored = stamp
         probability = float(self.classifier.net.probabilities(frame))
         self.score_pub.publish(Float32(data=probability))
         self._publish(self.debouncer.update(probability, self.gripper_open))
@@ -125,6 +143,7 @@ class RewardNode(Node):
             return
         if event.get("type") == "start" and self.debouncer is not None:
             self.debouncer.reset()  # consecutive frames count within one episode
+            self.last_scored = None
         elif event.get("type") == "use_detector":
             self.use_detector(str(event.get("detector", "")))
 

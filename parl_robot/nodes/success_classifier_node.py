@@ -67,7 +67,7 @@ class SuccessClassifierNode(Node):
             except Exception as err:  # keep judging later episodes; say what went wrong
                 self.monitor.last_error = f"{type(err).__name__}: {err}"
                 self.get_logger().error(f"success classifier: {self.monitor.last_error}")
-            self.status_pub.publish(String(data=json.dumps(self.monitor.summary(), default=float)))
+            self.status_pub.publish(String(data=json.dumps(self.monitor.summary(), default=float, allow_nan=False)))
 
     def close(self) -> None:
         self.work.put(None)

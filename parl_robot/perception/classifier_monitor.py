@@ -22,9 +22,20 @@ import numpy as np
 from parl_robot.config import RewardConfig
 from parl_robot.perception.success_classifier import (SuccessDebouncer, SuccessModelError, TrainedClassifier,
                                                       TrainingSettings, frames_from_store, load_classifier,
-                                                      save_classifier, train_success_classifier)
+                                                      save_classifier, train_success_classifier, trainable_record)
 
 GRIPPER_INDEX = 3  # parl_robot/observation.py: state = ee xyz, gripper open, object xyz
+
+
+def _json_safe(value):
+    """Non-finite floats become None at every depth: strict JSON for the page."""
+    if isinstance(value, dict):
+        return {key: _json_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @dataclass
@@ -71,8 +82,8 @@ class ClassifierMonitor:
         except (OSError, ValueError, KeyError) as err:
             self.last_error = f"{episode_id}: {err}"
             return None
-        if episode.images is None or record.label not in ("success", "failure") or record.aborted:
-            return None
+        if episode.images is None or not trainable_record(vars(record), None):
+            return None  # no frames, no label, or labelled by the classifier itself (it would agree with itself)
         probabilities = self.model.net.probabilities(episode.images)
         threshold = self.reward.classifier_threshold or self.model.threshold
         debouncer = SuccessDebouncer(threshold, self.reward.classifier_consecutive_frames, self.reward.require_gripper_open)
@@ -95,32 +106,44 @@ class ClassifierMonitor:
     def retrain_due(self) -> bool:
         if self.model is not None and self.labelled_since_training < self.retrain_every:
             return False
-        labelled = [r for r in self.store.records()
-                    if r.get("label") in ("success", "failure") and not r.get("aborted") and r.get("task") in (self.task, None, "")]
-        return len(labelled) >= self.min_episodes
+        with_frames = [r for r in self.store.records()
+                       if trainable_record(r, self.task) and self.store.frame_count(r["episode_id"]) > 0]
+        if not with_frames and not self.last_error:
+            self.last_error = ("no labelled episode has stored frames: set episodes.record_frames: true "
+                               "(state policies) to train the classifier")
+        return len(with_frames) >= self.min_episodes
 
     def retrain(self) -> TrainedClassifier | None:
         """Train on every labelled episode with frames and save the next version; None (and
         `last_error`) when the store cannot train one yet."""
+        self.labelled_since_training = 0
         try:
-            data = frames_from_store(self.store, self.task)
+            data = frames_from_store(self.store, self.task, image_size=self.settings.image_size, thumbnails=False)
             trained = train_success_classifier(data, self.settings)
         except ValueError as err:
             self.last_error = str(err)
-            self.labelled_since_training = 0
+            return None
+        metrics = trained.metrics
+        if not metrics["met"]:  # never replace a model by one that cannot reach the precision target
+            kept = f"v{self.version} stays in use" if self.model is not None else "no model yet"
+            self.last_error = (f"a retrained classifier did not reach held-out precision {metrics['precision_target']} "
+                               f"({len(trained.held_out_episode_ids)} held-out episodes); {kept}")
+            self.log(self.last_error)
             return None
         self.version += 1
         save_classifier(self.path, trained, self.task)
         summary_path = self.path.with_suffix(".json")
         summary = json.loads(summary_path.read_text())
         summary_path.write_text(json.dumps({**summary, "version": self.version}, indent=2))
-        self.model, self.labelled_since_training, self.last_error = trained, 0, ""
-        metrics = trained.metrics
+        self.model, self.last_error = trained, ""
         self.log(f"success classifier v{self.version}: trained on {len(trained.train_episode_ids)} episodes, held-out "
-                 f"precision {metrics['precision']:.3f} recall {metrics['recall']:.3f} (target met: {metrics['met']})")
+                 f"precision {metrics['precision']:.3f} recall {metrics['recall']:.3f}")
         return trained
 
     def summary(self, disagreements: int = 10) -> dict:
+        return _json_safe(self._summary(disagreements))
+
+    def _summary(self, disagreements: int) -> dict:
         """What the page shows: the current version, its held-out metrics, and its agreement with the
         labels of the episodes labelled since it was trained, with the most recent disagreements."""
         current = [v for v in self.verdicts if v.version == self.version]

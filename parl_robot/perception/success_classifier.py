@@ -94,17 +94,31 @@ def frames_from_episode(frames: np.ndarray, success: bool, positive_steps: int, 
     return np.concatenate([negatives, positives]), np.concatenate([np.zeros(len(negatives)), np.ones(len(positives))]).astype(np.float32)
 
 
-def frames_from_store(store, task: str | None = None, positive_steps: int = 3, negative_fraction: float = 0.5) -> LabelledFrames:
-    """Labelled frames from every labelled, non-aborted episode of `store` (an EpisodeStore) of `task`.
-    Episodes stored without per-step frames contribute their thumbnail (the last frame they saw) as
-    their final frame. Raises ValueError when no episode has frames or one class is missing."""
+def trainable_record(record: dict, task: str | None) -> bool:
+    """A labelled, non-aborted episode of `task` whose label is not the classifier's own (an episode the
+    classifier auto-labelled teaches it nothing, and would let its false positives reinforce themselves)."""
+    if record.get("aborted") or record.get("label") not in ("success", "failure"):
+        return False
+    if task is not None and record.get("task") not in (task, None, ""):
+        return False
+    return not (record.get("detector") == "classifier" and record.get("label_source") == "detector")
+
+
+def frames_from_store(store, task: str | None = None, positive_steps: int = 3, negative_fraction: float = 0.5,
+                      image_size: int = 64, thumbnails: bool = True) -> LabelledFrames:
+    """Labelled frames, resized to `image_size` square, from every trainable episode of `store` (an
+    EpisodeStore; `trainable_record`). With `thumbnails`, episodes stored without per-step frames
+    contribute their thumbnail (the last frame they saw) as their final frame. Raises ValueError when
+    no episode has frames or one class is missing."""
     import cv2
+
+    def resized(images: np.ndarray) -> np.ndarray:  # uint8 at the network's size: memory stays small
+        return np.stack([cv2.resize(np.ascontiguousarray(image), (image_size, image_size), interpolation=cv2.INTER_AREA)
+                         for image in images])
 
     frames, labels, ids = [], [], []
     for record in store.records():
-        if record.get("aborted") or record.get("label") not in ("success", "failure"):
-            continue
-        if task is not None and record.get("task") not in (task, None, ""):
+        if not trainable_record(record, task):
             continue
         episode_id = record["episode_id"]
         try:
@@ -113,32 +127,43 @@ def frames_from_store(store, task: str | None = None, positive_steps: int = 3, n
             continue  # the store quarantines what it cannot read; nothing to learn from it
         images = episode.images
         if images is None:
-            thumbnail = store.thumbnail_path(episode_id)
+            thumbnail = store.thumbnail_path(episode_id) if thumbnails else None
             if thumbnail is None:
                 continue
             images = cv2.imread(str(thumbnail), cv2.IMREAD_COLOR)[None, :, :, ::-1]
         chosen, chosen_labels = frames_from_episode(np.asarray(images), record["label"] == "success", positive_steps, negative_fraction)
         if len(chosen):
-            frames.append(chosen)
+            frames.append(resized(chosen))
             labels.append(chosen_labels)
             ids += [episode_id] * len(chosen)
     if not frames:
         raise ValueError("no labelled episode in the store has camera frames (record with episodes.record_frames: true)")
-    shapes = {f.shape[1:] for f in frames}
-    if len(shapes) > 1:
-        raise ValueError(f"the stored frames have different sizes {sorted(shapes)}: one camera set-up per model")
     data = LabelledFrames(np.concatenate(frames), np.concatenate(labels), np.asarray(ids))
     if data.labels.min() == data.labels.max():
         raise ValueError(f"only {'successful' if data.labels[0] else 'failed'} frames in the store: both are needed")
     return data
 
 
-def split_by_episode(episode_ids: np.ndarray, held_out_fraction: float, seed: int = 0) -> np.ndarray:
-    """Boolean mask of the held-out frames: whole episodes, about `held_out_fraction` of them (at least one)."""
-    episodes = np.unique(episode_ids)
+def split_by_episode(episode_ids: np.ndarray, held_out_fraction: float, seed: int = 0,
+                     labels: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of the held-out frames: whole episodes, about `held_out_fraction` of them. With
+    `labels`, the split is made within each outcome (episodes with a success frame, and the others),
+    at least one episode of each held out and one kept, so that the threshold is chosen on both
+    outcomes; ValueError when an outcome has fewer than two episodes."""
     rng = np.random.default_rng(seed)
-    count = min(len(episodes) - 1, max(1, int(round(len(episodes) * held_out_fraction))))
-    held_out = set(rng.choice(episodes, size=count, replace=False).tolist())
+    if labels is None:
+        groups = [np.unique(episode_ids)]
+    else:
+        successful = set(np.unique(episode_ids[np.asarray(labels) > 0.5]).tolist())
+        groups = [np.array(sorted(successful)), np.array(sorted(set(np.unique(episode_ids).tolist()) - successful))]
+        for name, group in zip(("successful", "failed"), groups):
+            if len(group) < 2:
+                raise ValueError(f"{len(group)} {name} labelled episode(s) with frames: at least 2 of each outcome are "
+                                 "needed (one to train on, one to choose the threshold on); label more episodes")
+    held_out: set = set()
+    for group in groups:
+        count = min(len(group) - 1, max(1, int(round(len(group) * held_out_fraction))))
+        held_out |= set(rng.choice(group, size=count, replace=False).tolist())
     return np.isin(episode_ids, list(held_out))
 
 
@@ -159,8 +184,9 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, precision_ta
     that precision), with its precision, recall and F1. When no threshold reaches it, the threshold
     is above every probability (the classifier never says success) and `met` is False."""
     labels = labels > 0.5
-    best = {"threshold": float(np.nextafter(max(1.0, float(probabilities.max())), 2.0)), "precision": float("nan"),
-            "recall": 0.0, "f1": 0.0, "met": False}
+    highest = float(probabilities.max()) if len(probabilities) else 1.0
+    best = {"threshold": float(np.nextafter(max(1.0, highest), 2.0)), "precision": None, "recall": 0.0, "f1": 0.0,
+            "met": False}
     for threshold in np.unique(probabilities)[::-1]:  # high to low: recall grows
         predicted = probabilities >= threshold
         true_positives = int(np.sum(predicted & labels))
@@ -198,7 +224,7 @@ def train_success_classifier(data: LabelledFrames, settings: TrainingSettings = 
     threshold on the held-out ones."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    held_out = split_by_episode(data.episode_ids, settings.held_out_fraction, settings.seed)
+    held_out = split_by_episode(data.episode_ids, settings.held_out_fraction, settings.seed, data.labels)
     net = SuccessClassifierNet(settings.image_size, settings.width)
     images = net.prepare(torch.as_tensor(data.frames))  # resized once
     labels = torch.as_tensor(data.labels, dtype=torch.float32)
@@ -258,7 +284,7 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
     path = Path(path)
     if not path.is_file():
         raise SuccessModelError(f"success classifier '{path}' does not exist: train one with "
-                                "`parl-robot reward train task:=... store_dir:=...` or set perception.success_model_file")
+                                "`parl-robot reward train task:=... store_dir:=...` or set reward.classifier_file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: torch raises many kinds

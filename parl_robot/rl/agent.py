@@ -346,9 +346,9 @@ class PARLAgent:
         samples at s then at s′ with their log-densities appended as a last column
         (`importance_sampled`, the Cal-QL reference; (batch, 2 × cql_num_actions, A + 1))."""
         count = self.cfg.critic.cql_num_actions
-        if self.cfg.critic.cql_term == "importance_sampled":
+        if self.cfg.critic.cql_term == "importance_sampled":  # from the current actor, as Cal-QL samples
             parts = [torch.cat([actions, log_pi.unsqueeze(-1)], dim=-1)
-                     for actions, log_pi in (self.sampling_policy.sample_with_log_prob(o, count) for o in (obs, next_obs))]
+                     for actions, log_pi in (self.policy.sample_with_log_prob(o, count) for o in (obs, next_obs))]
             return torch.cat(parts, dim=1).float()
         if self.cfg.critic.cql_term == "optimized_actions":
             cached = self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples)
@@ -489,8 +489,8 @@ class PARLAgent:
             self.policy_ema.load_state_dict(state.get("policy_ema", state["policy"]))
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        if "distill_optimizer" in state:
-            self._distillation_optimizer().load_state_dict(state["distill_optimizer"])
+        if "distill_optimizer" in state and self.cfg.policy_update.distill_optimizer == "fresh":
+            self._distillation_optimizer().load_state_dict(state["distill_optimizer"])  # never into the shared Adam
         if self.log_entropy_alpha is not None and "log_entropy_alpha" in state:
             with torch.no_grad():
                 self.log_entropy_alpha.copy_(state["log_entropy_alpha"])

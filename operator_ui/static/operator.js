@@ -286,7 +286,8 @@ async function refreshEpisodes() {
 function renderClassifier(s) {
   const c = s.classifier, d = s.reward_detector;
   const percent = (v) => (typeof v === "number" ? `${Math.round(100 * v)} %` : "–");
-  const rows = [["in use", d ? d.detector + (d.error ? ` (switch failed: ${d.error})` : "") : "–"]];
+  const model = d?.detector === "classifier" && d.model_version ? ` v${d.model_version}` : "";
+  const rows = [["in use", d ? d.detector + model + (d.error ? ` (switch failed: ${d.error})` : "") : "–"]];
   if (c) {
     rows.push(["classifier", c.version ? `v${c.version}, trained on ${c.trained_episodes} episodes` : "not trained yet"]);
     if (c.held_out) rows.push(["held out", `precision ${percent(c.held_out.precision)}, recall ${percent(c.held_out.recall)}`]);

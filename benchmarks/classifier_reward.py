@@ -68,6 +68,8 @@ def main() -> None:
     model_path = out.with_suffix(".runs") / "success_classifier.pt"
     _, env, _, _, trained, outcomes, frames = train_from_sim(args.task, args.train_episodes, seed=100)
     env.close()
+    if not trained.metrics["met"]:  # a classifier that never says success would make the comparison meaningless
+        raise SystemExit(f"the classifier missed held-out precision {trained.metrics['precision_target']}: {trained.metrics}")
     save_classifier(model_path, trained, args.task)
     print(f"classifier: {args.train_episodes} episodes ({sum(outcomes)} successes, {frames} frames), held-out "
           f"precision {trained.metrics['precision']:.3f} recall {trained.metrics['recall']:.3f}", flush=True)

@@ -78,8 +78,8 @@ def draw_learning_curve(records: list[dict], path: str | Path, window: int = 10,
     if 0 < warmup_count < count:
         boundary = int(left + plot_w * warmup_count / count)
         cv2.line(image, (boundary, top), (boundary, top + plot_h), (120, 120, 120), 1, cv2.LINE_AA)
-        cv2.putText(image, "warm-up | online", (max(left, boundary - 60), top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, black, 1,
-                    cv2.LINE_AA)
+        cv2.putText(image, "warm-up | online", (max(left, boundary - 60), top + plot_h + 16), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, black, 1, cv2.LINE_AA)
     successes = np.array([bool(r["success"]) for r in episodes], float)
     for index, record in enumerate(episodes):
         colour = (0, 108, 239) if record.get("phase") == "warmup" else (192, 101, 21)  # BGR: orange / blue
@@ -89,7 +89,7 @@ def draw_learning_curve(records: list[dict], path: str | Path, window: int = 10,
     cv2.polylines(image, [points], False, (50, 125, 46), 2, cv2.LINE_AA)
     cv2.putText(image, title or f"success per episode and its moving average over {window}", (left, 22),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
-    cv2.putText(image, f"episode (1 to {count})", (left + plot_w // 2 - 60, height - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+    cv2.putText(image, f"episode (1 to {count})", (left + plot_w // 2 - 60, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 black, 1, cv2.LINE_AA)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

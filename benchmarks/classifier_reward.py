@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--online", type=int, default=40)
     parser.add_argument("--train-episodes", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", default="", help="a saved success classifier to use instead of training one")
     parser.add_argument("--out", default="benchmarks/results/classifier_reward")
     args = parser.parse_args()
 
@@ -66,16 +68,24 @@ def main() -> None:
     started = time.perf_counter()
     out = Path(args.out)
     model_path = out.with_suffix(".runs") / "success_classifier.pt"
-    _, env, _, _, trained, outcomes, frames = train_from_sim(args.task, args.train_episodes, seed=100)
-    env.close()
-    if not trained.metrics["met"]:  # a classifier that never says success would make the comparison meaningless
-        raise SystemExit(f"the classifier missed held-out precision {trained.metrics['precision_target']}: {trained.metrics}")
-    save_classifier(model_path, trained, args.task)
-    print(f"classifier: {args.train_episodes} episodes ({sum(outcomes)} successes, {frames} frames), held-out "
-          f"precision {trained.metrics['precision']:.3f} recall {trained.metrics['recall']:.3f}", flush=True)
+    if args.model:
+        from parl_robot.perception.success_classifier import load_classifier
+
+        trained, model_path = load_classifier(args.model), Path(args.model)
+        print(f"classifier: {args.model}, held-out {trained.metrics}", flush=True)
+    else:
+        _, env, _, _, trained, outcomes, frames = train_from_sim(args.task, args.train_episodes, seed=100)
+        env.close()
+        if not trained.metrics["met"]:  # a classifier that never says success would make the comparison meaningless
+            raise SystemExit(f"the classifier missed held-out precision {trained.metrics['precision_target']}: {trained.metrics}")
+        save_classifier(model_path, trained, args.task)
+        print(f"classifier: {args.train_episodes} episodes ({sum(outcomes)} successes, {frames} frames), held-out "
+              f"precision {trained.metrics['precision']:.3f} recall {trained.metrics['recall']:.3f}", flush=True)
     jobs = [(args.task, args.method, seed, args.demos, args.warmup, args.online, model)
             for seed in args.seeds for model in (None, str(model_path))]
-    with ProcessPoolExecutor(args.workers) as pool:
+    # Fresh interpreters: a worker forked from this process (which ran torch and rendered) can inherit a
+    # held lock and never start (observed: one of two forked workers stuck in a futex).
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = list(pool.map(_run, jobs))
     for run in runs:
         (out.with_suffix(".runs") / f"{run['reward']}_seed{run['seed']}.json").write_text(json.dumps(run))

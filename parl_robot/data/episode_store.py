@@ -68,6 +68,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _contained_id(episode_id: str) -> bool:
+    """An episode id that names a directory inside the store (no separators, not hidden)."""
+    return bool(episode_id) and "/" not in episode_id and "\\" not in episode_id and not episode_id.startswith(".")
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -208,7 +213,7 @@ class EpisodeStore:
 
     def thumbnail_path(self, episode_id: str) -> Path | None:
         """The episode's thumbnail JPEG, if it has one (ids are checked so no path escapes the store)."""
-        if not episode_id or "/" in episode_id or "\\" in episode_id or episode_id.startswith("."):
+        if not _contained_id(episode_id):
             return None
         path = self.episodes_dir / episode_id / THUMBNAIL
         return path if path.is_file() else None
@@ -242,7 +247,7 @@ class EpisodeStore:
 
     def episode_dir(self, episode_id: str) -> Path | None:
         """The episode's directory, for ids that cannot leave the store; None for others."""
-        if not episode_id or "/" in episode_id or "\\" in episode_id or episode_id.startswith("."):
+        if not _contained_id(episode_id):
             return None
         directory = self.episodes_dir / episode_id
         return directory if (directory / META).is_file() else None

@@ -48,7 +48,8 @@ class OptimizedActions:
         return (self.q_values.max(dim=1).values - self.sample_q_values.mean(dim=1)).mean().item()
 
 
-def _ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor, ensemble: str) -> torch.Tensor:
+def ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor, ensemble: str) -> torch.Tensor:
+    """Q of `actions` with the critic's heads combined by `ensemble` ("min" or "mean")."""
     heads = critic.q_values(features, actions)
     return heads.mean(dim=0) if ensemble == "mean" else heads.min(dim=0).values
 
@@ -56,7 +57,7 @@ def _ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tenso
 def _gradient(critic: TwinCritic, features: torch.Tensor, candidates: torch.Tensor, ensemble: str) -> torch.Tensor:
     with torch.enable_grad():
         trial = candidates.detach().requires_grad_(True)
-        return torch.autograd.grad(_ensemble_q(critic, features, trial, ensemble).sum(), trial)[0]
+        return torch.autograd.grad(ensemble_q(critic, features, trial, ensemble).sum(), trial)[0]
 
 
 def _accepted_only(critic: TwinCritic, features: torch.Tensor, candidates: torch.Tensor, q_values: torch.Tensor,
@@ -69,7 +70,7 @@ def _accepted_only(critic: TwinCritic, features: torch.Tensor, candidates: torch
         gradient = _gradient(critic, features, candidates, cfg.ensemble)
         with torch.no_grad():
             stepped = (candidates + cfg.step_size * gradient).clamp(-1.0, 1.0)
-            stepped_q = _ensemble_q(critic, features, stepped, cfg.ensemble)
+            stepped_q = ensemble_q(critic, features, stepped, cfg.ensemble)
             accept = active & (stepped_q > q_values)  # (batch, c)
             candidates = torch.where(accept.unsqueeze(-1), stepped, candidates)
             q_values = torch.where(accept, stepped_q, q_values)
@@ -85,7 +86,7 @@ def _best_iterate(critic: TwinCritic, features: torch.Tensor, candidates: torch.
         gradient = _gradient(critic, features, current, cfg.ensemble)
         with torch.no_grad():
             current = (current + cfg.step_size * gradient).clamp(-1.0, 1.0)
-            current_q = _ensemble_q(critic, features, current, cfg.ensemble)
+            current_q = ensemble_q(critic, features, current, cfg.ensemble)
             better = current_q > best_q
             best = torch.where(better.unsqueeze(-1), current, best)
             best_q = torch.where(better, current_q, best_q)
@@ -103,13 +104,13 @@ def optimize_actions(
     """features (batch, F) from `critic.encode`; samples (batch, k, action_dim) from the policy."""
     features = features.detach()
     with torch.no_grad():
-        sample_q = _ensemble_q(critic, features, samples, cfg.ensemble)  # (batch, k)
+        sample_q = ensemble_q(critic, features, samples, cfg.ensemble)  # (batch, k)
         kept = min(cfg.num_kept, samples.shape[1])
         top_q, top_index = sample_q.topk(kept, dim=1)
         candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
         q_values = top_q
         if dataset_actions is not None:
-            dataset_q = _ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)
+            dataset_q = ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)
             if cfg.dataset_action_slot == "replace_worst":  # topk is sorted: the worst kept is the last
                 candidates = torch.cat([candidates[:, :-1], dataset_actions.unsqueeze(1)], dim=1)  # (batch, m, A)
                 q_values = torch.cat([q_values[:, :-1], dataset_q], dim=1)

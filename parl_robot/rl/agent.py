@@ -23,7 +23,7 @@ from parl_robot.nets.critic import TwinCritic, ValueNetwork
 from parl_robot.nets.encoders import ObservationSpec, StateNormalizer
 from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
-from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, optimize_actions
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, ensemble_q, optimize_actions
 from parl_robot.rl.executed_action import EXECUTED_ACTION
 from parl_robot.rl.losses import (
     calql_importance_sampled_regularizer,
@@ -196,14 +196,13 @@ class PARLAgent:
         ranking actions (`optimizer.q_ensemble`); None when the critic needs frames the episode lacks."""
         if len(episode.actions) == 0:
             return np.zeros(0, np.float32)
-        obs = {"state": torch.as_tensor(np.asarray(episode.states[:-1]), dtype=torch.float32, device=self.device)}
-        if self.cfg.observation == "image":
-            if episode.images is None:
-                return None
-            obs["image"] = torch.as_tensor(np.asarray(episode.images[:-1]), device=self.device)
+        if self.cfg.observation == "image" and episode.images is None:
+            return None
+        steps = {"state": episode.states[:-1], "image": None if episode.images is None else episode.images[:-1]}
+        obs = self.observation_tensors(steps)
         with torch.no_grad():
-            heads = self.critic.q_values(self.critic.encode(obs), torch.as_tensor(np.asarray(episode.actions), device=self.device))
-            q = heads.mean(dim=0) if self.cfg.optimizer.q_ensemble == "mean" else heads.min(dim=0).values
+            actions = torch.as_tensor(np.asarray(episode.actions), device=self.device)
+            q = ensemble_q(self.critic, self.critic.encode(obs), actions, self.cfg.optimizer.q_ensemble)
         return q.float().cpu().numpy()
 
     def cached_samples(self, batch: dict[str, np.ndarray], key: str, count: int) -> torch.Tensor | None:

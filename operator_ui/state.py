@@ -16,6 +16,8 @@ from collections import deque
 
 import numpy as np
 
+from parl_robot.data.learning_curve import success_curve  # noqa: F401  (the page's curve: one definition)
+
 # The episode manager's states, in the order the page draws them.
 EPISODE_STATES = ("waiting_for_learner", "waiting_for_reset", "ready", "running", "awaiting_label", "saving")
 LABELS_KEPT = 100  # labels remembered per episode number, newest first
@@ -363,31 +365,3 @@ def _finite_or_none(values):
 
 
 _EVENT_FIELDS = ("type", "time", "episode", "episode_id", "success", "source", "label", "reason", "steps")
-
-
-def success_curve(records: list[dict], window: int = 10) -> dict:
-    """Per-episode success of non-demo episodes in id order, with a trailing moving average and
-    per-phase rates (warm-up = the offline policy's evaluation, online = while fine-tuning)."""
-    episodes = sorted((r for r in records if r.get("kind") != "demo" and not r.get("aborted")),
-                      key=lambda r: r.get("episode_id", ""))
-    points, outcomes = [], []
-    for number, record in enumerate(episodes, start=1):
-        outcomes.append(1.0 if record.get("success") else 0.0)
-        recent = outcomes[-window:]
-        points.append(
-            {
-                "n": number,
-                "episode_id": record.get("episode_id"),
-                "phase": record.get("phase") or "online",
-                "success": bool(record.get("success")),
-                "moving_average": sum(recent) / len(recent),
-            }
-        )
-    phases = {}
-    for point in points:
-        phase = phases.setdefault(point["phase"], {"episodes": 0, "successes": 0})
-        phase["episodes"] += 1
-        phase["successes"] += int(point["success"])
-    for phase in phases.values():
-        phase["success_rate"] = phase["successes"] / phase["episodes"]
-    return {"window": window, "points": points, "phases": phases}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parl_robot.nets.activations import mish
 from parl_robot.nets.encoders import ObservationSpec, build_encoder
 from parl_robot.nets.mlp import mlp
 
@@ -27,7 +28,7 @@ class ActionConcatMLP(nn.Module):
     def forward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         hidden = features
         for layer, norm in zip(self.layers, self.norms):
-            hidden = nn.functional.mish(norm(layer(torch.cat([hidden, actions], dim=-1))))
+            hidden = mish(norm(layer(torch.cat([hidden, actions], dim=-1))))
         return self.output(torch.cat([hidden, actions], dim=-1))
 
 

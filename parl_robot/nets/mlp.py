@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parl_robot.nets.activations import Mish, mish
+
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, layer_norm: bool = True) -> nn.Sequential:
     modules: list[nn.Module] = []
@@ -13,7 +15,7 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, layer_norm: bool = 
         modules += [nn.Linear(width, hidden)]
         if layer_norm:
             modules += [nn.LayerNorm(hidden)]
-        modules += [nn.Mish()]
+        modules += [Mish()]
         width = hidden
     modules.append(nn.Linear(width, out_dim))
     return nn.Sequential(*modules)
@@ -28,7 +30,7 @@ class LNResNetBlock(nn.Module):
         self.contract = nn.Linear(4 * hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.contract(nn.functional.mish(self.expand(self.norm(self.dropout(x)))))
+        return x + self.contract(mish(self.expand(self.norm(self.dropout(x)))))
 
 
 class LNResNet(nn.Module):
@@ -41,4 +43,4 @@ class LNResNet(nn.Module):
         self.output = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(nn.functional.mish(self.blocks(self.input(x))))
+        return self.output(mish(self.blocks(self.input(x))))

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from parl_robot.nets.activations import Mish
+
 MODEL_FORMAT = "parl_robot.success_classifier/1"
 
 
@@ -48,7 +50,7 @@ class SuccessClassifierNet(nn.Module):
         channels = [3, width, 2 * width, 4 * width, 4 * width]
         layers: list[nn.Module] = []
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.Mish()]
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), Mish()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels[-1], 1)
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from parl_robot.nets.activations import Mish
 from parl_robot.nets.encoders import ObservationSpec, build_encoder
 from parl_robot.nets.mlp import LNResNet
 from parl_robot.policies.base import Observation, repeat_features
@@ -37,7 +38,7 @@ class DiffusionPolicy(nn.Module):
         self.action_dim = action_dim
         self.diffusion_steps = diffusion_steps
         self.encoder = build_encoder(spec, observation, hidden)
-        self.time_embedding = nn.Sequential(nn.Linear(1, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim))
+        self.time_embedding = nn.Sequential(nn.Linear(1, time_dim), Mish(), nn.Linear(time_dim, time_dim))
         # Dropout in the noise model's blocks (the reference's DDPM: 0.1), active in training mode only.
         self.noise_model = LNResNet(self.encoder.output_dim + action_dim + time_dim, action_dim, hidden, blocks, dropout)
         betas = cosine_beta_schedule(diffusion_steps)

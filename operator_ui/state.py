@@ -9,7 +9,6 @@ executor thread, requests in the server's threads).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -17,6 +16,7 @@ from collections import deque
 import numpy as np
 
 from parl_robot.data.learning_curve import success_curve  # noqa: F401  (the page's curve: one definition)
+from parl_robot.json_values import finite_or_none
 
 # The episode manager's states, in the order the page draws them.
 EPISODE_STATES = ("waiting_for_learner", "waiting_for_reset", "ready", "running", "awaiting_label", "saving")
@@ -97,7 +97,7 @@ class OperatorState:
 
     def on_classifier(self, status: dict) -> None:
         with self._lock:
-            self.classifier = _finite_or_none(status)
+            self.classifier = finite_or_none(status)
 
     def on_reward_detector(self, status: dict) -> None:
         with self._lock:
@@ -127,15 +127,15 @@ class OperatorState:
 
     def on_stats(self, stats: dict) -> None:
         with self._lock:
-            self.stats, self.stats_time = _finite_or_none(stats), self.clock()
+            self.stats, self.stats_time = finite_or_none(stats), self.clock()
 
     def on_status(self, status: dict) -> None:
         with self._lock:
-            self.robot_status, self.status_time = _finite_or_none(status), self.clock()
+            self.robot_status, self.status_time = finite_or_none(status), self.clock()
 
     def on_camera_status(self, status: dict) -> None:
         with self._lock:
-            self.camera_status, self.camera_status_time = _finite_or_none(status), self.clock()
+            self.camera_status, self.camera_status_time = finite_or_none(status), self.clock()
 
     def on_reward(self, reward: float) -> None:
         with self._lock:
@@ -352,16 +352,6 @@ def held_reasons(robot_status: dict, episode_state: str) -> list[str]:
 
 def _label_text(success: bool) -> str:
     return "success" if success else "failure"
-
-
-def _finite_or_none(values):
-    """NaN/Inf (e.g. a loss before the first update) become None so the page gets valid JSON, at
-    every depth (the classifier's status nests its metrics)."""
-    if isinstance(values, dict):
-        return {key: _finite_or_none(v) for key, v in values.items()}
-    if isinstance(values, list):
-        return [_finite_or_none(v) for v in values]
-    return None if isinstance(values, float) and not math.isfinite(values) else values
 
 
 _EVENT_FIELDS = ("type", "time", "episode", "episode_id", "success", "source", "label", "reason", "steps")

@@ -81,6 +81,7 @@ DEMO_HELP = """usage: parl-robot demo name:=value ...
 The sim fine-tuning demo: a fresh store, scripted demonstrations, then the full ROS 2 graph.
   task       task name ['cup_to_rack']
   episodes   online episodes [episodes.num_online_episodes of the overlay]
+  seed       random seed of the demonstrations, the sim's resets and the learner [0]
   store_dir  episode store [runs/demo-<task>-<time>]
   overlay    ['cpu_demo']
   policy, config, overrides, ui_port, lockstep   as for `parl-robot launch finetune`"""
@@ -127,12 +128,16 @@ def command_demo(argv: list[str]) -> int:
         print(DEMO_HELP)
         return 0
     args = parse_assignments(argv)
-    _only(args, {"task", "episodes", "store_dir", "overlay", "policy", "config", "overrides", "ui_port", "lockstep"}, "demo")
+    _only(args, {"task", "episodes", "seed", "store_dir", "overlay", "policy", "config", "overrides", "ui_port", "lockstep"},
+          "demo")
     args.setdefault("task", "cup_to_rack")
     args.setdefault("store_dir", f"runs/demo-{args['task']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    seed = _integer(args, "seed", "0", 0, 2**31 - 1)
+    extra = {"sim.seed": seed, "learner.seed": seed} if seed else {}
     if "episodes" in args:
-        episodes = _integer(args, "episodes", "0", 1, 10_000)
-        args["overrides"] = json.dumps({**parse_overrides(args.get("overrides", "")), "episodes.num_online_episodes": episodes})
+        extra["episodes.num_online_episodes"] = _integer(args, "episodes", "0", 1, 10_000)
+    if extra:
+        args["overrides"] = json.dumps({**parse_overrides(args.get("overrides", "")), **extra})
     args.setdefault("overlay", "cpu_demo")
     validate_launch_arguments({k: v for k, v in args.items()}, require_demos=False)  # before any work starts
     cfg, overlay = _store_and_config(args, overlay_default="cpu_demo")
@@ -144,7 +149,7 @@ def command_demo(argv: list[str]) -> int:
     print(f"== parl_robot sim demo: {cfg.task.name} ({cfg.task.instruction}); store {store.root}")
     if not any(r["kind"] == "demo" for r in store.records()):
         print(f"== 1/2 recording {cfg.episodes.num_demos} scripted demonstrations")
-        successes = record_demos(cfg, store, cfg.episodes.num_demos)
+        successes = record_demos(cfg, store, cfg.episodes.num_demos, seed=seed)
         print(f"== demos: {successes}/{cfg.episodes.num_demos} successful")
     print("== 2/2 launching the ROS 2 graph: offline pre-training, warm-up, online PA-RL fine-tuning")
     graph_args = {"task": cfg.task.name, "sim": "true", "overlay": overlay, "store_dir": str(store.root)}

@@ -73,3 +73,25 @@ def test_cli_reports_one_line_and_help_exits_zero(capsys, store_with_demo):
 def test_top_level_help_lists_the_launch_arguments():
     result = subprocess.run([sys.executable, "-m", "parl_robot.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "camera_device" in result.stdout and "overrides" in result.stdout
+
+
+def test_demo_seed_reaches_the_demonstrations_the_sim_and_the_learner(monkeypatch, tmp_path, capsys):
+    import parl_robot.cli as cli
+    import parl_robot.launcher
+    import parl_robot.sim.record_demos
+
+    seen = {}
+    def record_demos(cfg, store, count, seed=0):
+        seen.update(demo_seed=seed, cfg=cfg)
+        (store.root / "episodes" / "demo_00000").mkdir(parents=True)
+        return count
+
+    monkeypatch.setattr(parl_robot.sim.record_demos, "record_demos", record_demos)
+    monkeypatch.setattr(cli, "finetune_graph", lambda args: seen.update(graph=args) or [])
+    monkeypatch.setattr(parl_robot.launcher, "launch", lambda graph: 0)
+    assert main(["demo", "seed:=3", "episodes:=4", f"store_dir:={tmp_path / 'store'}"]) == 0
+    overrides = json.loads(seen["graph"]["overrides"])
+    assert overrides == {"sim.seed": 3, "learner.seed": 3, "episodes.num_online_episodes": 4}
+    assert seen["demo_seed"] == 3 and seen["cfg"].sim.seed == 3 and seen["cfg"].learner.seed == 3
+    assert main(["demo", "seed:=-1", f"store_dir:={tmp_path / 'other'}"]) == 2
+    assert "seed:=-1 must be an integer" in capsys.readouterr().err

@@ -20,22 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from parl_robot.config import RewardConfig
+from parl_robot.json_values import finite_or_none
 from parl_robot.perception.success_classifier import (SuccessDebouncer, SuccessModelError, TrainedClassifier,
                                                       TrainingSettings, frames_from_store, load_classifier,
                                                       save_classifier, train_success_classifier, trainable_record)
 
 GRIPPER_INDEX = 3  # parl_robot/observation.py: state = ee xyz, gripper open, object xyz
-
-
-def _json_safe(value):
-    """Non-finite floats become None at every depth: strict JSON for the page."""
-    if isinstance(value, dict):
-        return {key: _json_safe(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 @dataclass
@@ -141,7 +131,7 @@ class ClassifierMonitor:
         return trained
 
     def summary(self, disagreements: int = 10) -> dict:
-        return _json_safe(self._summary(disagreements))
+        return finite_or_none(self._summary(disagreements))
 
     def _summary(self, disagreements: int) -> dict:
         """What the page shows: the current version, its held-out metrics, and its agreement with the

@@ -1,0 +1,107 @@
+"""Does the README's demo show PA-RL learning? `parl-robot demo` (the full ROS 2 graph in sim: demos,
+offline pre-training, warm-up, online fine-tuning) once per seed, each into its own store; per seed
+the warm-up success (the offline policy), the first and last 10 online episodes and the wall time.
+
+    python benchmarks/demo_curve.py [--seeds 0 1 2 3 4] [--overlay demo] [--episodes N] \
+        [--out benchmarks/results/demo_curve.json]
+
+Goal (issue 27): on average over >= 5 seeds, the last 10 online episodes >= 25 points above the
+warm-up start, each run <= 10 min of wall time on 2 cores. Prints a table and writes JSON. Runs one
+demo at a time (each uses both cores); `--keep` keeps the stores (default: a temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from parl_robot.data.episode_store import EpisodeStore
+from parl_robot.data.learning_curve import curve_summary, success_curve
+from parl_robot.version import code_version
+
+GOAL_GAIN = 0.25
+GOAL_MINUTES = 10.0
+
+
+def run_demo(seed: int, overlay: str, episodes: int | None, store: Path, timeout_s: float) -> dict:
+    command = [sys.executable, "-m", "parl_robot.cli", "demo", f"seed:={seed}", f"overlay:={overlay}",
+               f"store_dir:={store}"] + ([f"episodes:={episodes}"] if episodes else [])
+    started = time.perf_counter()
+    log_path = store.parent / f"{store.name}.log"
+    with open(log_path, "w") as log:
+        try:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    wall_s = time.perf_counter() - started
+    records = EpisodeStore(store).records() if store.exists() else []
+    points = success_curve(records)["points"]
+    return {"seed": seed, "exit": code, "wall_s": round(wall_s, 1), **curve_summary(records),
+            "successes": {phase: [int(p["success"]) for p in points if p["phase"] == phase] for phase in ("warmup", "online")},
+            "log": str(log_path)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--overlay", default="demo")
+    parser.add_argument("--episodes", type=int, default=None, help="online episodes [the overlay's]")
+    parser.add_argument("--timeout-min", type=float, default=30.0, help="a run that takes longer is stopped")
+    parser.add_argument("--keep", default="", help="directory for the stores and logs [a temporary one, removed]")
+    parser.add_argument("--out", default="benchmarks/results/demo_curve.json")
+    args = parser.parse_args()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="demo_curve_"))
+    root.mkdir(parents=True, exist_ok=True)
+    runs = []
+    print(f"{'seed':>4} {'exit':>7} {'min':>6} {'warm-up':>9} {'online 1-10':>12} {'last 10':>8} {'gain':>6}")
+    try:
+        for seed in args.seeds:
+            run = run_demo(seed, args.overlay, args.episodes, root / f"seed{seed}", args.timeout_min * 60)
+            runs.append(run)
+
+            def cell(value):
+                return "   –" if value is None else f"{100 * value:.0f} %"
+
+            gain = "–" if run["gain_points"] is None else f"{run['gain_points']:+.0f}"
+            print(f"{seed:>4} {str(run['exit']):>7} {run['wall_s'] / 60:>6.1f} {cell(run['offline_start']):>9} "
+                  f"{cell(run['first_online_block']):>12} {cell(run['last_online_block']):>8} {gain:>6}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    gains = [r["gain_points"] / 100 for r in runs if r["gain_points"] is not None]
+    minutes = [r["wall_s"] / 60 for r in runs]
+    mean_gain = float(np.mean(gains)) if gains else None
+    summary = {
+        "seeds": len(runs), "completed": sum(r["exit"] == 0 for r in runs),
+        "mean_offline_start": float(np.mean([r["offline_start"] for r in runs if r["offline_start"] is not None])) if runs else None,
+        "mean_last_online": float(np.mean([r["last_online_block"] for r in runs if r["last_online_block"] is not None])) if runs else None,
+        "mean_gain": mean_gain, "mean_minutes": float(np.mean(minutes)) if minutes else None,
+        "max_minutes": float(np.max(minutes)) if minutes else None,
+        "goal_gain_met": mean_gain is not None and mean_gain >= GOAL_GAIN,
+        "goal_minutes_met": bool(minutes) and max(minutes) <= GOAL_MINUTES,
+    }
+    print(f"mean: warm-up {100 * (summary['mean_offline_start'] or 0):.0f} % -> last 10 online "
+          f"{100 * (summary['mean_last_online'] or 0):.0f} %, gain {100 * (mean_gain or 0):+.0f} points "
+          f"(goal >= +{100 * GOAL_GAIN:.0f}: {'met' if summary['goal_gain_met'] else 'not met'}); "
+          f"wall {summary['mean_minutes'] or 0:.1f} min mean, {summary['max_minutes'] or 0:.1f} max "
+          f"(goal <= {GOAL_MINUTES:.0f}: {'met' if summary['goal_minutes_met'] else 'not met'})")
+    result = {"summary": summary, "runs": runs, "overlay": args.overlay, "episodes": args.episodes,
+              "code_version": code_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+              "date": time.strftime("%Y-%m-%d")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

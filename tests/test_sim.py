@@ -81,6 +81,26 @@ def test_render_gives_camera_image(env, cfg):
     assert image.std() > 5
 
 
+def test_a_still_scene_is_rendered_once_and_any_change_renders_again(env, cfg):
+    env.reset(seed=0)
+    first = env.world.render()
+    renders = []
+    renderer = env.world._renderer
+    original = renderer.render
+    renderer.render = lambda *args, **kwargs: renders.append(1) or original(*args, **kwargs)
+    again = env.world.render()
+    assert np.array_equal(first, again) and not renders  # nothing moved: the same frame, not rendered
+    again[:] = 0
+    assert np.array_equal(env.world.render(), first)  # callers get copies: the kept frame is intact
+    env.step(np.array([1.0, 0, 0, 0, 0, 0, 1.0]))  # the arm moves
+    moved = env.world.render()
+    assert len(renders) == 1 and not np.array_equal(moved, first)
+    env.world._frame_key = None  # what a fresh render of the same state gives
+    assert np.array_equal(env.world.render(), moved) and len(renders) == 2
+    env.reset(seed=1)  # a reset moves the object
+    assert not np.array_equal(env.world.render(), moved) and len(renders) == 3
+
+
 # ----- all three task scenes, as configured in config/tasks/ ------------------------------------
 ALL_TASKS = ("cup_to_rack", "pot_to_sink", "vegetable_to_sink")
 

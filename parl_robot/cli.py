@@ -2,7 +2,7 @@
 
     parl-robot launch finetune task:=cup_to_rack sim:=true [overlay:=cpu_demo] [store_dir:=DIR]
     parl-robot record-demos task:=cup_to_rack [count:=10] [overlay:=...] [store_dir:=DIR]
-    parl-robot demo [task:=cup_to_rack] [episodes:=8] [store_dir:=DIR]
+    parl-robot demo [task:=pot_to_sink] [episodes:=40] [seed:=0] [store_dir:=DIR]
     parl-robot export store_dir:=DIR out:=FILE.hdf5 [kind:=demo]   /  parl-robot import store_dir:=DIR in:=FILE.hdf5
     parl-robot export store_dir:=DIR out:=DIR format:=lerobot [kind:=...] [include_aborted:=true] [repo_id:=...]
     parl-robot calibrate {capture|intrinsics|collect|extrinsics|task|workspace} ...   (camera + workspace, calibration/README.md)
@@ -25,6 +25,7 @@ from parl_robot.launch_arguments import (BOOLEAN_WORDS, LaunchArgumentError, che
                                          validate_launch_arguments)
 
 GRAPHS = {"finetune": finetune_graph}
+DEMO_OVERLAY = "demo"  # config/profiles/demo.yaml: the study's set-up at the demo's episode counts
 
 
 def _wants_help(argv: list[str]) -> bool:
@@ -79,11 +80,11 @@ Scripted, noisy demonstrations in the MuJoCo twin, stored as episodes.
 DEMO_HELP = """usage: parl-robot demo name:=value ...
 
 The sim fine-tuning demo: a fresh store, scripted demonstrations, then the full ROS 2 graph.
-  task       task name ['cup_to_rack']
-  episodes   online episodes [episodes.num_online_episodes of the overlay]
+  task       task name ['pot_to_sink']
+  episodes   episodes acted by the learner, warm-up included [episodes.num_online_episodes of the overlay]
   seed       random seed of the demonstrations, the sim's resets and the learner [0]
   store_dir  episode store [runs/demo-<task>-<time>]
-  overlay    ['cpu_demo']
+  overlay    ['demo': the study's set-up, 10 warm-up and 30 online episodes]
   policy, config, overrides, ui_port, lockstep   as for `parl-robot launch finetune`"""
 
 
@@ -130,7 +131,7 @@ def command_demo(argv: list[str]) -> int:
     args = parse_assignments(argv)
     _only(args, {"task", "episodes", "seed", "store_dir", "overlay", "policy", "config", "overrides", "ui_port", "lockstep"},
           "demo")
-    args.setdefault("task", "cup_to_rack")
+    args.setdefault("task", "pot_to_sink")
     args.setdefault("store_dir", f"runs/demo-{args['task']}-{time.strftime('%Y%m%d-%H%M%S')}")
     seed = _integer(args, "seed", "0", 0, 2**31 - 1)
     extra = {"sim.seed": seed, "learner.seed": seed} if seed else {}
@@ -138,9 +139,9 @@ def command_demo(argv: list[str]) -> int:
         extra["episodes.num_online_episodes"] = _integer(args, "episodes", "0", 1, 10_000)
     if extra:
         args["overrides"] = json.dumps({**parse_overrides(args.get("overrides", "")), **extra})
-    args.setdefault("overlay", "cpu_demo")
+    args.setdefault("overlay", DEMO_OVERLAY)
     validate_launch_arguments({k: v for k, v in args.items()}, require_demos=False)  # before any work starts
-    cfg, overlay = _store_and_config(args, overlay_default="cpu_demo")
+    cfg, overlay = _store_and_config(args, overlay_default=DEMO_OVERLAY)
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.launcher import launch
     from parl_robot.sim.record_demos import record_demos

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sim fine-tuning demo of cup_to_rack: sets up .venv, records scripted demos, launches the ROS 2
+# Sim fine-tuning demo (pot_to_sink, config/profiles/demo.yaml): sets up .venv, records scripted demos, launches the ROS 2
 # graph (sim bridge, reward detector, learner, episode manager) and ends by itself.
 # Extra arguments go to `parl-robot demo`, e.g. `scripts/demo.sh episodes:=20 policy:=gaussian`.
 set -euo pipefail

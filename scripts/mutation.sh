@@ -30,9 +30,9 @@ tests_for() {
     parl_robot/rl/action_optimizer.py)
       echo "tests/test_optimizer_and_calql_invariants.py" ;;
     parl_robot/rl/losses.py)
-      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py" ;;
+      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py" ;;
     parl_robot/rl/agent.py)
-      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py" ;;
+      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py" ;;
     operator_ui/app.py)
       echo "tests/test_operator_ui.py" ;;
     *) return 1 ;;

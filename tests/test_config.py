@@ -149,6 +149,13 @@ def test_recommended_profile_is_the_study_setup_plus_its_best_variant():
     assert recommended.learner.critic.cql_alpha == 0.1 and recommended.learner.optimizer.gripper_from == "policy"
 
 
+def test_demo_profile_is_the_study_setup_with_the_demos_episode_counts():
+    demo = load_config(task="pot_to_sink", overlays=["demo"])
+    study = load_config(task="pot_to_sink", overlays=["study"],
+                        overrides={"learner.schedule.warmup_episodes": 10, "episodes.num_online_episodes": 40})
+    assert demo == study
+
+
 def test_paper_profile_is_pa_rl_as_published_without_the_projects_additions():
     learner = load_config(task="cup_to_rack", overlays=["paper"]).learner
     optimizer, schedule, policy_update = learner.optimizer, learner.schedule, learner.policy_update

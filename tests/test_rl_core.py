@@ -113,12 +113,18 @@ def test_calql_regularizer_matches_hand_computation():
     )
     assert td_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0])).item() == pytest.approx(1.0)
     assert expectile_loss(torch.tensor([2.0, -2.0]), 0.9).item() == pytest.approx((0.9 * 4 + 0.1 * 4) / 2)
+    # Asymmetric: Q above V weighs the expectile, Q below V its complement (swapping them changes the value).
+    assert expectile_loss(torch.tensor([2.0, -1.0]), 0.9).item() == pytest.approx((0.9 * 4 + 0.1 * 1) / 2)
 
 
 def test_discounted_returns_terminal_and_truncated():
     assert discounted_returns([-1, -1, 0], 0.5, terminal=True) == pytest.approx([-1.5, -1.0, 0.0])
     # truncated: the last reward continues forever: -1 / (1 - 0.5) = -2 after the last step
     assert discounted_returns([-1, -1], 0.5, terminal=False) == pytest.approx([-2.0, -2.0])
+    assert discounted_returns([], 0.5, terminal=True) == []
+    # Undiscounted: a truncated tail cannot be summed forever, so it counts as nothing (no division by zero).
+    assert discounted_returns([-1, -1, -1], 1.0, terminal=False) == pytest.approx([-3.0, -2.0, -1.0])
+    assert discounted_returns([-1, 0], 0.0, terminal=False) == pytest.approx([-1.0, 0.0])
 
 
 @pytest.mark.parametrize("success_reward, reward_bias", [(1.0, -1.0), (1.0, 0.0), (4.0, -2.0)])

@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--overlay", default="demo")
     parser.add_argument("--episodes", type=int, default=None, help="online episodes [the overlay's]")
-    parser.add_argument("--timeout-min", type=float, default=30.0, help="a run that takes longer is stopped")
+    parser.add_argument("--timeout-min", type=float, default=60.0, help="a run that takes longer is stopped")
     parser.add_argument("--parallel", type=int, default=1, help="demos run at once (wall times then overlap)")
     parser.add_argument("--add-to", default="", help="a demo_curve JSON whose runs are kept (their seeds are not run again)")
     parser.add_argument("--keep", default="", help="directory for the stores and logs [a temporary one, removed]")

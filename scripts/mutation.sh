@@ -56,6 +56,9 @@ run_module() {  # MODULE BUDGET_S
     echo "[mutmut]"
     echo "source_paths="; echo "    parl_robot"; echo "    operator_ui"
     echo "only_mutate=$module"
+    # mutmut runs the tests in mutants/: the task configs and data files must be there too.
+    echo "also_copy="; for path in pytest.ini config benchmarks launch calibration package.xml setup.py resource; do
+      echo "    $path"; done
     echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"; echo "    -q"
     echo "pytest_add_cli_args_test_selection="; for test in $tests; do echo "    $test"; done
   } > "$run_dir/setup.cfg"

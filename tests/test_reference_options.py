@@ -222,6 +222,10 @@ def test_importance_sampled_conservative_term_by_hand():
     twin = calql_importance_sampled_regularizer(q_random.expand(2, 1, 1), -math.log(2), q_current.expand(2, 1, 1), log_pi_current,
                                                 q_next.expand(2, 1, 1), log_pi_next, q_data.expand(2, 1), mc)
     assert twin.item() == pytest.approx(2 * expected)  # summed over the heads, as qf1_loss + qf2_loss
+    tau = 0.5  # tau * logsumexp(values / tau)
+    tempered = calql_importance_sampled_regularizer(q_random, -math.log(2), q_current, log_pi_current, q_next, log_pi_next,
+                                                    q_data, mc, temperature=tau)
+    assert tempered.item() == pytest.approx(tau * math.log(sum(math.exp(v / tau) for v in values)) - 2.0)
 
 
 def gaussian_agent(**changes) -> PARLAgent:

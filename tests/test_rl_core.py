@@ -465,3 +465,17 @@ def test_reparameterized_actor_baseline_climbs_q_and_leaves_the_critic_alone():
     assert all(torch.equal(critic_before[k], v) for k, v in agent.critic.state_dict().items())
     with pytest.raises(ValueError, match="needs the gaussian policy"):
         actor_step(PARLAgent(small_cfg({"policy": "diffusion", "policy_update.rule": "reparameterized"}), SPEC, action_dim=2), batch)
+
+
+def test_losses_edge_values_mutation_testing_found_untested():
+    # Uniform actions default to a log density of 0 (no correction) when none is given.
+    q_policy, q_random = torch.tensor([[[1.0, -3.0]], [[0.0, 2.0]]]), torch.tensor([[[0.0]], [[-5.0]]])
+    q_data, mc_return = torch.tensor([[0.5], [1.0]]), torch.tensor([-1.0])
+    assert calql_regularizer(q_policy, q_data, mc_return, q_random).item() == pytest.approx(
+        calql_regularizer(q_policy, q_data, mc_return, q_random, 0.0).item())
+    # The expectile's switch is at a zero difference, also for small ones.
+    assert expectile_loss(torch.tensor([0.5, -1.0]), 0.9).item() == pytest.approx((0.9 * 0.25 + 0.1 * 1.0) / 2)
+    # Bounds with a positive step reward, with a success worth less than nothing, and at discount 0.
+    assert achievable_returns(1.0, 0.5, 0.9) == pytest.approx((0.0, 0.5 * 10 + 1.5))
+    assert achievable_returns(1.0, -2.0, 0.9) == pytest.approx((-2.0 * 10 - 1.0, 0.0))
+    assert achievable_returns(1.0, -1.0, 0.0) == pytest.approx((-1.0, 0.0))

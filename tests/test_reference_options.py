@@ -44,6 +44,8 @@ def test_td_loss_forms():
     q3 = torch.tensor([[2.0], [0.0], [1.0]])  # three heads, one state, target 0: errors 4, 0, 1
     assert td_loss(q3, torch.zeros(1), "half_mse").item() == pytest.approx(2.5)
     assert td_loss(q3, torch.zeros(1), "mse").item() == pytest.approx(5 / 3)
+    assert td_loss(q, y, "sum_mse").item() == pytest.approx(1.0 + 5.0)  # mean(1, 1) + mean(9, 1): twice half_mse
+    assert td_loss(q3, torch.zeros(1), "sum_mse").item() == pytest.approx(5.0)
 
 
 def test_reference_conservative_term_by_hand():

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,11 @@ from parl_robot.version import code_version
 
 GOAL_GAIN = 0.25
 GOAL_MINUTES = 10.0
+STOP_GRACE_S = 120.0  # for the launcher to stop its nodes after Ctrl-C
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f} %"
 
 
 def run_demo(seed: int, overlay: str, episodes: int | None, store: Path, timeout_s: float) -> dict:
@@ -44,9 +50,18 @@ def run_demo(seed: int, overlay: str, episodes: int | None, store: Path, timeout
     # Its own DDS domain (localhost only): runs in parallel never hear each other.
     env = dict(os.environ, ROS_DOMAIN_ID=str(100 + seed % 100), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with open(log_path, "w") as log:
+        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, env=env).returncode
+            code = demo.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            # Ctrl-C, as an operator would: the launcher stops its nodes (each in its own session, so
+            # killing the demo process alone would leave them running).
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
             code = "timeout"
     wall_s = time.perf_counter() - started
     records = EpisodeStore(store).records() if store.exists() else []
@@ -73,13 +88,10 @@ def main() -> None:
     seeds = [seed for seed in args.seeds if seed not in {run["seed"] for run in runs}]
     print(f"{'seed':>4} {'exit':>7} {'min':>6} {'warm-up':>9} {'online 1-10':>12} {'last 10':>8} {'gain':>6}")
 
-    def cell(value):
-        return "   –" if value is None else f"{100 * value:.0f} %"
-
     def print_row(run: dict) -> None:
         gain = "–" if run["gain_points"] is None else f"{run['gain_points']:+.0f}"
-        print(f"{run['seed']:>4} {str(run['exit']):>7} {run['wall_s'] / 60:>6.1f} {cell(run['offline_start']):>9} "
-              f"{cell(run['first_online_block']):>12} {cell(run['last_online_block']):>8} {gain:>6}", flush=True)
+        print(f"{run['seed']:>4} {str(run['exit']):>7} {run['wall_s'] / 60:>6.1f} {_percent(run['offline_start']):>9} "
+              f"{_percent(run['first_online_block']):>12} {_percent(run['last_online_block']):>8} {gain:>6}", flush=True)
 
     for run in runs:
         print_row(run)
@@ -94,22 +106,27 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    gains = [r["gain_points"] / 100 for r in runs if r["gain_points"] is not None]
+    def mean(key: str, scale: float = 1.0) -> float | None:  # over the runs that have the figure
+        values = [run[key] / scale for run in runs if run[key] is not None]
+        return float(np.mean(values)) if values else None
+
     minutes = [r["wall_s"] / 60 for r in runs]
-    mean_gain = float(np.mean(gains)) if gains else None
+    mean_gain = mean("gain_points", 100.0)
     summary = {
         "seeds": len(runs), "completed": sum(r["exit"] == 0 for r in runs),
-        "mean_offline_start": float(np.mean([r["offline_start"] for r in runs if r["offline_start"] is not None])) if runs else None,
-        "mean_last_online": float(np.mean([r["last_online_block"] for r in runs if r["last_online_block"] is not None])) if runs else None,
+        "mean_offline_start": mean("offline_start"), "mean_last_online": mean("last_online_block"),
         "mean_gain": mean_gain, "mean_minutes": float(np.mean(minutes)) if minutes else None,
-        "max_minutes": float(np.max(minutes)) if minutes else None,
+        "max_minutes": max(minutes, default=None),
         "goal_gain_met": mean_gain is not None and mean_gain >= GOAL_GAIN,
-        "goal_minutes_met": bool(minutes) and max(minutes) <= GOAL_MINUTES,
+        # Only runs that finished count: a run stopped by the timeout met no time goal.
+        "goal_minutes_met": bool(runs) and all(r["exit"] == 0 for r in runs) and max(minutes) <= GOAL_MINUTES,
     }
-    print(f"mean: warm-up {100 * (summary['mean_offline_start'] or 0):.0f} % -> last 10 online "
-          f"{100 * (summary['mean_last_online'] or 0):.0f} %, gain {100 * (mean_gain or 0):+.0f} points "
+    print(f"mean: warm-up {_percent(summary['mean_offline_start'])} -> last 10 online "
+          f"{_percent(summary['mean_last_online'])}, gain "
+          f"{'–' if mean_gain is None else f'{100 * mean_gain:+.0f}'} points "
           f"(goal >= +{100 * GOAL_GAIN:.0f}: {'met' if summary['goal_gain_met'] else 'not met'}); "
-          f"wall {summary['mean_minutes'] or 0:.1f} min mean, {summary['max_minutes'] or 0:.1f} max "
+          f"wall {summary['mean_minutes'] or 0:.1f} min mean, {summary['max_minutes'] or 0:.1f} max, "
+          f"{summary['completed']} of {len(runs)} finished "
           f"(goal <= {GOAL_MINUTES:.0f}: {'met' if summary['goal_minutes_met'] else 'not met'})")
     result = {"summary": summary, "runs": runs, "overlay": args.overlay, "episodes": args.episodes,
               "parallel": args.parallel,

@@ -42,6 +42,10 @@ MODULES=(parl_robot/robot/safety.py parl_robot/data/episode_store.py parl_robot/
          parl_robot/rl/action_optimizer.py parl_robot/rl/losses.py parl_robot/robot/arm_controller.py
          parl_robot/rl/agent.py operator_ui/app.py)
 
+# Besides the sources and tests, what the tests read: copied into the run directory and, by mutmut,
+# into its mutants/ tree where the tests run.
+DATA_PATHS=(pytest.ini config benchmarks launch calibration package.xml setup.py resource)
+
 run_module() {  # MODULE BUDGET_S
   local module="$1" budget="$2" tests run_dir name
   tests="$(tests_for "$module")" || { echo "no test selection for $module; known: ${MODULES[*]}" >&2; return 2; }
@@ -49,7 +53,7 @@ run_module() {  # MODULE BUDGET_S
   run_dir="$MUTATION_DIR/$name"
   mkdir -p "$run_dir"
   # Fresh sources every run; mutmut's own results (mutants/*.meta) are kept so a run can resume.
-  for path in parl_robot operator_ui tests config benchmarks launch calibration resource pytest.ini setup.py package.xml; do
+  for path in parl_robot operator_ui tests "${DATA_PATHS[@]}"; do
     [[ -e "$REPO/$path" ]] && rm -rf "${run_dir:?}/$path" && cp -r "$REPO/$path" "$run_dir/$path"
   done
   {
@@ -57,8 +61,7 @@ run_module() {  # MODULE BUDGET_S
     echo "source_paths="; echo "    parl_robot"; echo "    operator_ui"
     echo "only_mutate=$module"
     # mutmut runs the tests in mutants/: the task configs and data files must be there too.
-    echo "also_copy="; for path in pytest.ini config benchmarks launch calibration package.xml setup.py resource; do
-      echo "    $path"; done
+    echo "also_copy="; for path in "${DATA_PATHS[@]}"; do echo "    $path"; done
     echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"; echo "    -q"
     echo "pytest_add_cli_args_test_selection="; for test in $tests; do echo "    $test"; done
   } > "$run_dir/setup.cfg"

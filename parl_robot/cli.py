@@ -42,9 +42,9 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
     return assignments
 
 
-def _store_and_config(args: dict[str, str], overlay_default: str = ""):
+def _store_and_config(args: dict[str, str]):
     task = args.get("task", "cup_to_rack")
-    overlay = args.get("overlay", overlay_default)
+    overlay = args.get("overlay", "")
     overrides = parse_overrides(args.get("overrides", ""))
     if args.get("store_dir"):
         overrides["episodes.store_dir"] = args["store_dir"]
@@ -141,7 +141,7 @@ def command_demo(argv: list[str]) -> int:
         args["overrides"] = json.dumps({**parse_overrides(args.get("overrides", "")), **extra})
     args.setdefault("overlay", DEMO_OVERLAY)
     validate_launch_arguments({k: v for k, v in args.items()}, require_demos=False)  # before any work starts
-    cfg, overlay = _store_and_config(args, overlay_default=DEMO_OVERLAY)
+    cfg, overlay = _store_and_config(args)
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.launcher import launch
     from parl_robot.sim.record_demos import record_demos

@@ -41,7 +41,7 @@ def _per_call(shape: tuple[int, int], repeats: int) -> dict:
     return row
 
 
-def _study_batch(cfg, rng: np.random.Generator, batch: int) -> dict:
+def _study_batch(rng: np.random.Generator, batch: int) -> dict:
     from parl_robot.observation import STATE_DIM
 
     state = rng.normal(size=(batch, STATE_DIM)).astype(np.float32)
@@ -63,7 +63,7 @@ def _per_update(updates: int) -> dict:
         torch.manual_seed(0)
         agent = PARLAgent(cfg.learner, ObservationSpec(STATE_DIM))
         rng = np.random.default_rng(0)
-        batches = [_study_batch(cfg, rng, cfg.learner.schedule.batch_size) for _ in range(updates + 3)]
+        batches = [_study_batch(rng, cfg.learner.schedule.batch_size) for _ in range(updates + 3)]
         for batch in batches[:3]:
             agent.update_critic(batch)
         started = time.perf_counter()

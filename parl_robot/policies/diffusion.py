@@ -65,14 +65,26 @@ class DiffusionPolicy(nn.Module):
         prediction; the samples are biased, and re-training on them (distillation) compounds the bias
         until the policy collapses."""
         features = self.encoder(obs)  # (batch, F), once per state
+        noise = self.sampling_noise(features.shape[0], num_samples, features.device)
+        return self.sample_from_noise(features, num_samples, noise)
+
+    def sampling_noise(self, batch: int, num_samples: int, device: torch.device | str) -> torch.Tensor:
+        """The Gaussian draws of one `sample` call, (diffusion_steps, batch · num_samples, A): the
+        starting noise, then the noise of each reverse step above 0, in the order `sample` uses them."""
+        return torch.stack([torch.randn(batch * num_samples, self.action_dim, device=device)
+                            for _ in range(self.diffusion_steps)])
+
+    def sample_from_noise(self, features: torch.Tensor, num_samples: int, noise: torch.Tensor) -> torch.Tensor:
+        """`sample` from encoded states (batch, F) and given `sampling_noise`: deterministic, static
+        shapes (the captured control step draws the noise outside its graph)."""
         batch = features.shape[0]
         features = repeat_features(features, num_samples)  # (batch * n, F)
-        actions = torch.randn(batch * num_samples, self.action_dim, device=features.device)
+        actions = noise[0]
         for step in reversed(range(self.diffusion_steps)):
             steps = torch.full((actions.shape[0],), step, device=actions.device)
-            noise = self.predict_noise(features, actions, steps)
+            predicted = self.predict_noise(features, actions, steps)
             alpha_bar = self.alphas_cumprod[step]
-            clean = ((actions - torch.sqrt(1 - alpha_bar) * noise) / torch.sqrt(alpha_bar)).clamp(-1.0, 1.0)
+            clean = ((actions - torch.sqrt(1 - alpha_bar) * predicted) / torch.sqrt(alpha_bar)).clamp(-1.0, 1.0)
             if step == 0:
                 actions = clean
                 break
@@ -82,7 +94,7 @@ class DiffusionPolicy(nn.Module):
                 self.betas[step] * torch.sqrt(alpha_bar_prev) / (1 - alpha_bar) * clean
                 + (1 - alpha_bar_prev) * torch.sqrt(self.alphas[step]) / (1 - alpha_bar) * actions
             )
-            actions = mean + torch.sqrt(self.posterior_variance[step]) * torch.randn_like(actions)
+            actions = mean + torch.sqrt(self.posterior_variance[step]) * noise[self.diffusion_steps - step]
         return actions.view(batch, num_samples, self.action_dim)
 
     def supervised_loss(self, obs: Observation, actions: torch.Tensor) -> torch.Tensor:

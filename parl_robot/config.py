@@ -366,6 +366,12 @@ class LearnerConfig(Section):
     policy: str = _field("diffusion", choices=("diffusion", "gaussian", "transformer", "openvla"))
     observation: str = _field("state", choices=("state", "image"))
     device: str = _field("cpu", choices=("cpu", "cuda", "auto"))
+    # How action optimization and the updates are computed (the same rule on every path;
+    # parl_robot/rl/control_step.py): "eager" (the autograd reference), "static" (analytic dQ/da for
+    # all critic heads at once, static shapes, fused Adam: fewer operator calls, no compilation) or
+    # "compiled" (the static computations through torch.compile; CUDA graphs on a GPU; the first call
+    # per shape compiles, minutes on a CPU).
+    compute_path: str = _field("static", choices=("eager", "static", "compiled"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     policy_update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)

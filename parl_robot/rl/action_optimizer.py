@@ -39,13 +39,19 @@ class OptimizedActions:
     q_values: torch.Tensor  # (batch, c)
     initial_q_values: torch.Tensor  # (batch, c) of the candidates before local optimization
     sample_q_values: torch.Tensor | None = None  # (batch, k) of the policy's samples as drawn
+    samples: torch.Tensor | None = None  # (batch, k, action_dim), the policy's samples (set by ControlStep)
 
     def optimization_gain(self) -> float:
         """Mean over states of (best optimized Q − mean Q of the policy's samples): how much global
         selection and local ascent raised Q above what the policy proposes."""
-        if self.sample_q_values is None:
-            return float("nan")
-        return (self.q_values.max(dim=1).values - self.sample_q_values.mean(dim=1)).mean().item()
+        return optimization_gain(self.q_values, self.sample_q_values)
+
+
+def optimization_gain(q_values: torch.Tensor, sample_q_values: torch.Tensor | None) -> float:
+    """Mean over states of (best Q among `q_values` (batch, c) − mean of `sample_q_values` (batch, k))."""
+    if sample_q_values is None:
+        return float("nan")
+    return (q_values.max(dim=1).values - sample_q_values.mean(dim=1)).mean().item()
 
 
 def ensemble_q(critic: TwinCritic, features: torch.Tensor, actions: torch.Tensor, ensemble: str) -> torch.Tensor:

@@ -20,10 +20,12 @@ import torch
 from parl_robot.config import LearnerConfig
 from parl_robot.data.episode import SOURCE_INTERVENTION
 from parl_robot.nets.critic import TwinCritic, ValueNetwork
+from parl_robot.nets.critic_ascent import supports_critic
 from parl_robot.nets.encoders import ObservationSpec, StateNormalizer
 from parl_robot.policies import build_policy
 from parl_robot.rl.action_cache import ActionCache
-from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, ensemble_q, optimize_actions
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, ensemble_q, optimization_gain, optimize_actions
+from parl_robot.rl.control_step import ControlStep
 from parl_robot.rl.executed_action import EXECUTED_ACTION
 from parl_robot.rl.losses import (
     calql_importance_sampled_regularizer,
@@ -34,6 +36,7 @@ from parl_robot.rl.losses import (
 )
 from parl_robot.rl.network_modes import training_mode
 from parl_robot.rl.replay_buffer import ReplayBuffer
+from parl_robot.rl.static_optimizer import candidate_count, optimize_actions_static
 
 Q_EXPLOSION_LIMIT = 1e4
 
@@ -64,11 +67,11 @@ class UpdateStats:
 def _move_toward(average: torch.nn.Module, source: torch.nn.Module, fraction: float) -> None:
     """Polyak step for target critics and the policy average: parameters move `fraction` of the way to
     the source's; buffers (state statistics, schedules) are copied."""
-    with torch.no_grad():
-        for mine, theirs in zip(average.parameters(), source.parameters()):
-            mine.lerp_(theirs, fraction)
-        for mine, theirs in zip(average.buffers(), source.buffers()):
-            mine.copy_(theirs)
+    with torch.no_grad():  # one multi-tensor operator each instead of one per parameter
+        torch._foreach_lerp_(list(average.parameters()), list(source.parameters()), fraction)
+        buffers = list(average.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(source.buffers()))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,8 +109,18 @@ class PARLAgent:
             if cfg.critic.kind == "iql"
             else None
         )
+        # compute_path static/compiled: one fused Adam kernel per step instead of a dozen operators per parameter.
+        self.fused_optimizers = cfg.compute_path != "eager"
+        # compiled: the static action optimizer through torch.compile (one compilation per batch shape).
+        self._optimize_static = (torch.compile(optimize_actions_static, dynamic=False)
+                                 if cfg.compute_path == "compiled" else optimize_actions_static)
+        self._control_step: ControlStep | None = None
+        compiled = cfg.compute_path == "compiled"
+        # compiled: the loss computations (forward, and through AOTAutograd their backward) as graphs.
+        self._critic_loss_step = torch.compile(self._critic_loss) if compiled else self._critic_loss
+        self._distillation_loss_step = torch.compile(self._distillation_loss) if compiled else self._distillation_loss
         trainable = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]  # LoRA: adapters
-        self.policy_optimizer = torch.optim.Adam(trainable, lr=cfg.policy_lr)
+        self.policy_optimizer = self._adam(trainable, cfg.policy_lr)
         # policy_update.distill_optimizer "fresh": distillation's own Adam, created at its first step.
         self.distill_optimizer: torch.optim.Optimizer | None = None
         self.critic_optimizer = self._new_critic_optimizer()
@@ -116,7 +129,7 @@ class PARLAgent:
         self.entropy_optimizer: torch.optim.Optimizer | None = None
         if cfg.policy_update.entropy_autotune:
             self.log_entropy_alpha = torch.zeros((), device=self.device, requires_grad=True)
-            self.entropy_optimizer = torch.optim.Adam([self.log_entropy_alpha], lr=cfg.policy_update.entropy_lr)
+            self.entropy_optimizer = self._adam([self.log_entropy_alpha], cfg.policy_update.entropy_lr)
         self.optimizer_cfg = ActionOptimizerConfig(
             num_kept=cfg.optimizer.num_kept,
             local_steps=cfg.optimizer.local_steps,
@@ -137,9 +150,12 @@ class PARLAgent:
             if network is not None:
                 network.eval()  # see training_mode: evaluation mode except inside a loss's forward pass
 
+    def _adam(self, parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=lr, fused=True if self.fused_optimizers else None)
+
     def _new_critic_optimizer(self) -> torch.optim.Optimizer:
         parameters = list(self.critic.parameters()) + (list(self.value.parameters()) if self.value else [])
-        return torch.optim.Adam(parameters, lr=self.cfg.critic.lr)
+        return self._adam(parameters, self.cfg.critic.lr)
 
     def reset_critic_optimizer(self) -> None:
         """A fresh critic Adam (no moments, step 0): `critic.reset_optimizer_online` when offline
@@ -177,19 +193,34 @@ class PARLAgent:
         accepted-only ascent steps; selection by `optimizer_cfg` (the acting rule by default)."""
         if samples is None:
             samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (batch, k, A)
+        optimizer_cfg = optimizer_cfg or self.optimizer_cfg
         with torch.no_grad():
             features = self.critic.encode(obs)  # (batch, F), once per state
-        return optimize_actions(self.critic, features, samples, optimizer_cfg or self.optimizer_cfg, dataset_actions)
+        if self.cfg.compute_path == "eager" or not supports_critic(self.critic):
+            return optimize_actions(self.critic, features, samples, optimizer_cfg, dataset_actions)
+        selection_noise = None
+        if optimizer_cfg.selection == "softmax":
+            count = candidate_count(optimizer_cfg, samples.shape[1], dataset_actions is not None)
+            selection_noise = torch.rand(samples.shape[0], count, device=samples.device)
+        return self._optimize_static(self.critic, features, samples, optimizer_cfg, dataset_actions, selection_noise)
+
+    @property
+    def control_step(self) -> ControlStep:
+        """The acting path (sample k, optimize, select) for `compute_path`, built at first use."""
+        step = self._control_step
+        if step is None or step.critic is not self.critic or step.policy is not self.sampling_policy:
+            self._control_step = ControlStep(self.sampling_policy, self.critic, self.optimizer_cfg,
+                                             self.cfg.optimizer.num_samples, self.cfg.compute_path)
+        return self._control_step
 
     def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Action for one state (unbatched arrays) and its Q value (networks in evaluation mode)."""
         obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
         obs["state"] = obs["state"].float()
-        samples = self.sampling_policy.sample(obs, self.cfg.optimizer.num_samples)  # (1, k, A)
-        result = self.optimized_actions(obs, samples=samples)
+        result = self.control_step(obs)
         best_q = float(result.q_values.max())
         optimized = result.actions[0].cpu().numpy().astype(np.float32)
-        return self.executed_action(optimized, samples[0].float().cpu().numpy()), best_q
+        return self.executed_action(optimized, result.samples[0].float().cpu().numpy()), best_q
 
     def q_of_actions(self, episode) -> np.ndarray | None:
         """The critic's Q(s_t, a_t) for every step of an EpisodeData, its heads combined as when
@@ -304,6 +335,35 @@ class PARLAgent:
             return target.clamp(*self.value_range), next_actions
 
     def update_critic(self, batch: dict[str, np.ndarray]) -> float:
+        loss, q_data = self._critic_loss_step(self.batch_tensors(batch))
+        if q_data.detach().abs().max() > Q_EXPLOSION_LIMIT:
+            raise NumericalInstability(
+                f"|Q| reached {q_data.detach().abs().max().item():.3g}; update skipped "
+                "(consider learner.critic.hl_gauss_bins > 0, the HL-Gauss critic)"
+            )
+        self._step(self.critic_optimizer, loss, "critic")
+        self._soft_update_target()
+        self.stats.critic_updates += 1
+        self.stats.critic_loss = loss.item()
+        self.stats.q_data = q_data.mean().item()
+        return loss.item()
+
+    def batch_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The batch's numeric arrays as tensors on the learner's device (pinned and copied without
+        blocking on CUDA); other entries are left out."""
+        tensors = {}
+        for key, value in batch.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf":
+                continue
+            tensor = torch.as_tensor(array)
+            if self.device.type == "cuda":
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            tensors[key] = tensor
+        return tensors
+
+    def _critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The critic's loss (TD + Cal-QL or IQL) and the data actions' Q per head, (members, batch)."""
         obs = self.observation_tensors(batch)
         next_obs = self.observation_tensors(batch, "next_")
         actions = torch.as_tensor(batch["action"], device=self.device)
@@ -325,17 +385,7 @@ class PARLAgent:
                 loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.critic.iql_expectile)
             elif calql:
                 loss = loss + self.cfg.critic.cql_alpha * self._calql_term(features, q_data, policy_actions, batch)
-        if q_data.detach().abs().max() > Q_EXPLOSION_LIMIT:
-            raise NumericalInstability(
-                f"|Q| reached {q_data.detach().abs().max().item():.3g}; update skipped "
-                "(consider learner.critic.hl_gauss_bins > 0, the HL-Gauss critic)"
-            )
-        self._step(self.critic_optimizer, loss, "critic")
-        self._soft_update_target()
-        self.stats.critic_updates += 1
-        self.stats.critic_loss = loss.item()
-        self.stats.q_data = q_data.mean().item()
-        return loss.item()
+        return loss, q_data
 
     def _calql_policy_actions(self, obs: dict[str, torch.Tensor], next_obs: dict[str, torch.Tensor],
                               batch: dict[str, np.ndarray], next_actions: torch.Tensor | None) -> torch.Tensor:
@@ -398,7 +448,12 @@ class PARLAgent:
             keep &= np.asarray(batch["episode_success"]) > 0.5
         if not keep.any() and not intervention.any():
             return float("nan")  # nothing to distil in this batch: no step, weights kept
-        loss = self._distillation_loss({key: value[keep] for key, value in batch.items()}) if keep.any() else None
+        loss = None
+        if keep.any():
+            kept_batch = self.batch_tensors({key: value[keep] for key, value in batch.items()})
+            loss, q_values, sample_q_values = self._distillation_loss_step(kept_batch)
+            self.stats.q_optimized = q_values.max(dim=1).values.mean().item()
+            self.stats.q_optimization_gain = optimization_gain(q_values, sample_q_values)
         if intervention.any():
             operator = {key: value[intervention] for key, value in batch.items()}
             with training_mode(self.policy):
@@ -426,11 +481,12 @@ class PARLAgent:
             return self.policy_optimizer
         if self.distill_optimizer is None:  # the reference builds a new Adam for online distillation
             trainable = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]
-            self.distill_optimizer = torch.optim.Adam(trainable, lr=self.cfg.policy_update.distill_lr)
+            self.distill_optimizer = self._adam(trainable, self.cfg.policy_update.distill_lr)
         return self.distill_optimizer
 
-    def _distillation_loss(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
-        """The policy's supervised loss on the optimized actions of `batch`'s states (PA-RL's stage II)."""
+    def _distillation_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The policy's supervised loss on the optimized actions of `batch`'s states (PA-RL's stage II),
+        with the optimized candidates' Q (batch, c) and the policy samples' Q (batch, k)."""
         obs = self.observation_tensors(batch)
         dataset_actions = torch.as_tensor(batch["action"], device=self.device)
         optimized = self.optimized_actions(
@@ -439,10 +495,9 @@ class PARLAgent:
             self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples),
             self.distill_optimizer_cfg,
         )
-        self.stats.q_optimized = optimized.q_values.max(dim=1).values.mean().item()
-        self.stats.q_optimization_gain = optimized.optimization_gain()
         with training_mode(self.policy):
-            return self.policy.supervised_loss(obs, optimized.actions.detach())
+            loss = self.policy.supervised_loss(obs, optimized.actions.detach())
+        return loss, optimized.q_values, optimized.sample_q_values
 
     def _soft_update_target(self) -> None:
         _move_toward(self.target_critic, self.critic, self.cfg.critic.target_update_rate)

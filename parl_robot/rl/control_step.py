@@ -7,6 +7,7 @@ states, on one of three paths with the same rule:
   `static_optimizer.optimize_actions_static` (analytic ∂Q/∂a for all heads in one batched pass, one
   critic pass per local step, no host synchronisation). Fewer operator calls and less work on any
   device; no compilation.
+  A critic other than `TwinCritic` falls back to "eager".
 - "compiled": the static step through `torch.compile` (fullgraph, static shapes): on CUDA with CUDA
   graphs (mode "reduce-overhead"), so a step is one graph replay instead of ~1,450 kernel launches;
   on CPU, Inductor's fused C++ kernels. The first call per input shape compiles (tens of seconds on a
@@ -37,11 +38,13 @@ class ControlStep:
                  path: str = "static"):
         if path not in CONTROL_STEP_PATHS:
             raise ValueError(f"control step path must be one of {CONTROL_STEP_PATHS}, got {path!r}")
-        if path != "eager" and not supports_critic(critic):
-            raise ValueError(f"the {path} control step needs a TwinCritic with hidden layers; use path 'eager'")
+        if not supports_critic(critic):
+            path = "eager"  # the analytic gradient covers TwinCritic's heads only; any other critic: the reference
         self.policy, self.critic, self.cfg, self.num_samples, self.path = policy, critic, cfg, num_samples, path
-        # Policies that can sample from given noise run inside the static graph; others sample eagerly.
-        self.samples_in_graph = hasattr(policy, "sample_from_noise") and hasattr(policy, "sampling_noise")
+        # Compiled: policies that can sample from given noise run inside the graph; others (and the
+        # static path, where it makes no difference) call `policy.sample` before it.
+        self.samples_in_graph = (path == "compiled" and hasattr(policy, "sample_from_noise")
+                                 and hasattr(policy, "sampling_noise"))
         self._step: Callable = self._static_step
         if path == "compiled":
             device = next(critic.parameters()).device
@@ -53,7 +56,9 @@ class ControlStep:
             samples = self.policy.sample(obs, self.num_samples)
             with torch.no_grad():
                 features = self.critic.encode(obs)
-            return optimize_actions(self.critic, features, samples, self.cfg)
+            result = optimize_actions(self.critic, features, samples, self.cfg)
+            result.samples = samples
+            return result
         batch, device = obs["state"].shape[0], obs["state"].device
         if self.samples_in_graph:
             sampling = self.policy.sampling_noise(batch, self.num_samples, device)
@@ -76,4 +81,4 @@ class ControlStep:
                 samples = sampling
             features = self.critic.encode(obs)
             result = optimize_actions_static(self.critic, features, samples, self.cfg, selection_noise=selection_noise)
-        return result.actions, result.candidates, result.q_values, result.initial_q_values, result.sample_q_values
+        return result.actions, result.candidates, result.q_values, result.initial_q_values, result.sample_q_values, samples

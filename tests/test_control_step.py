@@ -1,0 +1,183 @@
+"""The static and compiled paths of action optimization and of the learner update compute the same
+rule as the eager autograd reference (issue 25): analytic dQ/da, one critic pass per local step,
+Gumbel-max softmax selection, diffusion sampling from noise drawn up front, fused Adam."""
+
+import numpy as np
+import pytest
+import torch
+
+from parl_robot.config import LearnerConfig, with_overrides
+from parl_robot.nets.critic import TwinCritic
+from parl_robot.nets.critic_ascent import first_layer_state_part, q_and_action_gradient, q_only, stack_heads
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.policies.diffusion import DiffusionPolicy
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, optimize_actions
+from parl_robot.rl.agent import PARLAgent
+from parl_robot.rl.control_step import ControlStep
+from parl_robot.rl.static_optimizer import optimize_actions_static
+
+SPEC = ObservationSpec(state_dim=3)
+
+
+def _critic(members=2, bins=0, seed=0, dtype=torch.float64) -> TwinCritic:
+    torch.manual_seed(seed)
+    critic = TwinCritic(SPEC, 2, hidden=32, layers=3, hl_gauss_bins=bins, value_range=(-10.0, 2.0), members=members)
+    with torch.no_grad():  # away from initialization, so heads, norms and biases all differ
+        for parameter in critic.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return critic.to(dtype).eval()
+
+
+@pytest.mark.parametrize("members,bins,ensemble", [(2, 0, "min"), (3, 0, "mean"), (2, 11, "min"), (10, 0, "mean")])
+def test_analytic_q_and_action_gradient_equal_autograd(members, bins, ensemble):
+    critic = _critic(members, bins)
+    features = critic.encode({"state": torch.randn(4, 3, dtype=torch.float64)})
+    actions = (torch.rand(4, 6, 2, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    heads = critic.q_values(features, actions)
+    reference = heads.mean(0) if ensemble == "mean" else heads.min(0).values
+    reference_gradient = torch.autograd.grad(reference.sum(), actions)[0]
+
+    stacked = stack_heads(critic)
+    state_part = first_layer_state_part(stacked, features.detach())
+    q, gradient = q_and_action_gradient(stacked, state_part, actions.detach(), ensemble)
+    torch.testing.assert_close(q, reference.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(gradient, reference_gradient, rtol=0, atol=1e-12)
+    torch.testing.assert_close(q_only(stacked, state_part, actions.detach(), ensemble), reference.detach(), rtol=0, atol=1e-12)
+    assert gradient.abs().max() > 1e-3  # a real gradient, not a vanishing one that any formula would match
+
+
+@pytest.mark.parametrize("local_search", ["accepted_only", "best_iterate"])
+@pytest.mark.parametrize("dataset_slot", [None, "extra", "replace_worst"])
+def test_static_optimizer_equals_the_eager_reference(local_search, dataset_slot):
+    critic = _critic(members=2, bins=0, seed=1)
+    torch.manual_seed(2)
+    features = critic.encode({"state": torch.randn(5, 3, dtype=torch.float64)})
+    samples = torch.rand(5, 12, 2, dtype=torch.float64) * 2 - 1
+    dataset = torch.rand(5, 2, dtype=torch.float64) * 2 - 1 if dataset_slot else None
+    cfg = ActionOptimizerConfig(num_kept=4, local_steps=8, step_size=0.2, local_search=local_search,
+                                dataset_action_slot=dataset_slot or "extra")
+    eager = optimize_actions(critic, features, samples, cfg, dataset)
+    static = optimize_actions_static(critic, features, samples, cfg, dataset)
+    for name in ("actions", "candidates", "q_values", "initial_q_values", "sample_q_values"):
+        torch.testing.assert_close(getattr(static, name), getattr(eager, name), rtol=0, atol=1e-10, msg=name)
+    moved = (static.q_values > static.initial_q_values).sum().item()
+    assert 0 < moved < static.q_values.numel() or local_search == "best_iterate"  # steps accepted and rejected
+
+
+def test_a_rejected_candidate_stops_even_if_a_later_step_would_improve():
+    """Accepted-only with one critic pass per step: a rejected candidate keeps its place and never steps
+    again (the static path keeps stepping masked candidates, the eager one stops them)."""
+    critic = _critic(members=2, seed=3)
+    torch.manual_seed(4)
+    features = critic.encode({"state": torch.randn(3, 3, dtype=torch.float64)})
+    samples = torch.rand(3, 6, 2, dtype=torch.float64) * 2 - 1
+    cfg = ActionOptimizerConfig(num_kept=6, local_steps=30, step_size=2.0)  # large steps overshoot the peaks
+    eager = optimize_actions(critic, features, samples, cfg)
+    static = optimize_actions_static(critic, features, samples, cfg)
+    torch.testing.assert_close(static.candidates, eager.candidates, rtol=0, atol=1e-10)
+    assert (static.q_values == static.initial_q_values).any()  # some candidates were rejected at once
+
+
+def test_gumbel_max_softmax_selection_draws_with_the_softmax_probabilities():
+    critic = _critic(seed=5)
+    features = critic.encode({"state": torch.zeros(1, 3, dtype=torch.float64)})
+    torch.manual_seed(6)
+    samples = torch.rand(1, 4, 2, dtype=torch.float64) * 2 - 1
+    cfg = ActionOptimizerConfig(num_kept=4, local_steps=0, selection="softmax", temperature=0.5)
+    draws = 20000
+    result = optimize_actions_static(critic, features.expand(draws, -1), samples.expand(draws, -1, -1), cfg,
+                                     selection_noise=torch.rand(draws, 4, dtype=torch.float64))
+    chosen = (result.actions.unsqueeze(1) == result.candidates).all(-1).double().mean(0)  # frequency per candidate
+    expected = torch.softmax(result.q_values[0] / 0.5, dim=0)
+    assert expected.min() > 0.02 and expected.max() < 0.9  # a real distribution, not one certain candidate
+    torch.testing.assert_close(chosen, expected, rtol=0, atol=0.015)
+    with pytest.raises(ValueError, match="selection_noise"):
+        optimize_actions_static(critic, features, samples, cfg)
+
+
+def test_diffusion_sampling_from_noise_drawn_up_front_is_the_same_sample():
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(SPEC, 2, hidden=32, blocks=2).eval()
+    obs = {"state": torch.randn(3, 3)}
+    torch.manual_seed(7)
+    sampled = policy.sample(obs, 5)
+    torch.manual_seed(7)
+    noise = policy.sampling_noise(3, 5, "cpu")
+    assert noise.shape == (policy.diffusion_steps, 15, 2)
+    torch.testing.assert_close(policy.sample_from_noise(policy.encoder(obs), 5, noise), sampled, rtol=0, atol=0)
+
+
+def _agent(path: str, changes: dict | None = None) -> PARLAgent:
+    cfg = with_overrides(LearnerConfig(), {
+        "policy_hidden": 32, "policy_blocks": 2, "critic.hidden": 32, "critic.layers": 2, "optimizer.num_samples": 8,
+        "optimizer.num_kept": 3, "optimizer.local_steps": 4, "optimizer.step_size": 0.1, "compute_path": path,
+        # argmax: softmax selection draws the same distribution on both paths from different random numbers
+        "policy_update.distill_selection": "argmax",
+        **(changes or {})})
+    return PARLAgent(cfg, SPEC, action_dim=2)
+
+
+def _batch(rng: np.random.Generator, size: int = 12) -> dict[str, np.ndarray]:
+    return {"state": rng.normal(size=(size, 3)).astype(np.float32), "next_state": rng.normal(size=(size, 3)).astype(np.float32),
+            "action": rng.uniform(-1, 1, (size, 2)).astype(np.float32), "reward": -np.ones(size, np.float32),
+            "done": np.zeros(size, np.float32), "mc_return": np.full(size, -5.0, np.float32),
+            "episode_success": (np.arange(size) % 2).astype(np.float32)}
+
+
+@pytest.mark.parametrize("changes", [{}, {"critic.cql_term": "optimized_actions", "optimizer.local_search": "best_iterate",
+                                          "optimizer.dataset_action_slot": "replace_worst", "critic.members": 4,
+                                          "critic.sampled_members": 2, "optimizer.q_ensemble": "mean"}])
+def test_static_agent_acts_and_learns_as_the_eager_agent(changes):
+    """Same seed, same batches: the static path's actions, losses and weights follow the eager path's
+    (fused Adam and the batched critic differ from the reference only by float32 rounding)."""
+    agents = [_agent(path, changes) for path in ("eager", "static")]
+    assert agents[1].critic_optimizer.defaults["fused"] and not agents[0].critic_optimizer.defaults["fused"]
+    for agent in agents:
+        rng = np.random.default_rng(0)
+        torch.manual_seed(0)  # the agents draw from torch's global generator
+        agent.trace = []
+        for _ in range(3):
+            batch = _batch(rng)
+            agent.trace.append(agent.update_critic(batch))
+            agent.trace.append(agent.update_policy(batch))
+            agent.trace.append(agent.stats.q_optimization_gain)
+            action, q = agent.act({"state": batch["state"][0]})
+            agent.trace += [*action.tolist(), q]
+    np.testing.assert_allclose(agents[1].trace, agents[0].trace, rtol=1e-4, atol=1e-5)
+    for (name, eager), static in zip(agents[0].critic.state_dict().items(), agents[1].critic.state_dict().values()):
+        torch.testing.assert_close(static, eager, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_control_step_static_equals_eager_for_a_diffusion_policy():
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(SPEC, 2, hidden=32, blocks=2).eval()
+    critic = _critic(seed=8, dtype=torch.float32)
+    cfg = ActionOptimizerConfig(num_kept=4, local_steps=6, step_size=0.1)
+    obs = {"state": torch.randn(2, 3)}
+    results = []
+    for path in ("eager", "static"):
+        torch.manual_seed(9)
+        results.append(ControlStep(policy, critic, cfg, 16, path)(obs))
+    torch.testing.assert_close(results[1].actions, results[0].actions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(results[1].samples, results[0].samples, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="eager', 'static', 'compiled"):
+        ControlStep(policy, critic, cfg, 16, "graph")
+
+
+@pytest.mark.slow
+def test_compiled_control_step_and_update_equal_the_eager_path():
+    """torch.compile (Inductor's C++ kernels here; CUDA graphs on a GPU) on a small network: the same
+    actions and losses as eager, with the randomness drawn outside the graph. Compiles for ~1-3 min."""
+    torch._inductor.config.fallback_random = True  # the compiled graphs draw from the eager generator
+    changes = {"diffusion_steps": 2, "optimizer.local_steps": 2}
+    agents = [_agent(path, changes) for path in ("eager", "compiled")]
+    for agent in agents:
+        rng = np.random.default_rng(1)
+        torch.manual_seed(1)
+        agent.trace = []
+        for _ in range(2):
+            batch = _batch(rng)
+            agent.trace += [agent.update_critic(batch), agent.update_policy(batch)]
+            action, q = agent.act({"state": batch["state"][0]})
+            agent.trace += [*action.tolist(), q]
+    np.testing.assert_allclose(agents[1].trace, agents[0].trace, rtol=1e-4, atol=1e-5)

@@ -165,10 +165,12 @@ def test_control_step_static_equals_eager_for_a_diffusion_policy():
 
 
 @pytest.mark.slow
-def test_compiled_control_step_and_update_equal_the_eager_path():
+def test_compiled_control_step_and_update_equal_the_eager_path(monkeypatch):
     """torch.compile (Inductor's C++ kernels here; CUDA graphs on a GPU) on a small network: the same
     actions and losses as eager, with the randomness drawn outside the graph. Compiles for ~1-3 min."""
-    torch._inductor.config.fallback_random = True  # the compiled graphs draw from the eager generator
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # compiled graphs draw from the eager generator
     changes = {"diffusion_steps": 2, "optimizer.local_steps": 2}
     agents = [_agent(path, changes) for path in ("eager", "compiled")]
     for agent in agents:

@@ -22,7 +22,7 @@ tests_for() {
     parl_robot/robot/safety.py)
       echo "tests/test_safety_and_controller.py tests/test_safety_invariants.py" ;;
     parl_robot/robot/arm_controller.py)
-      echo "tests/test_safety_and_controller.py tests/test_interbotix_backend.py" ;;
+      echo "tests/test_safety_and_controller.py tests/test_interbotix_backend.py tests/test_arm_controller.py" ;;
     parl_robot/data/episode_store.py)
       echo "tests/test_episode_store_durability.py" ;;
     parl_robot/perception/success.py)

@@ -71,7 +71,6 @@ class ArmController:
         self.clock = clock
         self.period = 1.0 / control.rate_hz
         self.moving_time = control.moving_time_periods * self.period
-        self.accel_time = control.accel_time_periods * self.period
         self.watchdog_timeout = control.watchdog_periods * self.period
         self.home_position = np.asarray(control.home_xyz, dtype=float)
         self.neutral_joints = neutral_joints(control)

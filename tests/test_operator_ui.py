@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from operator_ui.app import REQUEST_HEADER, create_app
+from operator_ui.app import REQUEST_HEADER, ApiError, create_app, cross_origin_reason, host_name
 from operator_ui.state import OperatorState, success_curve
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.data.episode import EpisodeData
@@ -17,6 +17,7 @@ class RecordingGraph:
     def __init__(self):
         self.events: list[tuple[str, dict]] = []
         self.services: list[str] = []
+        self.service_timeouts: list[float] = []
         self.service_result = (True, "done")
         self.publish_delay_s = 0.0
 
@@ -24,8 +25,9 @@ class RecordingGraph:
         time.sleep(self.publish_delay_s)  # widens the window between a label's check and its announcement
         self.events.append((kind, fields))
 
-    def call_service(self, name, timeout_s=3.0):
+    def call_service(self, name, timeout_s=3.0):  # the GraphCommands protocol's default wait
         self.services.append(name)
+        self.service_timeouts.append(timeout_s)
         return self.service_result
 
     def publish_teleop(self, action, takeover):
@@ -548,3 +550,58 @@ def test_reward_detector_switch_and_classifier_status(rig):
     for bad in ({"detector": "aruco"}, {"detector": 1}, {}, {"detector": "classifier", "now": True}):
         assert client.post("/api/reward_detector", json=bad).status_code == 400
     assert len([e for e in graph.events if e[0] == "use_detector"]) == 1
+
+
+def test_operator_facing_errors_say_exactly_what_is_wrong(rig):
+    """The page shows these strings to the operator as they are (mutation testing found them unchecked)."""
+    client, state, graph, _, clock = rig
+    _live(state, clock, "awaiting_label")
+
+    def error(response, status):
+        assert response.status_code == status and response.get_json()["status"] == status
+        return response.get_json()["error"]
+
+    assert error(client.post("/api/label", data="{not json", content_type="application/json"), 400) == "body is not valid JSON"
+    assert error(client.post("/api/label", json=[True]), 400) == "body must be a JSON object, got list"
+    assert error(client.post("/api/label", json={"success": "yes", "episode": 4}), 400) == \
+        'field \'success\' must be bool, got "yes"'
+    assert error(client.post("/api/reset_done"), 409) == \
+        "not possible while the episode is 'awaiting_label' (needs waiting_for_reset)"
+    state.on_event({"type": "state", "state": "waiting_for_reset"})
+    assert error(client.post("/api/discard"), 409) == \
+        "not possible while the episode is 'waiting_for_reset' (needs running or awaiting_label)"
+    state.on_event({"type": "state", "state": "running"})
+    assert error(client.post("/api/home"), 409) == "the episode is running: discard it or e-stop first"
+    clock.now += 60
+    assert error(client.post("/api/episodes/online_00001/label", json={"label": "failure"}), 503) == \
+        "the learner is not running: labels of stored episodes cannot be changed now"
+    assert str(ApiError(409, "why")) == "why"  # logged tracebacks carry the message
+    assert graph.events == []
+
+
+def test_arm_services_wait_as_long_as_their_moves_take(rig):
+    """Homing and rebooting take seconds (15 s wait); e-stop must answer fast (2 s); clearing, the default."""
+    client, state, graph, _, clock = rig
+    _live(state, clock, "waiting_for_reset")
+    responses = [client.post(path) for path in ("/api/home", "/api/reboot_motors", "/api/estop", "/api/estop_clear")]
+    assert [response.get_json() for response in responses] == [{"ok": True, "message": "done"}] * 4
+    assert graph.service_timeouts == [15.0, 15.0, 2.0, 3.0]
+
+
+def test_cross_origin_reasons_name_the_header_and_host_names_parse():
+    assert cross_origin_reason("http://evil.example", None, "localhost:5000") == \
+        "cross-origin request refused: Origin 'http://evil.example' is not this page (localhost:5000)"
+    assert cross_origin_reason(None, "http://evil.example/x", "localhost:5000") == \
+        "cross-origin request refused: Referer 'http://evil.example/x' is not this page (localhost:5000)"
+    assert cross_origin_reason("http://[::1", None, "[::1]") is not None  # unparsable: refused, not an error
+    assert cross_origin_reason("http://LOCALHOST:5000", None, "localhost:5000") is None
+    assert cross_origin_reason(None, None, "localhost") is None  # curl: neither header
+    assert host_name("robot-pc.lab:8080") == "robot-pc.lab" and host_name("[::1]:80") == "::1"
+    assert host_name("") == "" and host_name("[::1") == ""
+
+
+def test_a_token_less_page_off_loopback_says_how_to_set_one(tmp_path):
+    with pytest.raises(ValueError) as raised:
+        create_app(OperatorState("cup_to_rack", "x", 40), RecordingGraph(), EpisodeStore(tmp_path), host="0.0.0.0")
+    assert str(raised.value) == ("operator page on host '0.0.0.0' (not loopback) needs a token: set ui.token in the "
+                                 "config or the PARL_UI_TOKEN environment variable")

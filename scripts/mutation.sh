@@ -32,7 +32,7 @@ tests_for() {
     parl_robot/rl/losses.py)
       echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py" ;;
     parl_robot/rl/agent.py)
-      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py" ;;
+      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py tests/test_control_step.py tests/test_trainer.py tests/test_interventions_learning.py" ;;
     operator_ui/app.py)
       echo "tests/test_operator_ui.py" ;;
     *) return 1 ;;
@@ -62,7 +62,7 @@ run_module() {  # MODULE BUDGET_S
     echo "only_mutate=$module"
     # mutmut runs the tests in mutants/: the task configs and data files must be there too.
     echo "also_copy="; for path in "${DATA_PATHS[@]}"; do echo "    $path"; done
-    echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"; echo "    -q"
+    echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"; echo "    -q"; echo "    -m"; echo "    not slow"
     echo "pytest_add_cli_args_test_selection="; for test in $tests; do echo "    $test"; done
   } > "$run_dir/setup.cfg"
   echo "== $module: tests $tests, budget ${budget}s, in $run_dir"

@@ -15,16 +15,30 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
+COMPILED_KERNEL_PREFIXES = ("cpp_fused", "triton_")  # Inductor's generated kernels (CPU C++, GPU Triton)
+
+
 def operator_calls(function: Callable[[], object]) -> dict[str, int]:
-    """ATen operator calls in one call of `function`: `top_level` (called from Python or a compiled
-    graph) and `all` (including the operators those call internally)."""
+    """Operator calls in one call of `function`: ATen operators at the `top_level` (called from Python
+    or a compiled graph), `all` ATen operators (including those called inside others), and the
+    `compiled_kernels` Inductor generated (listed only after `enable_compiled_kernel_profile()`; on a
+    GPU each is a launch, as each top-level ATen operator is at least one)."""
     activities = [ProfilerActivity.CPU]
     with profile(activities=activities) as profiler:
         function()
-    aten = [event for event in profiler.events() if event.name.startswith("aten::")]
+    events = profiler.events()
+    aten = [event for event in events if event.name.startswith("aten::")]
     top_level = [event for event in aten
                  if event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::")]
-    return {"top_level": len(top_level), "all": len(aten)}
+    compiled = [event for event in events if event.name.startswith(COMPILED_KERNEL_PREFIXES)]
+    return {"top_level": len(top_level), "all": len(aten), "compiled_kernels": len(compiled)}
+
+
+def enable_compiled_kernel_profile() -> None:
+    """Have Inductor's CPU kernels record themselves in the profiler (before anything compiles)."""
+    import torch._inductor.config
+
+    torch._inductor.config.cpp.enable_kernel_profile = True
 
 
 def synchronize(device: torch.device) -> None:

@@ -32,7 +32,7 @@ tests_for() {
     parl_robot/rl/losses.py)
       echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py" ;;
     parl_robot/rl/agent.py)
-      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py tests/test_control_step.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_agent_contract.py" ;;
+      echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py tests/test_control_step.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_agent_contract.py tests/test_openvla.py tests/test_operator_ui.py" ;;
     operator_ui/app.py)
       echo "tests/test_operator_ui.py" ;;
     *) return 1 ;;

@@ -479,3 +479,28 @@ def test_losses_edge_values_mutation_testing_found_untested():
     assert achievable_returns(1.0, 0.5, 0.9) == pytest.approx((0.0, 0.5 * 10 + 1.5))
     assert achievable_returns(1.0, -2.0, 0.9) == pytest.approx((-2.0 * 10 - 1.0, 0.0))
     assert achievable_returns(1.0, -1.0, 0.0) == pytest.approx((-1.0, 0.0))
+
+
+@pytest.mark.parametrize("members,bins,layers", [(2, 0, 3), (10, 0, 2), (3, 11, 1), (2, 0, 0)])
+def test_all_heads_in_one_batched_pass_equal_each_head_module(members, bins, layers):
+    """TwinCritic.head_outputs stacks the heads' weights into one baddbmm per layer; each head's own
+    ActionConcatMLP.forward is the reference, for values and for the gradients of every weight."""
+    torch.manual_seed(0)
+    critic = TwinCritic(ObservationSpec(5), 3, "state", 16, layers, bins, (-10.0, 2.0), members=members)
+    with torch.no_grad():
+        for parameter in critic.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    features = critic.encode({"state": torch.randn(4, 5)}).detach()
+    for actions in (torch.rand(4, 3), torch.rand(4, 6, 3)):
+        expanded = features.unsqueeze(-2).expand(*actions.shape[:-1], 16) if actions.dim() == 3 else features
+        reference = torch.stack([head(expanded, actions) for head in critic.heads])
+        batched = critic.head_outputs(features, actions)
+        assert batched.shape == reference.shape
+        torch.testing.assert_close(batched, reference, rtol=1e-5, atol=1e-5)
+        (batched ** 2).sum().backward()
+        batched_grads = [parameter.grad.clone() for parameter in critic.heads.parameters()]
+        critic.zero_grad()
+        (reference ** 2).sum().backward()
+        for parameter, gradient in zip(critic.heads.parameters(), batched_grads):
+            torch.testing.assert_close(gradient, parameter.grad, rtol=1e-4, atol=1e-4)
+        critic.zero_grad()

@@ -81,10 +81,32 @@ class TwinCritic(nn.Module):
         return self.encoder(obs)
 
     def head_outputs(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Raw head outputs (members, batch[, n], out_dim); features (batch, F) broadcast over n candidates."""
+        """Raw head outputs (members, batch[, n], out_dim); features (batch, F) broadcast over n candidates.
+
+        All heads in one pass: each layer's weights stacked over the heads and applied with one batched
+        matrix product (`baddbmm`), instead of one `linear` per head and layer — the same function as
+        calling every `ActionConcatMLP` (tests/test_rl_core.py checks it), with a fraction of the
+        operator calls (kernel launches on a GPU) when there are many heads."""
         if actions.dim() == features.dim() + 1:
             features = features.unsqueeze(-2).expand(*actions.shape[:-1], features.shape[-1])
-        return torch.stack([head(features, actions) for head in self.heads])
+        leading = actions.shape[:-1]
+        members = len(self.heads)
+        flat_actions = actions.reshape(1, -1, actions.shape[-1]).expand(members, -1, -1)  # (M, N, A)
+        hidden = features.reshape(1, -1, features.shape[-1]).expand(members, -1, -1)  # (M, N, F)
+        for index in range(len(self.heads[0].layers)):
+            layers = [head.layers[index] for head in self.heads]
+            norms = [head.norms[index] for head in self.heads]
+            weight = torch.stack([layer.weight for layer in layers])  # (M, H, in + A)
+            bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)  # (M, 1, H)
+            pre = torch.baddbmm(bias, torch.cat([hidden, flat_actions], dim=-1), weight.transpose(1, 2))
+            normalized = nn.functional.layer_norm(pre, (pre.shape[-1],), None, None, norms[0].eps)
+            scale = torch.stack([norm.weight for norm in norms]).unsqueeze(1)
+            shift = torch.stack([norm.bias for norm in norms]).unsqueeze(1)
+            hidden = mish(normalized * scale + shift)
+        weight = torch.stack([head.output.weight for head in self.heads])
+        bias = torch.stack([head.output.bias for head in self.heads]).unsqueeze(1)
+        outputs = torch.baddbmm(bias, torch.cat([hidden, flat_actions], dim=-1), weight.transpose(1, 2))  # (M, N, out)
+        return outputs.reshape(members, *leading, outputs.shape[-1])
 
     def q_values(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         outputs = self.head_outputs(features, actions)

@@ -183,3 +183,17 @@ def test_compiled_control_step_and_update_equal_the_eager_path(monkeypatch):
             action, q = agent.act({"state": batch["state"][0]})
             agent.trace += [*action.tolist(), q]
     np.testing.assert_allclose(agents[1].trace, agents[0].trace, rtol=1e-4, atol=1e-5)
+
+
+def test_image_networks_use_channels_last_weights_on_the_fast_paths_with_the_same_outputs():
+    spec = ObservationSpec(state_dim=3, image_shape=(32, 32, 3))
+    cfg = with_overrides(LearnerConfig(), {"observation": "image", "policy_hidden": 32, "policy_blocks": 1,
+                                           "critic.hidden": 32, "critic.layers": 1})
+    agents = {path: PARLAgent(with_overrides(cfg, {"compute_path": path}), spec, action_dim=2) for path in ("eager", "static")}
+    convolution = agents["static"].critic.encoder.stem[0].weight
+    assert convolution.is_contiguous(memory_format=torch.channels_last) and not convolution.is_contiguous()
+    assert agents["eager"].critic.encoder.stem[0].weight.is_contiguous()
+    obs = {"state": torch.randn(2, 3), "image": torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)}
+    with torch.no_grad():
+        torch.testing.assert_close(agents["static"].critic.encode(obs), agents["eager"].critic.encode(obs), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(agents["static"].policy.encoder(obs), agents["eager"].policy.encoder(obs), rtol=1e-5, atol=1e-5)

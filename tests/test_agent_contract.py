@@ -144,3 +144,92 @@ def test_checkpoints_carry_the_value_network_and_the_policy_average():
     # The average is not the policy: loading it from the policy's weights would be a different network.
     assert any(not torch.equal(a, b) for a, b in zip(agent.policy_ema.state_dict().values(),
                                                     agent.policy.state_dict().values()))
+
+
+def _constant_losses(agent: PARLAgent, values: list[float]) -> list[tuple[bool, int]]:
+    """Replace the policy's supervised loss by the given constants in call order (differentiable, so
+    the step still runs); returns (training mode, number of states) per call."""
+    calls = []
+    parameter = next(agent.policy.parameters())
+
+    def loss(obs, actions):
+        calls.append((agent.policy.training, int(actions.shape[0])))
+        return parameter.sum() * 0.0 + values[len(calls) - 1]
+
+    agent.policy.supervised_loss = loss
+    return calls
+
+
+def test_distillation_weights_operator_targets_against_optimized_ones():
+    """States where the operator intervened are distilled with the operator's action, weighted
+    `intervention_weight` against the optimized targets of the other kept states, whatever the outcome."""
+    agent = _agent({"policy_update.intervention_weight": 3.0, "policy_update.distill_states": "successful"})
+    batch = _batch(size=6)
+    batch["episode_success"] = np.array([1, 1, 1, 0, 0, 1], np.float32)
+    batch["source"] = np.array([0, 1, 0, 0, 1, 0])  # interventions in a successful and a failed episode
+    calls = _constant_losses(agent, [2.0, 5.0])
+    loss = agent.update_policy(batch)
+    assert calls == [(True, 3), (True, 2)]  # kept: successful and not intervened; then both interventions
+    assert loss == pytest.approx((3 * 2.0 + 3.0 * 2 * 5.0) / (3 + 3.0 * 2)) and agent.stats.policy_loss == loss
+    assert agent.stats.intervention_targets == 2
+    assert np.isfinite(agent.stats.q_optimized) and np.isfinite(agent.stats.q_optimization_gain)
+
+
+def test_distillation_candidates_include_the_dataset_action_and_cached_samples(monkeypatch):
+    agent = _agent({"policy_update.distill_selection": "argmax", "optimizer.include_dataset_action": True})
+    batch = _batch()
+    batch["policy_samples"] = np.random.default_rng(5).uniform(-1, 1, (6, 8, 2)).astype(np.float32)
+    seen = []
+    original = agent.optimized_actions
+
+    def spy(obs, dataset_actions=None, samples=None, optimizer_cfg=None):
+        seen.append((dataset_actions, samples, optimizer_cfg))
+        return original(obs, dataset_actions, samples, optimizer_cfg)
+
+    agent.optimized_actions = spy
+    agent.update_policy(batch)
+    dataset_actions, samples, optimizer_cfg = seen[-1]
+    torch.testing.assert_close(dataset_actions, torch.as_tensor(batch["action"]))
+    assert samples is not None and samples.shape == (6, 8, 2)
+    assert all(any(torch.equal(row, cached) for cached in torch.as_tensor(batch["policy_samples"])[i])
+               for i, state in enumerate(samples) for row in state)  # the cache's, not fresh samples
+    assert optimizer_cfg.selection == "argmax" and optimizer_cfg is agent.distill_optimizer_cfg
+    agent = _agent({"optimizer.include_dataset_action": False})
+    agent.optimized_actions = spy
+    agent.update_policy(_batch())
+    assert seen[-1][0] is None
+
+
+def test_shared_distillation_optimizer_is_the_policy_optimizer():
+    shared = _agent({"policy_update.distill_optimizer": "shared"})
+    shared.update_policy(_batch())
+    assert shared.distill_optimizer is None and shared.policy_optimizer.state
+    fresh = _agent({"policy_update.distill_optimizer": "fresh"})
+    fresh.update_policy(_batch())
+    assert fresh.distill_optimizer is not None and not fresh.policy_optimizer.state
+
+
+def test_non_finite_losses_name_the_update_that_was_skipped():
+    from parl_robot.rl.agent import NumericalInstability
+
+    agent = _agent()
+    _constant_losses(agent, [float("nan"), float("nan")])
+    with pytest.raises(NumericalInstability, match="^behaviour cloning loss is nan; update skipped"):
+        agent.behaviour_clone(_batch())
+    with pytest.raises(NumericalInstability, match="^distillation loss is nan; update skipped"):
+        agent.update_policy(_batch())
+    agent = _agent()
+    with torch.no_grad():
+        agent.critic.heads[0].output.bias.fill_(5e4)
+    with pytest.raises(NumericalInstability, match=r"consider learner.critic.hl_gauss_bins > 0, the HL-Gauss critic\)$"):
+        agent.update_critic(_batch())
+
+
+def test_loading_restores_the_counters_and_ignores_an_entropy_weight_the_agent_does_not_tune():
+    tuned = _agent({"policy": "gaussian", "policy_update.rule": "reparameterized", "policy_update.entropy_autotune": True})
+    tuned.update_critic(_batch())
+    state = tuned.state_dict()
+    assert "log_entropy_alpha" in state
+    plain = _agent({"policy": "gaussian", "policy_update.rule": "reparameterized"})
+    plain.load_state_dict(state)
+    assert plain.log_entropy_alpha is None and plain.stats.critic_updates == 1

@@ -31,6 +31,8 @@ def test_distance_to_a_polyline():
     assert distance_to_path(np.array([2.0, 2.0, 2.0]), [a, b, c]) == pytest.approx(2.0)
     assert distance_to_path(np.array([4.0, 6.0, 0.0]), [a, b, c]) == pytest.approx(np.sqrt(2.0))  # past the last point
     assert distance_to_path(np.array([1.0, 4.0, 0.0]), [a, a, b]) == pytest.approx(2.0)  # a repeated point
+    unit = a + np.array([1.0, 0.0, 0.0])  # a segment whose squared length is exactly 1
+    assert distance_to_path(np.array([1.5, 3.0, 0.0]), [a, unit]) == pytest.approx(1.0)
 
 
 # ----- set-up --------------------------------------------------------------------------------------
@@ -86,11 +88,15 @@ def test_a_pose_the_driver_refuses_keeps_the_command_and_says_where(emulated):
     backend.execute = lambda command, duration: calls.append(duration) or False
     before = controller.integrator.command.position.copy()
     assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is None
-    assert calls == [controller.period]  # one control period per step, the moving time's unit
+    assert step(controller, clock, [1, 0, 0, 0, 0, 0, 1]) is None
+    assert calls == [controller.period] * 2  # one control period per step, the moving time's unit
     assert np.array_equal(controller.integrator.command.position, before)
     wanted = np.round(before + [controller.control.action_scale[0], 0, 0], 3).tolist()
     assert controller.status.last_error == f"no IK solution within the joint limits for {wanted}; holding"
-    assert controller.status.rejected_actions == 1 and controller.status.executed_actions == 0
+    assert controller.status.rejected_actions == 2 and controller.status.executed_actions == 0
+    del backend.execute  # the driver accepts again: the error is cleared by the next executed step
+    assert step(controller, clock, STILL) is not None and controller.status.last_error == ""
+    assert controller.status.holding is False
 
 
 def test_executed_actions_and_the_action_rate_over_the_last_twenty(emulated):
@@ -104,13 +110,17 @@ def test_executed_actions_and_the_action_rate_over_the_last_twenty(emulated):
     for _ in range(4):
         step(controller, clock, STILL, period=1.0)
     assert controller.status.executed_actions == 5 and controller.status.action_rate_hz == pytest.approx(1.0)
-    for _ in range(20):  # the window holds the last 20 actions: the 1 Hz start drops out
+    for _ in range(19):  # the window holds the last 20 actions: the last 1 Hz one and 19 at 4 Hz
         step(controller, clock, STILL, period=0.25)
-    assert controller.status.executed_actions == 25 and controller.status.action_rate_hz == pytest.approx(4.0)
+    assert controller.status.executed_actions == 24 and controller.status.action_rate_hz == pytest.approx(4.0)
     controller._executed_times.clear()
     controller.handle_action(STILL)
     controller.handle_action(STILL)  # two at the same instant: no rate rather than a division by zero
     assert controller.status.action_rate_hz == 0.0
+    controller._executed_times.clear()
+    step(controller, clock, STILL, period=0.5)
+    step(controller, clock, STILL, period=0.5)
+    assert controller.status.action_rate_hz == pytest.approx(2.0)  # a span under a second counts too
 
 
 def test_watchdog_boundary_and_count(emulated):
@@ -157,12 +167,12 @@ def test_tracking_trips_on_consecutive_checks_only_and_reports_millimetres(emula
     controller, backend = make_controller(clock, ControlConfig(tracking_tolerance_m=0.03))
     assert controller.go_home()
     command = step(controller, clock, STILL).position
-    far, near = command + [0, 0.08, 0], command + [0, 0.01, 0]
+    far, near = command + [0, 0.9, 0], command + [0, 0.01, 0]
     assert TRACKING_TRIP_TICKS == 2
     for measured, trips in ((far, False), (near, False), (far, False), (far, True)):  # an in-tolerance check resets
         _measured_at(backend, measured)
         assert controller.check_tracking() is trips
-    assert controller.status.fault == ("tracking error: the gripper is 80 mm from its commanded path (tolerance 30 mm): "
+    assert controller.status.fault == ("tracking error: the gripper is 900 mm from its commanded path (tolerance 30 mm): "
                                        "blocked or collided?")
     assert controller.status.held_reasons == ["tracking_error"] and controller.status.holding
     assert controller.check_tracking() is False  # latched once

@@ -234,7 +234,7 @@ def test_latched_holds_set_the_flags_the_page_shows(emulated):
     controller.estop()
     assert controller.status.held_reasons == ["estop"]  # latched once
     assert controller.clear_holds() == ""
-    assert not controller.status.estopped and controller.status.holding
+    assert controller.status.estopped is False and controller.status.holding  # the page's JSON: false, not null
     step(controller, clock, STILL)
     driver.raise_hardware_error("elbow")
     controller.check_motors()
@@ -284,7 +284,7 @@ def test_homing_refused_while_held_and_a_failed_homing_is_reported(emulated):
     home = backend.go_home
     backend.go_home = fail
     assert controller.go_home() is False
-    assert controller.status.last_error == "homing failed: the elbow did not arrive" and not controller.status.homed
+    assert controller.status.last_error == "homing failed: the elbow did not arrive" and controller.status.homed is False
     assert step(controller, clock, STILL) is None
     assert controller.status.last_error == "held: not homed: call robot/home"  # not stuck "homing"
     backend.go_home = home

@@ -6,6 +6,8 @@ Where a test needs the measured gripper at a chosen point, it replaces only `ee_
 backend; the rest (IK, holds, homing) stays the emulated API.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from test_interbotix_backend import ManualClock, emulated, make_controller, step  # noqa: F401 (fixture)
@@ -84,6 +86,7 @@ def test_a_pose_the_driver_refuses_keeps_the_command_and_says_where(emulated):
     _, clock = emulated
     controller, backend = make_controller(clock)
     assert controller.go_home()
+    assert step(controller, clock, [0.1234, 0, 0, 0, 0, 0, 1]) is not None  # off the millimetre grid
     calls = []
     backend.execute = lambda command, duration: calls.append(duration) or False
     before = controller.integrator.command.position.copy()
@@ -93,7 +96,7 @@ def test_a_pose_the_driver_refuses_keeps_the_command_and_says_where(emulated):
     assert np.array_equal(controller.integrator.command.position, before)
     wanted = np.round(before + [controller.control.action_scale[0], 0, 0], 3).tolist()
     assert controller.status.last_error == f"no IK solution within the joint limits for {wanted}; holding"
-    assert controller.status.rejected_actions == 2 and controller.status.executed_actions == 0
+    assert controller.status.rejected_actions == 2 and controller.status.executed_actions == 1
     del backend.execute  # the driver accepts again: the error is cleared by the next executed step
     assert step(controller, clock, STILL) is not None and controller.status.last_error == ""
     assert controller.status.holding is False
@@ -164,7 +167,8 @@ def test_tracking_compares_with_the_path_since_the_last_settled_command(emulated
 
 def test_tracking_trips_on_consecutive_checks_only_and_reports_millimetres(emulated):
     _, clock = emulated
-    controller, backend = make_controller(clock, ControlConfig(tracking_tolerance_m=0.03))
+    # 0.3004 m: printed as 300 mm, where a ×1001 slip would print 301
+    controller, backend = make_controller(clock, ControlConfig(tracking_tolerance_m=0.3004))
     assert controller.go_home()
     command = step(controller, clock, STILL).position
     far, near = command + [0, 0.9, 0], command + [0, 0.01, 0]
@@ -172,7 +176,7 @@ def test_tracking_trips_on_consecutive_checks_only_and_reports_millimetres(emula
     for measured, trips in ((far, False), (near, False), (far, False), (far, True)):  # an in-tolerance check resets
         _measured_at(backend, measured)
         assert controller.check_tracking() is trips
-    assert controller.status.fault == ("tracking error: the gripper is 900 mm from its commanded path (tolerance 30 mm): "
+    assert controller.status.fault == ("tracking error: the gripper is 900 mm from its commanded path (tolerance 300 mm): "
                                        "blocked or collided?")
     assert controller.status.held_reasons == ["tracking_error"] and controller.status.holding
     assert controller.check_tracking() is False  # latched once
@@ -325,3 +329,36 @@ def test_parking_without_a_park_move_or_while_held(emulated):
 
     sim_controller = ArmController(ControlConfig(), SimArmBackend(World()), clock=ManualClock())
     assert sim_controller.park() == ""
+
+
+def test_tracking_boundaries_a_command_exactly_settled_and_an_error_exactly_at_the_tolerance(emulated):
+    _, clock = emulated
+    # moving time 1 period at 4 Hz: a command counts as settled 0.5 s after it was sent (exact in binary)
+    controller, backend = make_controller(clock, ControlConfig(rate_hz=4.0, moving_time_periods=1.0,
+                                                               accel_time_periods=0.5))
+    assert controller.go_home()
+    home = controller.integrator.command.position.copy()
+    clock.now = 200.0
+    first = step(controller, clock, [1, 0, 0, 0, 0, 0, 1], period=0.25).position.copy()  # at 200.25: x
+    step(controller, clock, [0, 1, 0, 0, 0, 0, 1], period=0.25)  # 200.5: y, off the line home → first
+    step(controller, clock, [0, 1, 0, 0, 0, 0, 1], period=0.25)  # 200.75: now − 0.5 = 200.25, the first's time
+    for on_path in (first, home):  # the first is still "recent"; home is the last settled one before it
+        _measured_at(backend, on_path)
+        controller.check_tracking()
+        assert controller.status.tracking_error_m == pytest.approx(0.0, abs=1e-12)
+    # An error of exactly the tolerance does not count: only beyond it.
+    measured = first + np.array([0.0, 0.0, 0.01])
+    _measured_at(backend, measured)
+    controller.check_tracking()
+    controller.control = replace(controller.control, tracking_tolerance_m=controller.status.tracking_error_m)
+    assert [controller.check_tracking() for _ in range(3)] == [False] * 3
+
+
+def test_clearing_with_the_gripper_half_open_counts_it_as_closed(emulated):
+    _, clock = emulated
+    controller, backend = make_controller(clock)
+    assert controller.go_home()
+    controller.estop()
+    backend.gripper_opening = lambda: 0.5
+    assert controller.clear_holds() == ""
+    assert controller.integrator.command.gripper_open is False

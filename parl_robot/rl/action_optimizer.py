@@ -99,6 +99,22 @@ def _best_iterate(critic: TwinCritic, features: torch.Tensor, candidates: torch.
     return best, best_q
 
 
+def global_candidates(samples: torch.Tensor, sample_q: torch.Tensor, cfg: ActionOptimizerConfig,
+                      dataset_actions: torch.Tensor | None = None, dataset_q: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global step: the top m of the samples (batch, k, A) by `sample_q` (batch, k), with the
+    dataset action (batch, A) and its Q (batch, 1), when given, as an extra candidate or in place of
+    the worst kept one (`dataset_action_slot`). Returns the candidates and their Q values."""
+    kept = min(cfg.num_kept, samples.shape[1])
+    top_q, top_index = sample_q.topk(kept, dim=1)
+    candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
+    if dataset_actions is None:
+        return candidates, top_q
+    keep = kept - 1 if cfg.dataset_action_slot == "replace_worst" else kept  # topk is sorted: the worst is last
+    candidates = torch.cat([candidates[:, :keep], dataset_actions.unsqueeze(1)], dim=1)  # (batch, m or m + 1, A)
+    return candidates, torch.cat([top_q[:, :keep], dataset_q], dim=1)
+
+
 def optimize_actions(
     critic: TwinCritic,
     features: torch.Tensor,
@@ -111,18 +127,10 @@ def optimize_actions(
     features = features.detach()
     with torch.no_grad():
         sample_q = ensemble_q(critic, features, samples, cfg.ensemble)  # (batch, k)
-        kept = min(cfg.num_kept, samples.shape[1])
-        top_q, top_index = sample_q.topk(kept, dim=1)
-        candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
-        q_values = top_q
+        dataset_q = None
         if dataset_actions is not None:
             dataset_q = ensemble_q(critic, features, dataset_actions.unsqueeze(1), cfg.ensemble)
-            if cfg.dataset_action_slot == "replace_worst":  # topk is sorted: the worst kept is the last
-                candidates = torch.cat([candidates[:, :-1], dataset_actions.unsqueeze(1)], dim=1)  # (batch, m, A)
-                q_values = torch.cat([q_values[:, :-1], dataset_q], dim=1)
-            else:
-                candidates = torch.cat([candidates, dataset_actions.unsqueeze(1)], dim=1)  # (batch, m + 1, A)
-                q_values = torch.cat([q_values, dataset_q], dim=1)
+        candidates, q_values = global_candidates(samples, sample_q, cfg, dataset_actions, dataset_q)
     initial_q = q_values.clone()
     if cfg.local_search == "best_iterate":
         candidates, q_values = _best_iterate(critic, features, candidates, q_values, cfg)

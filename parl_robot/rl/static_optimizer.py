@@ -21,7 +21,7 @@ import torch
 
 from parl_robot.nets.critic import TwinCritic
 from parl_robot.nets.critic_ascent import first_layer_state_part, q_and_action_gradient, q_only, stack_heads
-from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions
+from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, global_candidates
 
 
 def optimize_actions_static(
@@ -38,15 +38,10 @@ def optimize_actions_static(
         heads = stack_heads(critic)
         state_part = first_layer_state_part(heads, features.detach())
         sample_q = q_only(heads, state_part, samples, cfg.ensemble)  # (batch, k)
-        kept = min(cfg.num_kept, samples.shape[1])
-        top_q, top_index = sample_q.topk(kept, dim=1)
-        candidates = torch.gather(samples, 1, top_index.unsqueeze(-1).expand(-1, -1, samples.shape[-1]))
-        q_values = top_q
+        dataset_q = None
         if dataset_actions is not None:
             dataset_q = q_only(heads, state_part, dataset_actions.unsqueeze(1), cfg.ensemble)  # (batch, 1)
-            keep = kept - 1 if cfg.dataset_action_slot == "replace_worst" else kept  # topk is sorted: the worst is last
-            candidates = torch.cat([candidates[:, :keep], dataset_actions.unsqueeze(1)], dim=1)
-            q_values = torch.cat([q_values[:, :keep], dataset_q], dim=1)
+        candidates, q_values = global_candidates(samples, sample_q, cfg, dataset_actions, dataset_q)
         initial_q = q_values.clone()
         if cfg.local_steps > 0:
             _, gradient = q_and_action_gradient(heads, state_part, candidates, cfg.ensemble)

@@ -3,6 +3,8 @@ layer, with an optional HL-Gauss head."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -54,6 +56,46 @@ class HLGauss(nn.Module):
         return -(self.target_distribution(target) * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 
+@dataclass
+class StackedHeads:
+    """The heads' weights stacked on a leading `members` axis: weights[i] (M, H, in_i + A),
+    biases[i] (M, H), norm scales and shifts (M, H); the output layer (M, out, H + A), (M, out)."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    norm_scales: list[torch.Tensor]
+    norm_shifts: list[torch.Tensor]
+    norm_eps: list[float]
+    output_weight: torch.Tensor
+    output_bias: torch.Tensor
+    action_dim: int
+    hl_gauss_centres: torch.Tensor | None
+
+
+def stack_heads(critic: "TwinCritic") -> StackedHeads:
+    """Stacked views of the critic's current weights (a copy: re-stack after the weights change, or
+    call this inside the captured step so that it reads them every time)."""
+    heads = critic.heads
+    first = heads[0]
+    depth = len(first.layers)
+    action_dim = first.output.in_features - first.layers[-1].out_features if depth else first.output.in_features
+
+    def stacked(get) -> torch.Tensor:
+        return torch.stack([get(head) for head in heads])
+
+    return StackedHeads(
+        weights=[stacked(lambda head, i=i: head.layers[i].weight) for i in range(depth)],
+        biases=[stacked(lambda head, i=i: head.layers[i].bias) for i in range(depth)],
+        norm_scales=[stacked(lambda head, i=i: head.norms[i].weight) for i in range(depth)],
+        norm_shifts=[stacked(lambda head, i=i: head.norms[i].bias) for i in range(depth)],
+        norm_eps=[float(norm.eps) for norm in first.norms],
+        output_weight=stacked(lambda head: head.output.weight),
+        output_bias=stacked(lambda head: head.output.bias),
+        action_dim=action_dim,
+        hl_gauss_centres=critic.hl_gauss.centres if critic.hl_gauss is not None else None,
+    )
+
+
 class TwinCritic(nn.Module):
     """`members` Q heads (2: the twin critic) on one observation encoder:
     ``q_values(features, actions) -> (members, batch[, n])``."""
@@ -90,22 +132,17 @@ class TwinCritic(nn.Module):
         if actions.dim() == features.dim() + 1:
             features = features.unsqueeze(-2).expand(*actions.shape[:-1], features.shape[-1])
         leading = actions.shape[:-1]
-        members = len(self.heads)
+        heads = stack_heads(self)
+        members = heads.output_weight.shape[0]
         flat_actions = actions.reshape(1, -1, actions.shape[-1]).expand(members, -1, -1)  # (M, N, A)
         hidden = features.reshape(1, -1, features.shape[-1]).expand(members, -1, -1)  # (M, N, F)
-        for index in range(len(self.heads[0].layers)):
-            layers = [head.layers[index] for head in self.heads]
-            norms = [head.norms[index] for head in self.heads]
-            weight = torch.stack([layer.weight for layer in layers])  # (M, H, in + A)
-            bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)  # (M, 1, H)
-            pre = torch.baddbmm(bias, torch.cat([hidden, flat_actions], dim=-1), weight.transpose(1, 2))
-            normalized = nn.functional.layer_norm(pre, (pre.shape[-1],), None, None, norms[0].eps)
-            scale = torch.stack([norm.weight for norm in norms]).unsqueeze(1)
-            shift = torch.stack([norm.bias for norm in norms]).unsqueeze(1)
-            hidden = mish(normalized * scale + shift)
-        weight = torch.stack([head.output.weight for head in self.heads])
-        bias = torch.stack([head.output.bias for head in self.heads]).unsqueeze(1)
-        outputs = torch.baddbmm(bias, torch.cat([hidden, flat_actions], dim=-1), weight.transpose(1, 2))  # (M, N, out)
+        for index, weight in enumerate(heads.weights):  # (M, H, in + A)
+            pre = torch.baddbmm(heads.biases[index].unsqueeze(1), torch.cat([hidden, flat_actions], dim=-1),
+                                weight.transpose(1, 2))
+            normalized = nn.functional.layer_norm(pre, (pre.shape[-1],), None, None, heads.norm_eps[index])
+            hidden = mish(normalized * heads.norm_scales[index].unsqueeze(1) + heads.norm_shifts[index].unsqueeze(1))
+        outputs = torch.baddbmm(heads.output_bias.unsqueeze(1), torch.cat([hidden, flat_actions], dim=-1),
+                                heads.output_weight.transpose(1, 2))  # (M, N, out)
         return outputs.reshape(members, *leading, outputs.shape[-1])
 
     def q_values(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -23,52 +23,10 @@ does), "mean" averages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from parl_robot.nets.activations import mish_slope, tanh_softplus
-from parl_robot.nets.critic import TwinCritic
-
-
-@dataclass
-class StackedHeads:
-    """The heads' weights stacked on a leading `members` axis: weights[i] (M, H, in_i + A),
-    biases[i] (M, H), norm scales and shifts (M, H); the output layer (M, out, H + A), (M, out)."""
-
-    weights: list[torch.Tensor]
-    biases: list[torch.Tensor]
-    norm_scales: list[torch.Tensor]
-    norm_shifts: list[torch.Tensor]
-    norm_eps: list[float]
-    output_weight: torch.Tensor
-    output_bias: torch.Tensor
-    action_dim: int
-    hl_gauss_centres: torch.Tensor | None
-
-
-def stack_heads(critic: TwinCritic) -> StackedHeads:
-    """Stacked views of the critic's current weights (a copy: re-stack after the weights change, or
-    call this inside the captured step so that it reads them every time)."""
-    heads = critic.heads
-    first = heads[0]
-    depth = len(first.layers)
-    action_dim = first.output.in_features - first.layers[-1].out_features if depth else first.output.in_features
-
-    def stacked(get) -> torch.Tensor:
-        return torch.stack([get(head) for head in heads])
-
-    return StackedHeads(
-        weights=[stacked(lambda head, i=i: head.layers[i].weight) for i in range(depth)],
-        biases=[stacked(lambda head, i=i: head.layers[i].bias) for i in range(depth)],
-        norm_scales=[stacked(lambda head, i=i: head.norms[i].weight) for i in range(depth)],
-        norm_shifts=[stacked(lambda head, i=i: head.norms[i].bias) for i in range(depth)],
-        norm_eps=[float(norm.eps) for norm in first.norms],
-        output_weight=stacked(lambda head: head.output.weight),
-        output_bias=stacked(lambda head: head.output.bias),
-        action_dim=action_dim,
-        hl_gauss_centres=critic.hl_gauss.centres if critic.hl_gauss is not None else None,
-    )
+from parl_robot.nets.critic import StackedHeads, TwinCritic, stack_heads  # noqa: F401 (re-exported)
 
 
 def supports_critic(critic: torch.nn.Module) -> bool:

@@ -34,6 +34,24 @@ def operator_calls(function: Callable[[], object]) -> dict[str, int]:
     return {"top_level": len(top_level), "all": len(aten), "compiled_kernels": len(compiled)}
 
 
+def kept_activation_bytes(function: Callable[[], object], module: torch.nn.Module) -> tuple[int, int]:
+    """(bytes, tensors) the autograd graph of one call of `function` keeps for its backward pass,
+    `module`'s weights and buffers excluded, each storage counted once (views and expanded tensors
+    share theirs): the activation memory of a training step, measurable on any device."""
+    weights = {tensor.untyped_storage().data_ptr() for tensor in [*module.parameters(), *module.buffers()]}
+    kept: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        function()
+    return sum(kept.values()), len(kept)
+
+
 def enable_compiled_kernel_profile() -> None:
     """Have Inductor's CPU kernels record themselves in the profiler (before anything compiles)."""
     import torch._inductor.config

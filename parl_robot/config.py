@@ -372,6 +372,10 @@ class LearnerConfig(Section):
     # "compiled" (the static computations through torch.compile; CUDA graphs on a GPU; the first call
     # per shape compiles, minutes on a CPU).
     compute_path: str = _field("static", choices=("eager", "static", "compiled"))
+    # The loss passes of critic, BC and distillation updates: "float32", or "bfloat16" autocast (bf16
+    # matrix products and convolutions, float32 losses, weights and optimizer state; for a GPU with
+    # bf16 tensor cores). TD targets and action optimization always run in float32.
+    update_precision: str = _field("float32", choices=("float32", "bfloat16"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     policy_update: PolicyUpdateConfig = field(default_factory=PolicyUpdateConfig)
@@ -395,11 +399,18 @@ class LearnerConfig(Section):
     openvla_unnorm_key: str = "bridge_orig"
     openvla_dtype: str = _field("bfloat16", choices=("bfloat16", "float16", "float32"))
     openvla_temperature: float = _field(1.0, low=0.0, high=100.0)  # 0 = greedy
+    # Sequences decoded at once when sampling (acting, training targets, cache rebuilds): a 7B model's
+    # KV cache takes ~150 MiB per sequence, so 64 rows ~ 10 GiB. Larger batches are decoded in parts.
+    openvla_max_decode_rows: int = _field(64, low=1, high=65536)
     lora_rank: int = _field(32, low=0, high=1024)  # 0 = train every weight
     lora_alpha: float = _field(16.0, low=0.0, high=1e4)
     lora_dropout: float = _field(0.0, low=0.0, high=1.0)
     lora_target_modules: str = "all-linear"  # or comma-separated suffixes, e.g. "q_proj,v_proj"
     load_in_4bit: bool = False
+    # Recompute the transformer blocks' activations in the backward pass of a LoRA step instead of
+    # keeping them (OpenVLAModel.enable_gradient_checkpointing): the step's activation memory falls
+    # to one tensor per block, for one more forward pass.
+    openvla_gradient_checkpointing: bool = True
     action_cache_size: int = _field(0, low=0, high=4096)  # cached policy samples per state; 0 = sample live
     # The actor does not act on object poses / images older than this (a lost camera pauses control).
     max_observation_age_s: float = _field(0.5, low=0.05, high=10.0)

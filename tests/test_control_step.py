@@ -197,3 +197,40 @@ def test_image_networks_use_channels_last_weights_on_the_fast_paths_with_the_sam
     with torch.no_grad():
         torch.testing.assert_close(agents["static"].critic.encode(obs), agents["eager"].critic.encode(obs), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(agents["static"].policy.encoder(obs), agents["eager"].policy.encoder(obs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("observation", ["state", "image"])
+def test_bfloat16_updates_follow_the_float32_updates(observation):
+    """update_precision bfloat16: the loss passes in bf16 autocast give losses within bf16 rounding of
+    float32's, weights and optimizer state stay float32, and the weights move as float32's do (the
+    same direction; TD targets and action optimization are float32 on both)."""
+    spec = SPEC if observation == "state" else ObservationSpec(state_dim=3, image_shape=(32, 32, 3))
+    changes = {"observation": observation, "critic.cql_alpha": 1.0}
+    agents = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = with_overrides(LearnerConfig(), {
+            "policy_hidden": 32, "policy_blocks": 2, "critic.hidden": 32, "critic.layers": 2, "optimizer.num_samples": 8,
+            "optimizer.num_kept": 3, "optimizer.local_steps": 4, "policy_update.distill_selection": "argmax",
+            "update_precision": precision, **changes})
+        agent = agents[precision] = PARLAgent(cfg, spec, action_dim=2)
+        start = {name: tensor.clone() for name, tensor in agent.critic.state_dict().items()}
+        rng = np.random.default_rng(0)
+        torch.manual_seed(0)
+        agent.trace = []
+        for _ in range(2):
+            batch = _batch(rng)
+            if observation == "image":
+                batch["image"] = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+                batch["next_image"] = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+            agent.trace += [agent.update_critic(batch), agent.behaviour_clone(batch), agent.update_policy(batch)]
+        agent.moved = torch.cat([(agent.critic.state_dict()[name] - start[name]).flatten() for name in start
+                                 if start[name].is_floating_point()])
+    bf16, fp32 = agents["bfloat16"], agents["float32"]
+    np.testing.assert_allclose(bf16.trace, fp32.trace, rtol=3e-2, atol=1e-2)
+    assert all(p.dtype == torch.float32 for p in [*bf16.critic.parameters(), *bf16.policy.parameters()])
+    assert all(state["exp_avg"].dtype == torch.float32 for state in bf16.critic_optimizer.state.values())
+    # Adam moves weights with near-zero gradients by ~lr either way, so rounding flips a few (0.94 measured
+    # with images); an unrelated update would be near 0, a wrong-signed loss near -1.
+    assert torch.nn.functional.cosine_similarity(bf16.moved, fp32.moved, dim=0) > 0.9
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert bf16.loss_precision().fast_dtype == torch.bfloat16 and not fp32.loss_precision()._enabled

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from parl_robot.policies.openvla.policy import (  # noqa: E402
     load_prompt_tokenizer,
     prompt_token_ids,
 )
+from parl_robot.policies.openvla.static_decode import choose_tokens, gumbel_noise  # noqa: E402
 from parl_robot.policies.openvla.tiny import (  # noqa: E402
     released_config,
     released_tensor_shapes,
@@ -50,6 +52,9 @@ from parl_robot.rl.agent import PARLAgent  # noqa: E402
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from parl_robot.data.episode import EpisodeData  # noqa: E402
 from parl_robot.rl.replay_buffer import ReplayBuffer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from operator_calls import kept_activation_bytes  # noqa: E402
 
 SCALE = [0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 1.0]
 INSTRUCTION = "Put the cup on the drying rack"
@@ -414,6 +419,117 @@ def test_cached_prefix_sampling_equals_the_full_forward_pass(tiny_dir):
     assert not torch.allclose(logits[0, -8], logits[1, -8])  # different images, different actions
 
 
+def full_forward_action_logits(policy, images_batch: torch.Tensor, tokens: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """(rows, 7, 256) action logits at the 7 positions that predict `tokens`, from one uncached pass over
+    [BOS, patches, prompt, tokens] per row (rows = images x samples, samples of an image adjacent)."""
+    rows = tokens.shape[0]
+    input_ids = torch.cat([policy.prompt_ids.expand(rows, -1), tokens], dim=1)
+    pixels = policy.pixel_values(images_batch).repeat_interleave(num_samples, dim=0)
+    with torch.no_grad():
+        logits = policy.model(pixel_values=pixels, input_ids=input_ids).logits
+    return logits[:, -8:-1, 31744:32000].float()
+
+
+def test_static_decoding_is_the_full_forward_pass_with_the_given_noise(tiny_dir):
+    """compute_path static: tokens drawn as argmax(logits / T + Gumbel noise) from a preallocated cache
+    are exactly those of an uncached forward pass with the same noise; greedy decoding equals the
+    reference (growing cache); the caches are allocated once per shape and hold nothing from the call
+    before (a second image decodes as in a fresh sampler)."""
+    assert build_openvla_policy(tiny_cfg(tiny_dir, compute_path="eager"), INSTRUCTION, SCALE).decoding == "dynamic"
+    policy = build_openvla_policy(tiny_cfg(tiny_dir, openvla_temperature=0.7), INSTRUCTION, SCALE).eval()
+    assert policy.decoding == "static"
+    first, second = {"image": images(2, seed=4)}, {"image": images(2, seed=5)}
+    noise = gumbel_noise(6, 7, 256, "cpu", torch.Generator().manual_seed(0))
+    tokens = policy.sample_tokens(first, 3, noise)
+    assert tokens.shape == (6, 7) and tokens.min() >= 31744 and tokens.max() <= 31999
+    logits = full_forward_action_logits(policy, first["image"], tokens, 3)
+    assert torch.equal((logits / 0.7 + noise).argmax(-1) + 31744, tokens)
+    assert len({tuple(row) for row in tokens.tolist()}) > 1  # the noise differs per sample: so do the actions
+    again = policy.sample_tokens(second, 3, noise)
+    fresh = build_openvla_policy(tiny_cfg(tiny_dir, openvla_temperature=0.7), INSTRUCTION, SCALE).eval()
+    assert torch.equal(again, fresh.sample_tokens(second, 3, noise))
+    assert torch.equal(policy.sample_tokens(first, 3, noise), tokens)
+    assert policy.static_sampler.allocations == 1
+    greedy = build_openvla_policy(tiny_cfg(tiny_dir, openvla_temperature=0.0), INSTRUCTION, SCALE).eval()
+    reference = build_openvla_policy(tiny_cfg(tiny_dir, openvla_temperature=0.0, compute_path="eager"),
+                                     INSTRUCTION, SCALE).eval()
+    assert torch.equal(greedy.sample_tokens(first, 2), reference.sample_tokens(first, 2))
+    with pytest.raises(ValueError, match="static decoding"):
+        reference.sample_tokens(first, 3, noise)
+
+
+def test_sampling_decodes_at_most_max_decode_rows_at_once_with_the_same_tokens(tiny_dir):
+    """5 images x 3 samples with 6 rows per pass: 3 passes (2 + 2 + 1 images), the same tokens as
+    one pass, on the static path with given noise and on the reference path greedily."""
+    obs = {"image": images(5, seed=6)}
+    noise = gumbel_noise(15, 7, 256, "cpu", torch.Generator().manual_seed(1))
+    whole = build_openvla_policy(tiny_cfg(tiny_dir), INSTRUCTION, SCALE).eval()
+    parts = build_openvla_policy(tiny_cfg(tiny_dir, openvla_max_decode_rows=6), INSTRUCTION, SCALE).eval()
+    assert torch.equal(parts.sample_tokens(obs, 3, noise), whole.sample_tokens(obs, 3, noise))
+    shapes = [key[0][0] for key in parts.static_sampler.caches]
+    assert shapes == [2, 1]  # images per pass: two shapes, each allocated once
+    greedy = {"openvla_temperature": 0.0, "compute_path": "eager"}
+    whole = build_openvla_policy(tiny_cfg(tiny_dir, **greedy), INSTRUCTION, SCALE).eval()
+    parts = build_openvla_policy(tiny_cfg(tiny_dir, openvla_max_decode_rows=6, **greedy), INSTRUCTION, SCALE).eval()
+    assert torch.equal(parts.sample_tokens(obs, 3), whole.sample_tokens(obs, 3))
+
+
+def test_gumbel_choices_follow_the_softmax_at_the_temperature():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]])
+    generator = torch.Generator().manual_seed(0)
+    for temperature in (1.0, 0.5):
+        noise = gumbel_noise(20_000, 1, 5, "cpu", generator)[:, 0]
+        choices = choose_tokens(logits.expand(20_000, -1), noise, temperature)[:, 0]
+        frequencies = torch.bincount(choices, minlength=5).float() / 20_000
+        assert (frequencies - torch.softmax(logits[0] / temperature, dim=0)).abs().max() < 0.015
+    assert torch.equal(choose_tokens(logits, torch.full((1, 5), 9.0), 0.0), torch.tensor([[0]]))  # T = 0: argmax
+
+
+@pytest.mark.slow
+def test_compiled_decoding_equals_static_decoding(tiny_dir):
+    """compute_path compiled: the whole sample call through torch.compile (a padded batch: 3 images
+    padded to the 4 a pass holds) returns the static path's tokens for the same noise."""
+    obs = {"image": images(3, seed=7)}
+    noise = gumbel_noise(6, 7, 256, "cpu", torch.Generator().manual_seed(2))
+    static = build_openvla_policy(tiny_cfg(tiny_dir, openvla_max_decode_rows=8), INSTRUCTION, SCALE).eval()
+    compiled = build_openvla_policy(tiny_cfg(tiny_dir, openvla_max_decode_rows=8, compute_path="compiled"),
+                                    INSTRUCTION, SCALE).eval()
+    expected = static.sample_tokens(obs, 2, noise)
+    assert torch.equal(compiled.sample_tokens(obs, 2, noise), expected)
+    assert [key[0][0] for key in compiled.static_sampler.caches] == [4]  # padded to a full pass
+    assert torch.equal(compiled.sample_tokens(obs, 2, noise), expected)  # replayed, caches reused
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_fewer_activations(tiny_dir):
+    """A LoRA distillation step with and without checkpointing: the same loss and adapter gradients;
+    the activations kept for the backward pass (saved tensors that are not weights) shrink."""
+
+    def step(checkpointing: bool):
+        torch.manual_seed(0)
+        policy = build_openvla_policy(tiny_cfg(tiny_dir, openvla_gradient_checkpointing=checkpointing),
+                                      INSTRUCTION, SCALE).train()
+        with torch.no_grad():  # adapters away from their zero init, so every gradient is non-trivial
+            for name, parameter in policy.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.1)
+        losses = []
+        kept_bytes, kept_tensors = kept_activation_bytes(lambda: losses.append(policy.supervised_loss(
+            {"image": images(4, seed=8)}, torch.linspace(-0.3, 0.3, 28).view(4, 7))), policy)
+        losses[0].backward()
+        gradients = {name: p.grad for name, p in policy.named_parameters() if p.requires_grad}
+        return losses[0].item(), gradients, kept_bytes, kept_tensors
+
+    loss, gradients, kept_bytes, kept_tensors = step(False)
+    checkpointed_loss, checkpointed_gradients, checkpointed_bytes, checkpointed_tensors = step(True)
+    assert checkpointed_loss == pytest.approx(loss, rel=1e-6)
+    assert gradients.keys() == checkpointed_gradients.keys() and all(g is not None for g in gradients.values())
+    for name, gradient in gradients.items():
+        assert torch.allclose(checkpointed_gradients[name], gradient, rtol=1e-4, atol=1e-7), name
+    # Measured: 121 tensors / 9.1 MB -> 19 / 4.8 MB; what stays is mostly the 32064-wide vocabulary's
+    # cross-entropy, which the tiny model's 64-wide blocks cannot outweigh (a 7B model's blocks do).
+    assert checkpointed_tensors < kept_tensors / 3 and checkpointed_bytes < 0.7 * kept_bytes
+
+
 def test_distillation_fits_target_actions_with_lora_only(tiny_dir):
     torch.manual_seed(0)
     policy = build_openvla_policy(tiny_cfg(tiny_dir, openvla_temperature=0.0), INSTRUCTION, SCALE)
@@ -472,6 +588,10 @@ def test_4bit_nf4_model_runs_and_trains_lora(tiny_dir):
     linear = quantized.language_model.model.layers[0].self_attn.q_proj
     assert type(linear).__name__ == "Linear4bit" and linear.weight.dtype == torch.uint8
     assert type(quantized.language_model.lm_head).__name__ == "Linear"  # the head stays in bf16
+    kept = [quantized.vision_backbone.featurizer.blocks[0].mlp.fc1, quantized.vision_backbone.fused_featurizer.blocks[0].attn.qkv,
+            quantized.projector.fc1]  # the ViTs and the projector are not quantized
+    assert all(type(layer) is torch.nn.Linear and layer.weight.dtype == torch.bfloat16 for layer in kept)
+    assert not any(type(module).__name__ == "Linear4bit" for module in quantized.vision_backbone.modules())
     with torch.no_grad():
         output = quantized(pixels, ids).logits.float()
     # NF4 error compounds over the 33 quantized layers of unit-scale random weights (0.30 measured); an

@@ -157,6 +157,13 @@ class PARLAgent:
                 if network is not None and not (network in (self.policy, self.policy_ema) and cfg.policy == "openvla"):
                     network.to(memory_format=torch.channels_last)
 
+    def loss_precision(self) -> contextlib.AbstractContextManager:
+        """The loss passes' arithmetic (`learner.update_precision`): bfloat16 autocast — matrix products
+        and convolutions in bf16 (tensor cores on a GPU), reductions and losses in float32, weights,
+        gradients and optimizer state float32 — or plain float32. TD targets and every action
+        optimization run outside it, in float32: the ascent's small gradient steps need the precision."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.update_precision == "bfloat16")
+
     def _adam(self, parameters: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=lr, fused=True if self.fused_optimizers else None)
 
@@ -314,8 +321,8 @@ class PARLAgent:
     def behaviour_clone(self, batch: dict[str, np.ndarray]) -> float:
         obs = self.observation_tensors(batch)
         actions = torch.as_tensor(batch["action"], device=self.device)
-        with training_mode(self.policy):
-            loss = self.policy.supervised_loss(obs, actions)
+        with training_mode(self.policy), self.loss_precision():
+            loss = self.policy.supervised_loss(obs, actions).float()
         self.policy_step(loss, "behaviour cloning", self.cfg.policy_lr)
         self.stats.bc_updates += 1
         self.stats.policy_loss = loss.item()
@@ -377,19 +384,19 @@ class PARLAgent:
         td_target, next_actions = self._td_target(batch, next_obs)
         calql = self.value is None and self.cfg.critic.cql_alpha > 0
         policy_actions = self._calql_policy_actions(obs, next_obs, batch, next_actions) if calql else None
-        with training_mode(self.critic, self.value):
+        with training_mode(self.critic, self.value), self.loss_precision():
             features = self.critic.encode(obs)
-            q_data = self.critic.q_values(features, actions)  # (members, batch)
+            q_data = self.critic.q_values(features, actions).float()  # (members, batch)
             if self.critic.hl_gauss is not None:
-                outputs = self.critic.head_outputs(features, actions)  # (members, batch, bins)
+                outputs = self.critic.head_outputs(features, actions).float()  # (members, batch, bins)
                 targets = td_target.unsqueeze(0).expand(outputs.shape[0], -1)
                 loss = self.critic.hl_gauss.loss(outputs, targets).mean(dim=1).sum()
             else:
                 loss = td_loss(q_data, td_target, self.cfg.critic.td_loss)
             if self.value is not None:
                 with torch.no_grad():
-                    target_q = self.target_critic(obs, actions).min(dim=0).values
-                loss = loss + expectile_loss(target_q - self.value(obs), self.cfg.critic.iql_expectile)
+                    target_q = self.target_critic(obs, actions).float().min(dim=0).values
+                loss = loss + expectile_loss(target_q - self.value(obs).float(), self.cfg.critic.iql_expectile)
             elif calql:
                 loss = loss + self.cfg.critic.cql_alpha * self._calql_term(features, q_data, policy_actions, batch)
         return loss, q_data
@@ -422,17 +429,17 @@ class PARLAgent:
     ) -> torch.Tensor:
         count = self.cfg.critic.cql_num_actions
         random_actions = torch.rand(policy_actions.shape[0], count, self.action_dim, device=self.device) * 2.0 - 1.0
-        q_random = self.critic.q_values(features, random_actions)  # uniform on [-1, 1]^A
+        q_random = self.critic.q_values(features, random_actions).float()  # uniform on [-1, 1]^A
         mc_returns = torch.as_tensor(batch["mc_return"], device=self.device)
         temperature = self.cfg.critic.cql_temperature
         log_density = -self.action_dim * float(np.log(2.0))
         if self.cfg.critic.cql_term == "importance_sampled":
             actions, log_pi = policy_actions[..., :-1], policy_actions[..., -1]
-            q_policy = self.critic.q_values(features, actions)  # (members, batch, 2n): at s, then s′ (scored at s)
+            q_policy = self.critic.q_values(features, actions).float()  # (members, batch, 2n): at s, then s′ (scored at s)
             return calql_importance_sampled_regularizer(
                 q_random, log_density, q_policy[..., :count], log_pi[:, :count], q_policy[..., count:], log_pi[:, count:],
                 q_data, mc_returns, temperature)
-        q_policy = self.critic.q_values(features, policy_actions)  # (members, batch, n)
+        q_policy = self.critic.q_values(features, policy_actions).float()  # (members, batch, n)
         if self.cfg.critic.cql_term == "optimized_actions":
             members = torch.arange(q_data.shape[0], device=self.device)
             members = self._member_subset(members)  # the same heads for every term
@@ -463,9 +470,9 @@ class PARLAgent:
             self.stats.q_optimization_gain = optimization_gain(q_values, sample_q_values)
         if intervention.any():
             operator = {key: value[intervention] for key, value in batch.items()}
-            with training_mode(self.policy):
+            with training_mode(self.policy), self.loss_precision():
                 operator_loss = self.policy.supervised_loss(
-                    self.observation_tensors(operator), torch.as_tensor(operator["action"], device=self.device))
+                    self.observation_tensors(operator), torch.as_tensor(operator["action"], device=self.device)).float()
             # The weighted mean over the kept states: each loss is a mean over its own states.
             kept, operated, weight = int(keep.sum()), int(intervention.sum()), self.cfg.policy_update.intervention_weight
             loss = operator_loss if loss is None else (kept * loss + weight * operated * operator_loss) / (kept + weight * operated)
@@ -502,8 +509,8 @@ class PARLAgent:
             self.cached_samples(batch, "policy_samples", self.cfg.optimizer.num_samples),
             self.distill_optimizer_cfg,
         )
-        with training_mode(self.policy):
-            loss = self.policy.supervised_loss(obs, optimized.actions.detach())
+        with training_mode(self.policy), self.loss_precision():
+            loss = self.policy.supervised_loss(obs, optimized.actions.detach()).float()
         return loss, optimized.q_values, optimized.sample_q_values
 
     def _soft_update_target(self) -> None:

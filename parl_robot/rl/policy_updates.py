@@ -37,11 +37,11 @@ def actor_step(agent: PARLAgent, batch: dict[str, np.ndarray]) -> float:
     if not hasattr(agent.policy, "rsample_with_log_prob"):
         raise ValueError(f"policy_update 'reparameterized' needs the gaussian policy, not {agent.cfg.policy!r}")
     obs = agent.observation_tensors(batch)
-    with training_mode(agent.policy, agent.critic):
+    with training_mode(agent.policy, agent.critic), agent.loss_precision():
         actions, log_prob = agent.policy.rsample_with_log_prob(obs)
         features = agent.critic.encode(obs)
-        q = agent.critic.q_values(features, actions.unsqueeze(1)).min(dim=0).values.squeeze(-1)  # (batch,)
-    log_prob = log_prob.reshape(q.shape)
+        q = agent.critic.q_values(features, actions.unsqueeze(1)).float().min(dim=0).values.squeeze(-1)  # (batch,)
+    log_prob = log_prob.float().reshape(q.shape)
     alpha = agent.cfg.policy_update.entropy_alpha if agent.log_entropy_alpha is None else agent.log_entropy_alpha.exp().item()
     loss = (alpha * log_prob - q).mean()
     agent.stats.entropy_alpha = alpha

@@ -14,6 +14,8 @@ from parl_robot.policies.openvla.model import load_openvla_weights
 from parl_robot.policies.openvla.policy import OpenVLAPolicy, load_prompt_tokenizer, prompt_token_ids
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# learner.compute_path -> how the 7 action tokens are decoded (policy.py, static_decode.py)
+DECODING_FOR_COMPUTE_PATH = {"eager": "dynamic", "static": "static", "compiled": "compiled"}
 
 
 def action_statistics(path: Path, key: str) -> ActionStatistics:
@@ -41,8 +43,11 @@ def build_openvla_policy(
     device = torch.device(device)
     if cfg.load_in_4bit:  # NF4 on CUDA; bitsandbytes >= 0.45 also runs it (slowly) on CPU
         model = quantize_4bit(model, DTYPES[cfg.openvla_dtype], str(device))
+    if cfg.openvla_gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     if cfg.lora_rank > 0:
         model = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     policy = OpenVLAPolicy(model, prompt_token_ids(tokenizer, instruction), ActionSpaceMap(statistics, action_scale),
-                           cfg.openvla_temperature)
+                           cfg.openvla_temperature, decoding=DECODING_FOR_COMPUTE_PATH[cfg.compute_path],
+                           max_decode_rows=cfg.openvla_max_decode_rows)
     return policy.to(device)

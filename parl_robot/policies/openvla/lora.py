@@ -76,14 +76,24 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+# Kept in the compute dtype under 4-bit: the vision backbones and the projector (0.7 B of 7.5 B
+# weights). Quantizing the ViTs loses accuracy where OpenVLA's features come from, and SigLIP's
+# 4304-wide MLP has no fast NF4 kernel (bitsandbytes falls back to a slow one for a width that is
+# not a multiple of its block).
+NOT_QUANTIZED = ("vision_backbone.", "projector.")
+
+
 def quantize_4bit(model: nn.Module, compute_dtype: torch.dtype = torch.bfloat16, device: str = "cuda") -> nn.Module:
-    """Replace every nn.Linear except the LM head by a bitsandbytes NF4 Linear4bit (weights quantize
-    when moved to `device`); the base stays frozen, LoRA adapters train in `compute_dtype`."""
+    """Replace every nn.Linear of the language model except its head by a bitsandbytes NF4 Linear4bit
+    (weights quantize when moved to `device`); the vision backbones, the projector and the head stay as
+    loaded (in the compute dtype). The base stays frozen, LoRA adapters train in `compute_dtype`."""
     try:
         import bitsandbytes as bnb
     except ImportError as error:
         raise ImportError("learner.load_in_4bit needs bitsandbytes: pip install -e .[openvla]") from error
     for name in linear_module_names(model):
+        if name.startswith(NOT_QUANTIZED):
+            continue
         linear = model.get_submodule(name)
         quantized = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                       compute_dtype=compute_dtype, quant_type="nf4", quant_storage=torch.uint8)

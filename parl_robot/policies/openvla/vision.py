@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # Per-channel normalizations of the 6-channel pixel input, DINOv2 then SigLIP, exactly as the released
 # processor (preprocessor_config.json) applies them. OpenVLA's conversion script built timm's transforms
@@ -128,6 +129,8 @@ class ViTFeaturizer(nn.Module):
         # Position embeddings cover the patches only (timm's no_embed_class for DINOv2-reg; SigLIP has no prefix).
         self.pos_embed = nn.Parameter(torch.randn(1, shape.num_patches, shape.width) * 0.02)
         self.blocks = nn.ModuleList([Block(shape) for _ in range(shape.depth - 1)])
+        # Recompute each block's activations in the backward pass instead of keeping them (training only).
+        self.gradient_checkpointing = False
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(pixels) + self.pos_embed
@@ -137,8 +140,9 @@ class ViTFeaturizer(nn.Module):
         if self.shape.register_tokens:
             prefix.append(self.reg_token.expand(x.shape[0], -1, -1))
         x = torch.cat([*prefix, x], dim=1)
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
         return x[:, self.num_prefix_tokens :]
 
 

@@ -35,12 +35,21 @@ tests_for() {
       echo "tests/test_rl_core.py tests/test_optimizer_and_calql_invariants.py tests/test_reference_options.py tests/test_control_step.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_agent_contract.py tests/test_openvla.py tests/test_operator_ui.py" ;;
     operator_ui/app.py)
       echo "tests/test_operator_ui.py" ;;
+    parl_robot/rl/static_optimizer.py|parl_robot/rl/control_step.py)
+      echo "tests/test_control_step.py tests/test_optimizer_and_calql_invariants.py" ;;
+    parl_robot/rl/replay_buffer.py)
+      echo "tests/test_rl_core.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_reference_options.py" ;;
+    parl_robot/rl/fair_lock.py)
+      echo "tests/test_fair_lock.py" ;;
+    parl_robot/robot/teleop.py)
+      echo "tests/test_teleop.py" ;;
     *) return 1 ;;
   esac
 }
 MODULES=(parl_robot/robot/safety.py parl_robot/data/episode_store.py parl_robot/perception/success.py
          parl_robot/rl/action_optimizer.py parl_robot/rl/losses.py parl_robot/robot/arm_controller.py
-         parl_robot/rl/agent.py operator_ui/app.py)
+         parl_robot/rl/agent.py operator_ui/app.py parl_robot/rl/static_optimizer.py parl_robot/rl/control_step.py
+         parl_robot/rl/replay_buffer.py parl_robot/rl/fair_lock.py parl_robot/robot/teleop.py)
 
 # Besides the sources and tests, what the tests read: copied into the run directory and, by mutmut,
 # into its mutants/ tree where the tests run.

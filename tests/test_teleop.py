@@ -54,6 +54,50 @@ def test_arbiter_hands_over_bumplessly_holds_on_a_quiet_stream_then_releases():
     assert arbiter.decide(policy).source == POLICY
 
 
+def test_joy_mapping_edges_a_press_in_the_first_message_missing_axes_and_buttons_and_scaling_past_one():
+    mapping = JoyMapping(TeleopConfig(joy_axes=[0, 1, 3, -1, -1, -1], joy_axis_scale=[2.0, 2.0, 1, 1, 1, 1],
+                                      deadband=0.2, gripper_button=0, takeover_button=2))
+    # Buttons held in the very first message count as presses; axis 3 and button 2 missing from a short
+    # message (a driver with fewer axes) read as centred / released, never an index error.
+    action, toggled = mapping.action([1.0, -1.0, 0.5], [1])
+    assert np.array_equal(action, [1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0]) and not toggled  # x2 clipped to [-1, 1]
+    _, toggled = JoyMapping(TeleopConfig(takeover_button=1)).action([0.0] * 6, [0, 1])
+    assert toggled
+    # Take-over while the arm holds an object: the joystick's gripper becomes the arm's (closed).
+    mapping = JoyMapping(TeleopConfig())
+    action, _ = mapping.action([0.0] * 6, [0, 1])
+    assert action[6] == 1.0  # the joystick's own state: open
+    started = mapping.start_from_arm(action, gripper_open=False)
+    assert started[6] == -1.0 and mapping.gripper_open is False and action[6] == 1.0  # input untouched
+    assert mapping.action([0.0] * 6, [0, 0])[0][6] == -1.0  # and it stays so until the button toggles it
+    assert mapping.start_from_arm(started, gripper_open=True)[6] == 1.0
+
+
+def test_arbiter_passes_the_policys_action_and_times_out_at_exact_boundaries():
+    clock = Clock()
+    arbiter = InterventionArbiter(stream_timeout_s=0.5, release_after_s=1.0, clock=clock)
+    policy = np.array([0.3, -0.2, 0.1, 0, 0, 0, 1.0])
+    decision = arbiter.decide(policy)
+    assert arbiter.active is False and decision.source == POLICY and decision.action is policy
+    for gripper_open, expected in ((True, 1.0), (None, 1.0), (False, -1.0)):  # the operator's gripper starts as the arm's
+        arbiter.take_over(False)
+        arbiter.take_over(True, gripper_open=gripper_open)
+        assert arbiter.decide(policy).action[6] == expected
+    arbiter.operator_input(np.array([[0.5, -3, 0, 0, 0, 0, -1]]))  # any shape holding 7 values; clipped
+    arbiter.take_over(True, gripper_open=True)  # a second take-over while active keeps the operator's action
+    decision = arbiter.decide(policy)
+    assert decision.source == INTERVENTION and np.array_equal(decision.action, [0.5, -1, 0, 0, 0, 0, -1])
+    assert decision.action.shape == (7,)
+    clock.now = 0.5  # exactly the stream timeout: still the operator's
+    assert arbiter.decide(policy).source == INTERVENTION
+    clock.now = 1.0  # exactly the release time: still held
+    assert arbiter.decide(policy).source == HELD and arbiter.active is True
+    clock.now = 1.25
+    decision = arbiter.decide(policy)
+    assert decision.source == POLICY and decision.action is policy and arbiter.active is False
+    assert arbiter.interventions == 5
+
+
 def test_recorded_sources_replace_the_policys_action_and_survive_store_and_export(tmp_path):
     from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY
     from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore

@@ -148,7 +148,9 @@ class ControlNode(Node):
     def on_joy(self, msg) -> None:
         action, toggled = self.joy.action(list(msg.axes), list(msg.buttons))
         takeover = (not self.arbiter.active) if toggled else None
-        self.arbiter.operator_input(action, takeover=takeover, gripper_open=self.joy.gripper_open)
+        if takeover:  # bumpless: the operator's gripper starts as the arm's
+            action = self.joy.start_from_arm(action, self.backend.gripper_opening() > 0.5)
+        self.arbiter.operator_input(action, takeover=takeover)
         if toggled:
             self.get_logger().info("operator took over (joystick)" if self.arbiter.active else "operator released control")
 
@@ -158,8 +160,8 @@ class ControlNode(Node):
             self.get_logger().warning("teleop/action ignored: 7 finite values with dim label takeover|release expected")
             return
         was_active = self.arbiter.active
-        self.arbiter.operator_input(np.asarray(msg.data, float), takeover=label == "takeover",
-                                    gripper_open=self.backend.gripper_opening() > 0.5)
+        # The page starts its gripper command from the arm's (robot/state) when it takes over.
+        self.arbiter.operator_input(np.asarray(msg.data, float), takeover=label == "takeover")
         if was_active != self.arbiter.active:
             self.get_logger().info("operator took over (page)" if self.arbiter.active else "operator released control")
 

@@ -59,6 +59,15 @@ class JoyMapping:
         self._takeover_button_was = takeover_pressed
         return np.concatenate([values, [1.0 if self.gripper_open else -1.0]]), toggled
 
+    def start_from_arm(self, action: np.ndarray, gripper_open: bool) -> np.ndarray:
+        """At a take-over: the joystick's gripper state becomes the arm's (a SpaceMouse button only
+        toggles, so without this a take-over while the arm holds an object would open the gripper).
+        Returns `action` with that gripper command."""
+        self.gripper_open = gripper_open
+        action = np.array(action, dtype=float)
+        action[6] = 1.0 if gripper_open else -1.0
+        return action
+
 
 def _button(buttons: list[int], index: int) -> bool:
     return 0 <= index < len(buttons) and bool(buttons[index])
@@ -95,11 +104,12 @@ class InterventionArbiter:
             self.operator_time = self.clock()
         self.active = active
 
-    def operator_input(self, action: np.ndarray, takeover: bool | None = None, gripper_open: bool | None = None) -> None:
-        """A teleop message. `takeover` True/False starts/ends the intervention; None leaves it as it is."""
+    def operator_input(self, action: np.ndarray, takeover: bool | None = None) -> None:
+        """A teleop message (its gripper command included: the sources start it from the arm's).
+        `takeover` True/False starts/ends the intervention; None leaves it as it is."""
         with self._lock:
             if takeover is not None:
-                self._take_over(takeover, gripper_open)
+                self._take_over(takeover, None)
             self.operator_action = np.clip(np.asarray(action, float).reshape(7), -1.0, 1.0)
             self.operator_time = self.clock()
 
@@ -110,7 +120,7 @@ class InterventionArbiter:
     def _decide(self, policy_action: np.ndarray) -> Decision:
         if not self.active:
             return Decision(POLICY, policy_action)
-        quiet_for = self.clock() - (self.operator_time if self.operator_time is not None else -np.inf)
+        quiet_for = self.clock() - self.operator_time  # set whenever an intervention starts
         if quiet_for <= self.stream_timeout_s:
             self.interventions += 1
             return Decision(INTERVENTION, self.operator_action.copy())

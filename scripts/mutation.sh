@@ -38,7 +38,7 @@ tests_for() {
     parl_robot/rl/static_optimizer.py|parl_robot/rl/control_step.py)
       echo "tests/test_control_step.py tests/test_optimizer_and_calql_invariants.py" ;;
     parl_robot/rl/replay_buffer.py)
-      echo "tests/test_rl_core.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_reference_options.py" ;;
+      echo "tests/test_replay_buffer.py tests/test_rl_core.py tests/test_trainer.py tests/test_interventions_learning.py tests/test_reference_options.py" ;;
     parl_robot/rl/fair_lock.py)
       echo "tests/test_fair_lock.py" ;;
     parl_robot/robot/teleop.py)

@@ -100,7 +100,7 @@ def test_gumbel_max_softmax_selection_draws_with_the_softmax_probabilities():
     expected = torch.softmax(result.q_values[0] / temperature, dim=0)
     assert expected.min() > 0.01 and expected.max() < 0.8  # a real distribution, not one certain candidate
     torch.testing.assert_close(chosen, expected, rtol=0, atol=0.01)
-    with pytest.raises(ValueError, match="softmax selection needs selection_noise"):
+    with pytest.raises(ValueError, match=r"^softmax selection needs selection_noise \(uniform, one per candidate\)$"):
         optimize_actions_static(critic, features, samples, cfg)
 
 

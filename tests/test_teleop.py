@@ -56,8 +56,8 @@ def test_arbiter_hands_over_bumplessly_holds_on_a_quiet_stream_then_releases():
 
 def test_joy_mapping_edges_a_press_in_the_first_message_missing_axes_and_buttons_and_scaling_past_one():
     mapping = JoyMapping(TeleopConfig(joy_axes=[0, 1, 3, -1, -1, -1], joy_axis_scale=[2.0, 2.0, 1, 1, 1, 1],
-                                      deadband=0.2, gripper_button=0, takeover_button=2))
-    # Buttons held in the very first message count as presses; axis 3 and button 2 missing from a short
+                                      deadband=0.2, gripper_button=0, takeover_button=1))
+    # Buttons held in the very first message count as presses; axis 3 and button 1 missing from a short
     # message (a driver with fewer axes) read as centred / released, never an index error.
     action, toggled = mapping.action([1.0, -1.0, 0.5], [1])
     assert np.array_equal(action, [1.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0]) and not toggled  # x2 clipped to [-1, 1]

@@ -58,6 +58,31 @@ def test_relabel_refuses_unknown_short_and_overwritten_episodes_and_changes_noth
     assert replay.relabel_episode(1, [-1, -1, 0], True) is True  # the intact one still can be
 
 
+def test_a_positive_success_reward_is_not_bootstrapped_after_a_success_relabel():
+    """With a success reward of +1 the terminal flag decides the tail: a success ends there (return 1 at
+    the last step), a truncated episode would keep earning 1 / (1 - discount)."""
+    replay = buffer(episode(3, success=False))
+    assert replay.relabel_episode(0, [0.0, 0.0, 1.0], terminal=True)
+    np.testing.assert_allclose(replay.mc_returns[:3], [DISCOUNT**2, DISCOUNT, 1.0], rtol=1e-6)
+    assert replay.relabel_episode(0, [0.0, 0.0, 1.0], terminal=False)
+    assert replay.mc_returns[2] == pytest.approx(1.0 / (1 - DISCOUNT))
+
+
+def test_gathered_batches_hold_float32_transitions_and_each_steps_frames():
+    spec = ObservationSpec(state_dim=2, image_shape=(4, 4, 3))
+    replay = ReplayBuffer(spec, 3, 10, DISCOUNT)
+    frames = np.arange(4 * 48, dtype=np.uint8).reshape(4, 4, 4, 3)  # one distinct frame per observation
+    replay.add_episode(EpisodeData(np.zeros((4, 2), np.float32), np.zeros((3, 3), np.float32), np.full(3, -1.0, np.float32),
+                                   False, images=frames))
+    batch = replay.gather(np.array([2, 0]))
+    np.testing.assert_array_equal(batch["image"], frames[[2, 0]])
+    np.testing.assert_array_equal(batch["next_image"], frames[[3, 1]])
+    for key in ("state", "next_state", "action", "reward", "done", "mc_return", "episode_success"):
+        assert batch[key].dtype == np.float32, key  # what the networks take, at half of float64's memory
+    with pytest.raises(ValueError, match="^cannot sample from an empty replay buffer$"):
+        ReplayBuffer(spec, 3, 10, DISCOUNT).sample_indices(1, np.random.default_rng(0))
+
+
 def counting_sampler(calls: list):
     def sample(batch, prefix, count):
         calls.append(len(batch["state"]))
@@ -84,6 +109,7 @@ def test_mixed_batches_split_between_buffers_and_serve_cached_samples_by_default
     assert calls  # missing slots were sampled on first use
     uncached = sample_mixed(offline, online, 8, 0.5, rng, with_cache=False)
     assert "policy_samples" not in uncached and "next_policy_samples" not in uncached
+    assert "policy_samples" not in sample_mixed(buffer(), online, 4, 0.5, rng, with_cache=False)  # online part too
 
 
 def test_filtered_bc_batch_draws_twice_the_size_half_from_each_buffer_and_keeps_successes(monkeypatch):

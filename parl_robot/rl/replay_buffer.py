@@ -16,7 +16,6 @@ from parl_robot.rl.losses import discounted_returns
 
 class ReplayBuffer:
     def __init__(self, spec: ObservationSpec, action_dim: int, capacity: int, discount: float):
-        self.spec = spec
         self.capacity = capacity
         self.discount = discount
         self.states = np.zeros((capacity, spec.state_dim), np.float32)

@@ -261,3 +261,45 @@ def test_candidate_count_is_the_width_of_the_selection_noise():
         width = candidate_count(softmax, 12, True)
         result = optimize_actions_static(critic, features, samples, softmax, dataset, torch.rand(2, width, dtype=torch.float64))
         assert result.candidates.shape[1] == width
+
+
+def test_each_path_runs_its_own_computation(monkeypatch):
+    """The equality tests cannot tell the paths apart (swapping them passes), so: eager runs the autograd
+    optimizer on `policy.sample`; static the static optimizer on the same samples, with selection noise
+    only for softmax; compiled hands the static step to torch.compile with fullgraph and static shapes
+    (CUDA graphs on CUDA only) and samples inside the graph when the policy can sample from noise; a
+    critic without the analytic gradient (no hidden layer) falls back to eager."""
+    import parl_robot.rl.control_step as control_step_module
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(SPEC, 2, hidden=32, blocks=2).eval()
+    critic = _critic(seed=8, dtype=torch.float32)
+    obs = {"state": torch.randn(2, 3)}
+    calls: list[str] = []
+    eager, static = control_step_module.optimize_actions, control_step_module.optimize_actions_static
+    monkeypatch.setattr(control_step_module, "optimize_actions", lambda *a, **k: calls.append("eager") or eager(*a, **k))
+
+    def static_spy(*args, **kwargs):
+        calls.append(f"static noise={kwargs['selection_noise'] is not None}")
+        return static(*args, **kwargs)
+
+    monkeypatch.setattr(control_step_module, "optimize_actions_static", static_spy)
+    argmax, softmax = ActionOptimizerConfig(num_kept=4, local_steps=2), ActionOptimizerConfig(num_kept=4, selection="softmax")
+    ControlStep(policy, critic, argmax, 8, "eager")(obs)
+    ControlStep(policy, critic, argmax, 8, "static")(obs)
+    ControlStep(policy, critic, softmax, 8)(obs)  # static is the default path
+    assert calls == ["eager", "static noise=False", "static noise=True"]
+    shallow = TwinCritic(SPEC, 2, hidden=32, layers=0, hl_gauss_bins=0, value_range=(-10.0, 2.0), members=2)
+    assert ControlStep(policy, shallow, argmax, 8, "static").path == "eager"
+    assert ControlStep(policy, critic, argmax, 8, "static").samples_in_graph is False
+    compiled_with: list = []
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compiled_with.append((function, options)) or function)
+    step = ControlStep(policy, critic, argmax, 8, "compiled")
+    assert step.samples_in_graph is True and step.path == "compiled"
+    assert compiled_with == [(step._static_step, {"fullgraph": True, "dynamic": False, "mode": None})]  # CPU: no CUDA graphs
+    calls.clear()
+    step(obs)
+    assert calls == ["static noise=False"]
+    plain_sampler = torch.nn.Module()  # a policy that cannot sample from given noise samples before the graph
+    plain_sampler.sample = policy.sample
+    assert ControlStep(plain_sampler, critic, argmax, 8, "compiled").samples_in_graph is False

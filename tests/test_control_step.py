@@ -174,23 +174,25 @@ def test_control_step_static_equals_eager_for_a_diffusion_policy():
 
 
 @pytest.mark.slow
-def test_compiled_control_step_and_update_equal_the_eager_path(monkeypatch):
+def test_compiled_control_step_and_update_equal_the_eager_path():
     """torch.compile (Inductor's C++ kernels here; CUDA graphs on a GPU) on a small network: the same
     actions and losses as eager, with the randomness drawn outside the graph. Compiles for ~1-3 min."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # compiled graphs draw from the eager generator
-    changes = {"diffusion_steps": 2, "optimizer.local_steps": 2}
-    agents = [_agent(path, changes) for path in ("eager", "compiled")]
-    for agent in agents:
-        rng = np.random.default_rng(1)
-        torch.manual_seed(1)
-        agent.trace = []
-        for _ in range(2):
-            batch = _batch(rng)
-            agent.trace += [agent.update_critic(batch), agent.update_policy(batch)]
-            action, q = agent.act({"state": batch["state"][0]})
-            agent.trace += [*action.tolist(), q]
+    # Compiled graphs draw from the eager generator. `config.patch`, not monkeypatch: undoing a
+    # monkeypatched Inductor option deletes it, and every later compile in the process then fails.
+    with torch._inductor.config.patch(fallback_random=True):
+        changes = {"diffusion_steps": 2, "optimizer.local_steps": 2}
+        agents = [_agent(path, changes) for path in ("eager", "compiled")]
+        for agent in agents:
+            rng = np.random.default_rng(1)
+            torch.manual_seed(1)
+            agent.trace = []
+            for _ in range(2):
+                batch = _batch(rng)
+                agent.trace += [agent.update_critic(batch), agent.update_policy(batch)]
+                action, q = agent.act({"state": batch["state"][0]})
+                agent.trace += [*action.tolist(), q]
     np.testing.assert_allclose(agents[1].trace, agents[0].trace, rtol=1e-4, atol=1e-5)
 
 

@@ -62,15 +62,6 @@ def build(architecture, device, dtype, four_bit: bool, rank: int) -> OpenVLAPoli
     return OpenVLAPolicy(model, prompt, ActionSpaceMap(BRIDGE_ORIG, SCALE), temperature=1.0).to(device)
 
 
-def set_checkpointing(policy: OpenVLAPolicy, enabled: bool) -> None:
-    if enabled:
-        policy.model.enable_gradient_checkpointing()
-    else:
-        policy.model.language_model.activation_checkpointing_disable()
-        policy.model.vision_backbone.featurizer.gradient_checkpointing = False
-        policy.model.vision_backbone.fused_featurizer.gradient_checkpointing = False
-
-
 def set_decoding(policy: OpenVLAPolicy, decoding: str) -> None:
     policy.decoding, policy._static_sampler = decoding, None
 
@@ -156,7 +147,7 @@ def main() -> None:
         policy = build(architecture, device, torch.bfloat16, mode == "4bit", rank=32)
         row = {"mode": mode}
         for checkpointing in (False, True):
-            set_checkpointing(policy, checkpointing)
+            policy.model.enable_gradient_checkpointing(checkpointing)
             row["lora_step_checkpointed" if checkpointing else "lora_step"] = lora_step_memory(policy, device, args.batch)
         row["sampling"] = []
         for decoding in args.decodings:

@@ -134,13 +134,17 @@ class OpenVLAModel(nn.Module):
         tokens = self.language_model.get_input_embeddings()(input_ids)
         return torch.cat([tokens[:, :1], patches.to(tokens.dtype), tokens[:, 1:]], dim=1)
 
-    def enable_gradient_checkpointing(self) -> None:
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Keep only each transformer block's input for the backward pass and recompute the rest (the
         Llama layers and both ViTs; training mode only): activation memory of a LoRA step falls from
-        every block's intermediates to one tensor per block, for one more forward pass."""
-        self.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        self.vision_backbone.featurizer.gradient_checkpointing = True
-        self.vision_backbone.fused_featurizer.gradient_checkpointing = True
+        every block's intermediates to one tensor per block, for one more forward pass. `enabled`
+        False turns it off again."""
+        if enabled:
+            self.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.language_model.activation_checkpointing_disable()
+        self.vision_backbone.featurizer.gradient_checkpointing = enabled
+        self.vision_backbone.fused_featurizer.gradient_checkpointing = enabled
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, logits_to_keep: int = 0, **kwargs):
         embeddings = self.input_embeddings(pixel_values, input_ids)

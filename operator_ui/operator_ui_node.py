@@ -1,7 +1,10 @@
 """The operator page's rclpy bridge: subscribes to what the page shows, publishes its commands.
 
 Runs the ROS executor in a background thread and the Flask server (werkzeug, threaded) in the
-main thread. Parameters: the shared task-config parameters, plus `port` (0 = `ui.port`) and
+main thread. At shutdown no thread is left inside rclpy when the process exits: request threads
+pass a `RosCallGate` that closes first and waits for them, then the spinner is joined, and only
+then is the node destroyed (a thread still in rclpy's C++ at interpreter exit aborts the process
+with "terminate called without an active exception"). Parameters: the shared task-config parameters, plus `port` (0 = `ui.port`) and
 `host` ("" = `ui.host`). The token comes from `ui.token` or the `PARL_UI_TOKEN` environment variable.
 E-stop calls the control node's `robot/estop` service directly, so it works without the learner;
 Home and Reboot motors call `robot/home` and `robot/reboot_motors` (std_srvs/Trigger) the same way.
@@ -14,9 +17,11 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -24,7 +29,7 @@ from std_msgs.msg import Bool, Float32, Float32MultiArray, MultiArrayDimension, 
 from std_srvs.srv import Trigger
 from werkzeug.serving import make_server
 
-from operator_ui.app import create_app
+from operator_ui.app import ApiError, create_app
 from operator_ui.state import OperatorState
 from parl_robot.data.episode_store import EpisodeStore
 from parl_robot.nodes import common
@@ -41,6 +46,34 @@ def _when_parsed(parse, handler):
             handler(value)
 
     return callback
+
+
+class RosCallGate:
+    """Request threads enter rclpy through `passage()`; `close()` refuses new entries and waits for those inside."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._inside = 0
+        self.closed = False
+
+    @contextmanager
+    def passage(self) -> Iterator[None]:
+        with self._condition:
+            if self.closed:
+                raise ApiError(503, "the operator page is shutting down")
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._inside -= 1
+                self._condition.notify_all()
+
+    def close(self, timeout_s: float) -> bool:
+        """Close the gate; True when every request thread has left rclpy within `timeout_s`."""
+        with self._condition:
+            self.closed = True
+            return self._condition.wait_for(lambda: self._inside == 0, timeout_s)
 
 
 class OperatorBridgeNode(Node):
@@ -80,6 +113,7 @@ class OperatorBridgeNode(Node):
         self.create_subscription(String, common.EPISODE_STATE,
                                  _when_parsed(common.parse_json_object, self.state.on_episode_state), common.LATCHED_QOS)
         self.clients_by_name = {name: self.create_client(Trigger, name) for name in SERVICES}
+        self.gate = RosCallGate()
 
     def on_image(self, msg: Image) -> None:
         """Frames with the age of their capture stamp, so the page can tell a stale camera."""
@@ -90,25 +124,33 @@ class OperatorBridgeNode(Node):
 
     # ----- GraphCommands (called from request threads) ---------------------------------------
     def publish_event(self, kind: str, **fields) -> None:
-        self.event_pub.publish(common.event_message(kind, **fields))
+        with self.gate.passage():
+            self.event_pub.publish(common.event_message(kind, **fields))
 
     def publish_teleop(self, action: list[float], takeover: bool) -> None:
         message = Float32MultiArray(data=action)
         message.layout.dim = [MultiArrayDimension(label="takeover" if takeover else "release", size=7, stride=7)]
-        self.teleop_pub.publish(message)
+        with self.gate.passage():
+            self.teleop_pub.publish(message)
 
     def call_service(self, name: str, timeout_s: float = 3.0) -> tuple[bool, str]:
         client = self.clients_by_name.get(name)
         if client is None:
             return False, f"unknown service {name}"
-        if not client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
-            return False, f"service {client.srv_name} is not available (is the control node running?)"
-        done = threading.Event()
-        future = client.call_async(Trigger.Request())
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout_s):
-            future.cancel()
-            return False, f"service {client.srv_name} did not answer within {timeout_s:.0f} s"
+        with self.gate.passage():
+            if not client.wait_for_service(timeout_sec=min(timeout_s, 1.0)):
+                return False, f"service {client.srv_name} is not available (is the control node running?)"
+            done = threading.Event()
+            future = client.call_async(Trigger.Request())
+            future.add_done_callback(lambda _: done.set())
+        # Wait outside the gate (the spinner completes the future), but give up when the page shuts down.
+        deadline = time.monotonic() + timeout_s
+        while not done.wait(0.05):
+            if self.gate.closed or time.monotonic() > deadline:
+                future.cancel()
+                if self.gate.closed:
+                    return False, "the operator page is shutting down"
+                return False, f"service {client.srv_name} did not answer within {timeout_s:.0f} s"
         response = future.result()
         return bool(response.success), str(response.message)
 
@@ -126,8 +168,30 @@ def main(args=None) -> int:
         return 1
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="ros", daemon=True)
+    spinning = threading.Event()
+    spinning.set()
+
+    def spin() -> None:
+        # Not executor.spin(): its shutdown does not wait for the spinning thread. This loop ends
+        # when told to and is joined before the node is destroyed.
+        try:
+            while spinning.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass
+
+    spinner = threading.Thread(target=spin, name="ros")
     spinner.start()
+
+    def close_ros() -> None:
+        if not node.gate.close(timeout_s=5.0):
+            print("operator page: a request was still inside rclpy after 5 s", file=sys.stderr, flush=True)
+        spinning.clear()
+        spinner.join()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per poll
     try:
         app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host)
@@ -135,9 +199,7 @@ def main(args=None) -> int:
         server.daemon_threads = True  # open page connections do not keep the process alive at shutdown
     except (ValueError, OSError) as err:
         print(f"fatal: operator page cannot start: {err}", file=sys.stderr, flush=True)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        close_ros()
         return 1
     node.get_logger().info(f"operator page on http://{node.host}:{server.server_port}/" + ("  (token required)" if node.token else ""))
 
@@ -151,11 +213,8 @@ def main(args=None) -> int:
         server.serve_forever()
     finally:
         server.server_close()
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        close_ros()
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

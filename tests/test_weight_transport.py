@@ -1,0 +1,131 @@
+"""Published policy weights: chunking, verification, version order, and an acting copy of the agent
+that acts exactly as the learner's agent does."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from parl_robot.config import load_config
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.observation import STATE_DIM
+from parl_robot.rl.acting_weights import acting_weights, load_acting_weights
+from parl_robot.rl.agent import PARLAgent
+from parl_robot.rl.losses import achievable_returns
+from parl_robot.rl.weight_transport import WeightsAssembler, WeightsHeader, encode_weights
+
+
+def _weights(seed: int = 0, size: int = 300_000) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {"policy": {"w": torch.randn(size, generator=generator), "b": torch.arange(5)}, "critic": {"q": torch.ones(3)}}
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        _equal(a[k], b[k]) if isinstance(a[k], dict) else torch.equal(a[k], b[k]) for k in a)
+
+
+def test_chunks_in_any_order_with_duplicates_give_back_the_weights():
+    weights = _weights()
+    chunks = encode_weights(weights, version=3, chunk_bytes=100_000)
+    assert len(chunks) == 13 and {h.chunks for h, _ in chunks} == {13}
+    shuffled = chunks + chunks[:4]
+    random.Random(0).shuffle(shuffled)
+    assembler, delivered = WeightsAssembler(), []
+    for header, payload in shuffled:
+        result = assembler.add(WeightsHeader.from_json(header.to_json()), payload)
+        if result is not None:
+            delivered.append(result)
+    assert len(delivered) == 1 and delivered[0][0] == 3 and _equal(delivered[0][1], weights)
+
+
+def test_never_more_chunks_than_the_history_holds():
+    chunks = encode_weights(_weights(size=1_000_000), version=0, max_chunks=8, chunk_bytes=1024)
+    assert len(chunks) == 8 and sum(len(p) for _, p in chunks) == chunks[0][0].total_bytes
+
+
+def test_a_corrupted_chunk_is_rejected_and_the_next_version_still_loads():
+    assembler = WeightsAssembler()
+    chunks = encode_weights(_weights(0), version=1, chunk_bytes=200_000)
+    header, payload = chunks[1]
+    damaged = [chunks[0], (header, payload[:-1] + bytes([payload[-1] ^ 1]))] + chunks[2:]
+    assert all(assembler.add(h, p) is None for h, p in damaged)
+    assert assembler.delivered_version == -1 and "version 1" in assembler.rejected[0]
+    good = _weights(1)
+    results = [assembler.add(h, p) for h, p in encode_weights(good, version=2, chunk_bytes=200_000)]
+    assert results[-1][0] == 2 and _equal(results[-1][1], good)
+
+
+def test_newer_version_replaces_an_incomplete_older_one_and_older_ones_are_ignored():
+    assembler = WeightsAssembler()
+    old = encode_weights(_weights(0), version=4, chunk_bytes=200_000)
+    new = encode_weights(_weights(1), version=5, chunk_bytes=200_000)
+    assert assembler.add(*old[0]) is None
+    results = [assembler.add(h, p) for h, p in new[:1] + old[1:] + new[1:]]  # v4's stragglers arrive mid-v5
+    assert [r[0] for r in results if r is not None] == [5]
+    assert all(assembler.add(h, p) is None for h, p in old)  # older than the delivered version
+    assert assembler.delivered_version == 5
+
+
+@pytest.mark.parametrize("text, says", [
+    ("not json", "not JSON"),
+    ('{"version": 1}', "needs version"),
+    ('{"version": 1, "sha256": "ab", "total_bytes": 3, "chunks": 1, "index": 0}', "64 hex"),
+    ('{"version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 2, "index": 2}', "out of range"),
+    ('{"version": "1", "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "integers"),
+])
+def test_bad_headers_are_refused_with_the_reason(text, says):
+    with pytest.raises(ValueError, match=says):
+        WeightsHeader.from_json(text)
+
+
+def test_unreadable_payload_with_a_matching_checksum_is_rejected_not_loaded():
+    import hashlib
+    payload = b"not a torch file"
+    header = WeightsHeader(7, hashlib.sha256(payload).hexdigest(), len(payload), 1, 0)
+    assembler = WeightsAssembler()
+    assert assembler.add(header, payload) is None
+    assert "unreadable" in assembler.rejected[0] and assembler.delivered_version == -1
+
+
+def _agent(overrides: dict | None = None) -> PARLAgent:
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides=overrides or {})
+    value_range = achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, cfg.learner.critic.discount)
+    return PARLAgent(cfg.learner, ObservationSpec(STATE_DIM), value_range=value_range)
+
+
+def test_an_acting_copy_acts_exactly_as_the_learners_agent():
+    torch.manual_seed(0)
+    learner = _agent()
+    states = np.random.default_rng(0).normal(size=(64, STATE_DIM)).astype(np.float32)
+    learner.fit_state_normalization(states)
+    for network in (learner.policy, learner.critic):  # weights that differ from a fresh agent's
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.manual_seed(1)
+    robot = _agent()
+    chunks = encode_weights(acting_weights(learner), version=9)
+    assembler = WeightsAssembler()
+    version, weights = [r for r in (assembler.add(h, p) for h, p in chunks) if r is not None][0]
+    load_acting_weights(robot, weights)
+    observation = {"state": states[3]}
+    torch.manual_seed(5)
+    learner_action, learner_q = learner.act(observation)
+    torch.manual_seed(5)
+    robot_action, robot_q = robot.act(observation)
+    assert version == 9
+    np.testing.assert_array_equal(learner_action, robot_action)
+    assert learner_q == robot_q
+    fresh = _agent()
+    torch.manual_seed(5)
+    assert not np.array_equal(fresh.act(observation)[0], learner_action)  # the weights made the difference
+
+
+def test_weights_of_another_config_are_refused_naming_the_cause():
+    learner = _agent({"learner.critic.hidden": 48})
+    with pytest.raises(ValueError, match="robot host's config"):
+        load_acting_weights(_agent(), acting_weights(learner))
+    with pytest.raises(ValueError, match="'policy' and 'critic'"):
+        load_acting_weights(_agent(), {"policy": {}})

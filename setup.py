@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 PACKAGE = "parl_robot"
 NODES = ["sim_bridge_node", "control_node", "camera_node", "reward_node", "learner_node", "episode_manager_node",
-         "object_detector_node", "success_classifier_node"]
+         "object_detector_node", "success_classifier_node", "actor_node"]
 
 setup(
     name=PACKAGE,

@@ -16,7 +16,7 @@ RESPAWN_DELAY_S = 2.0
 PARK_TIMEOUT_S = 30.0
 # role:=robot runs next to the arm, role:=learner on the GPU server (docs/multi_host.md); all = both.
 ROLE_NODES = {
-    "robot": ("sim_bridge", "camera", "control", "object_detector", "reward_detector", "operator_ui"),
+    "robot": ("sim_bridge", "camera", "control", "object_detector", "reward_detector", "operator_ui", "actor"),
     "learner": ("learner", "episode_manager", "success_classifier"),
 }
 PEER_CHECKERS = {"robot": ("sim_bridge", "control"), "learner": ("episode_manager",)}  # see parl_robot/peers.py
@@ -65,9 +65,12 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
     specs += [
         NodeSpec("reward_detector", "parl_robot.nodes.reward_node", {**shared}, respawn=True),
         # The learner finishes its current update and checkpoint before it exits: a longer grace.
-        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared}, respawn=True, stop_timeout_s=20.0),
+        NodeSpec("learner", "parl_robot.nodes.learner_node", {**shared, "acting": args["acting"]}, respawn=True,
+                 stop_timeout_s=20.0),
         NodeSpec("episode_manager", "parl_robot.nodes.episode_manager_node", {**shared}, ends_launch=True, respawn=True),
     ]
+    if args["acting"] == "robot":  # the policy acts beside the arm, from the weights the learner publishes
+        specs.append(NodeSpec("actor", "parl_robot.nodes.actor_node", {**shared}, respawn=True))
     if truthy(args["success_classifier"]):
         specs.append(NodeSpec("success_classifier", "parl_robot.nodes.success_classifier_node", {**shared}, respawn=True,
                               stop_timeout_s=30.0))  # a training in progress finishes its epoch

@@ -31,6 +31,9 @@ LAUNCH_ARGUMENTS = {
                          "so a slow machine slows the simulation instead of starving the controller; false = real time"),
     "role": ("all", "all: the whole graph here; robot: camera, control (sim bridge), detectors, page; "
                     "learner: learner + episode manager (docs/multi_host.md)"),
+    "acting": ("learner", "where the policy acts: learner (beside training) or robot (an actor node beside the arm "
+                          "acts from the weights the learner publishes, so link latency stays out of the control "
+                          "loop; docs/multi_host.md)"),
     "success_classifier": ("false", "true: the success classifier in shadow mode on the learner side (judged on "
                                     "every labelled episode, retrained as labels accumulate; needs stored frames: "
                                     "image observations or episodes.record_frames)"),
@@ -38,6 +41,7 @@ LAUNCH_ARGUMENTS = {
                            "reported (then checked every second); 0 disables"),
 }
 ROLES = ("all", "robot", "learner")
+ACTING_PLACES = ("learner", "robot")
 BOOLEAN_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 
@@ -95,6 +99,8 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
             raise LaunchArgumentError(f"{flag}:={args[flag]} must be true or false")
     if args["role"] not in ROLES:
         raise LaunchArgumentError(f"role:={args['role']} is not a role{_suggest(args['role'], ROLES)}")
+    if args["acting"] not in ACTING_PLACES:
+        raise LaunchArgumentError(f"acting:={args['acting']} must be learner or robot{_suggest(args['acting'], ACTING_PLACES)}")
     try:
         if float(args["peer_check_s"]) < 0:
             raise ValueError

@@ -333,12 +333,12 @@ def test_missing_camera_device_fails_with_a_clear_error(ros):
         CameraNode()
 
 
-def test_learner_judges_image_freshness_by_the_capture_stamp_not_arrival():
+def test_acting_nodes_judge_image_freshness_by_the_capture_stamp_not_arrival():
     from types import SimpleNamespace
 
     from parl_robot.config import TaskConfig
     from parl_robot.nodes.common import rgb_image_message
-    from parl_robot.nodes.learner_node import LearnerNode
+    from parl_robot.nodes.acting_node import ActingNode
 
     cfg = TaskConfig()
     cfg.learner.observation, cfg.learner.max_observation_age_s = "image", 0.5
@@ -348,14 +348,14 @@ def test_learner_judges_image_freshness_by_the_capture_stamp_not_arrival():
         get_clock=lambda: SimpleNamespace(now=lambda: Time(nanoseconds=int(now_s[0] * 1e9))),
         get_logger=lambda: rclpy.logging.get_logger("learner_test"),
     )
-    assert LearnerNode.stale_inputs(learner) == ["camera/image_raw (none received)"]
+    assert ActingNode.stale_inputs(learner) == ["camera/image_raw (none received)"]
     frame = np.zeros((8, 8, 3), np.uint8)
-    LearnerNode.on_image(learner, rgb_image_message(frame, Time(nanoseconds=int(999.8 * 1e9)).to_msg()))
-    assert LearnerNode.stale_inputs(learner) == []  # 0.2 s old
+    ActingNode.on_image(learner, rgb_image_message(frame, Time(nanoseconds=int(999.8 * 1e9)).to_msg()))
+    assert ActingNode.stale_inputs(learner) == []  # 0.2 s old
     # Arriving now but captured 0.9 s ago (it waited in a queue): stale, and the warning says how old.
-    LearnerNode.on_image(learner, rgb_image_message(frame, Time(nanoseconds=int(999.1 * 1e9)).to_msg()))
-    assert LearnerNode.stale_inputs(learner) == ["camera/image_raw (0.90 s old by its capture stamp)"]
+    ActingNode.on_image(learner, rgb_image_message(frame, Time(nanoseconds=int(999.1 * 1e9)).to_msg()))
+    assert ActingNode.stale_inputs(learner) == ["camera/image_raw (0.90 s old by its capture stamp)"]
     now_s[0] = 998.0  # the learner's clock behind the camera's
-    assert "in the future: are the clocks synchronized?" in LearnerNode.stale_inputs(learner)[0]
+    assert "in the future: are the clocks synchronized?" in ActingNode.stale_inputs(learner)[0]
     cfg.learner.observation = "state"
-    assert LearnerNode.stale_inputs(learner) == []
+    assert ActingNode.stale_inputs(learner) == []

@@ -28,7 +28,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 def test_chunks_in_any_order_with_duplicates_give_back_the_weights():
     weights = _weights()
-    chunks = encode_weights(weights, version=3, chunk_bytes=100_000)
+    chunks = encode_weights(weights, version=3, run="a", chunk_bytes=100_000)
     assert len(chunks) == 13 and {h.chunks for h, _ in chunks} == {13}
     shuffled = chunks + chunks[:4]
     random.Random(0).shuffle(shuffled)
@@ -41,26 +41,26 @@ def test_chunks_in_any_order_with_duplicates_give_back_the_weights():
 
 
 def test_never_more_chunks_than_the_history_holds():
-    chunks = encode_weights(_weights(size=1_000_000), version=0, max_chunks=8, chunk_bytes=1024)
+    chunks = encode_weights(_weights(size=1_000_000), version=0, run="a", max_chunks=8, chunk_bytes=1024)
     assert len(chunks) == 8 and sum(len(p) for _, p in chunks) == chunks[0][0].total_bytes
 
 
 def test_a_corrupted_chunk_is_rejected_and_the_next_version_still_loads():
     assembler = WeightsAssembler()
-    chunks = encode_weights(_weights(0), version=1, chunk_bytes=200_000)
+    chunks = encode_weights(_weights(0), version=1, run="a", chunk_bytes=200_000)
     header, payload = chunks[1]
     damaged = [chunks[0], (header, payload[:-1] + bytes([payload[-1] ^ 1]))] + chunks[2:]
     assert all(assembler.add(h, p) is None for h, p in damaged)
     assert assembler.delivered_version == -1 and "version 1" in assembler.rejected[0]
     good = _weights(1)
-    results = [assembler.add(h, p) for h, p in encode_weights(good, version=2, chunk_bytes=200_000)]
+    results = [assembler.add(h, p) for h, p in encode_weights(good, version=2, run="a", chunk_bytes=200_000)]
     assert results[-1][0] == 2 and _equal(results[-1][1], good)
 
 
 def test_newer_version_replaces_an_incomplete_older_one_and_older_ones_are_ignored():
     assembler = WeightsAssembler()
-    old = encode_weights(_weights(0), version=4, chunk_bytes=200_000)
-    new = encode_weights(_weights(1), version=5, chunk_bytes=200_000)
+    old = encode_weights(_weights(0), version=4, run="a", chunk_bytes=200_000)
+    new = encode_weights(_weights(1), version=5, run="a", chunk_bytes=200_000)
     assert assembler.add(*old[0]) is None
     results = [assembler.add(h, p) for h, p in new[:1] + old[1:] + new[1:]]  # v4's stragglers arrive mid-v5
     assert [r[0] for r in results if r is not None] == [5]
@@ -68,12 +68,21 @@ def test_newer_version_replaces_an_incomplete_older_one_and_older_ones_are_ignor
     assert assembler.delivered_version == 5
 
 
+def test_a_restarted_learner_is_a_new_run_whose_versions_start_over():
+    assembler = WeightsAssembler()
+    assert [r for r in (assembler.add(h, p) for h, p in encode_weights(_weights(0), version=5, run="a")) if r][0][0] == 5
+    restarted = _weights(1)
+    results = [r for r in (assembler.add(h, p) for h, p in encode_weights(restarted, version=0, run="b")) if r]
+    assert results[0][0] == 0 and _equal(results[0][1], restarted)
+
+
 @pytest.mark.parametrize("text, says", [
     ("not json", "not JSON"),
-    ('{"version": 1}', "needs version"),
-    ('{"version": 1, "sha256": "ab", "total_bytes": 3, "chunks": 1, "index": 0}', "64 hex"),
-    ('{"version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 2, "index": 2}', "out of range"),
-    ('{"version": "1", "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "integers"),
+    ('{"version": 1}', "needs run, version"),
+    ('{"run": "", "version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "run must"),
+    ('{"run": "a", "version": 1, "sha256": "ab", "total_bytes": 3, "chunks": 1, "index": 0}', "64 hex"),
+    ('{"run": "a", "version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 2, "index": 2}', "out of range"),
+    ('{"run": "a", "version": "1", "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "integers"),
 ])
 def test_bad_headers_are_refused_with_the_reason(text, says):
     with pytest.raises(ValueError, match=says):
@@ -83,7 +92,7 @@ def test_bad_headers_are_refused_with_the_reason(text, says):
 def test_unreadable_payload_with_a_matching_checksum_is_rejected_not_loaded():
     import hashlib
     payload = b"not a torch file"
-    header = WeightsHeader(7, hashlib.sha256(payload).hexdigest(), len(payload), 1, 0)
+    header = WeightsHeader("a", 7, hashlib.sha256(payload).hexdigest(), len(payload), 1, 0)
     assembler = WeightsAssembler()
     assert assembler.add(header, payload) is None
     assert "unreadable" in assembler.rejected[0] and assembler.delivered_version == -1
@@ -106,7 +115,7 @@ def test_an_acting_copy_acts_exactly_as_the_learners_agent():
                 parameter.add_(0.05 * torch.randn_like(parameter))
     torch.manual_seed(1)
     robot = _agent()
-    chunks = encode_weights(acting_weights(learner), version=9)
+    chunks = encode_weights(acting_weights(learner), version=9, run="a")
     assembler = WeightsAssembler()
     version, weights = [r for r in (assembler.add(h, p) for h, p in chunks) if r is not None][0]
     load_acting_weights(robot, weights)

@@ -49,8 +49,11 @@ from parl_robot.topics import (  # noqa: F401  (the names, re-exported for the n
     TELEOP_ACTION,
     TELEOP_JOY,
     ROBOT_EXECUTED,
+    POLICY_WEIGHTS,
+    ACTOR_STEPS,
 )
 from parl_robot.peers import PeerCheck
+from parl_robot.rl.weight_transport import MAX_CHUNKS
 
 SENSOR_QOS = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.BEST_EFFORT)
 COMMAND_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -58,6 +61,9 @@ EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, dura
 CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)  # /clock (rclpy subscribes best effort)
 # State that a late joiner (a restarted page or learner) must see at once: the last message is kept.
 LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# Policy weights: the chunks of the newest version stay for a (re)started actor on the robot host.
+WEIGHTS_QOS = QoSProfile(depth=MAX_CHUNKS, reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def wall_timer(node: Node, period_s: float, callback, callback_group=None):

@@ -14,36 +14,35 @@ the episode manager holds the next episode. Every labelled episode is saved atom
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float32, MultiArrayDimension, String, UInt8MultiArray
 
 from parl_robot.config import RewardConfig
 from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
-from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.launch_arguments import ACTING_PLACES
 from parl_robot.nodes import common
-from parl_robot.observation import STATE_DIM, state_vector
-from parl_robot.perception.object_poses import decode_object_poses
-from parl_robot.rl.agent import PARLAgent
+from parl_robot.nodes.acting_node import ActingNode, agent_for
+from parl_robot.observation import STATE_DIM
+from parl_robot.rl.acting_weights import acting_weights
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
 from parl_robot.rl.fair_lock import FairLock
-from parl_robot.rl.losses import achievable_returns
 from parl_robot.rl.replay_buffer import ReplayBuffer
 from parl_robot.rl.scalar_log import ScalarLog
 from parl_robot.rl.trainer import OFFLINE, Trainer
+from parl_robot.rl.weight_transport import MAX_CHUNKS, encode_weights
 
-# In simulated time, control ticks a step may wait for the previous step's robot/executed report
-# before the learner acts without it (the control node is gone or the report was lost).
-MAX_DEFERRED_TICKS = 5
+WEIGHTS_CHECK_S = 1.0  # acting:=robot: how often the learner looks for a new policy version to publish
+RECENT_FRAMES = 30  # acting:=robot with image observations: frames kept to match the actor's stamps
+PENDING_END_WAIT_S = 2.0  # acting:=robot: how long an ended episode waits for the actor's last steps
 
 
 class EpisodeRecorder:
@@ -56,6 +55,7 @@ class EpisodeRecorder:
         self.rewards: list[float] = []
         self.timestamps: list[float] = []
         self.sources: list[int] = []  # per step: who acted (robot/executed), SOURCE_POLICY until told
+        self.gap = False  # acting:=robot: a step of the actor's never reached this node whole
 
     def executed(self, step: int, action, source: str) -> None:
         """The control node's report for `step`: the operator's action replaces the policy's when they
@@ -98,33 +98,22 @@ class EpisodeRecorder:
         )
 
 
-def _age_text(age_s: float, judged_by: str = "") -> str:
-    if not np.isfinite(age_s):
-        return "none received"
-    if age_s < 0:
-        return f"stamped {-age_s:.2f} s in the future: are the clocks synchronized?"
-    return f"{age_s:.2f} s old{judged_by}"
-
-
-class LearnerNode(Node):
+class LearnerNode(ActingNode):
     def __init__(self):
         super().__init__("learner")
         torch.set_num_threads(1)
-        self.cfg = common.declare_task_config(self)
         learner = self.cfg.learner
+        # Where the policy acts: here (the default), or on the robot host from the weights this node
+        # publishes (`acting:=robot`, docs/multi_host.md); then this node records the actor's steps.
+        self.acting = str(self.declare_parameter("acting", "learner").value)
+        if self.acting not in ACTING_PLACES:
+            raise ValueError(f"parameter acting must be one of {', '.join(ACTING_PLACES)}, got {self.acting!r}")
         self.store = EpisodeStore(self.cfg.episodes.store_dir)
         self.checkpoint_dir = Path(self.cfg.episodes.store_dir) / "checkpoints"
         self.scalar_log = ScalarLog(Path(self.cfg.episodes.store_dir) / "tensorboard", self.cfg.learner.tensorboard,
                                     log=self.get_logger().info)
-        image_shape = (self.cfg.sim.camera_height, self.cfg.sim.camera_width, 3) if learner.observation == "image" else None
-        self.spec = ObservationSpec(STATE_DIM, image_shape)
-        self.agent = PARLAgent(
-            learner,
-            self.spec,
-            value_range=achievable_returns(self.cfg.reward.success_reward, self.cfg.reward.reward_bias, learner.critic.discount),
-            instruction=self.cfg.task.instruction,
-            action_scale=self.cfg.control.action_scale,
-        )
+        self.agent = agent_for(self.cfg)
+        self.spec = self.agent.spec
         self.offline = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.online = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.agent.attach_action_caches([self.offline, self.online])  # big policies (learner.action_cache_size)
@@ -132,51 +121,29 @@ class LearnerNode(Node):
         self.stop_event = threading.Event()
         self.trainer = Trainer(self.agent, self.offline, self.online, learner, lock=self.lock, log=self.get_logger(),
                                checkpoint=self._checkpoint)
-        self.warning = ""  # why the node does not act (stale inputs); the trainer has its own
         self.buffer_serials: dict[str, int] = {}  # online episode id -> its serial in self.online
-        # Latest sensor values.
-        self.ee_position: np.ndarray | None = None
-        self.gripper_open: bool | None = None
-        self.object_position: np.ndarray | None = None
-        self.image: np.ndarray | None = None
-        self.image_stamp: float | None = None  # header stamp (s) of self.image
-        self.latest_reward: float | None = None
-        self.input_times: dict[str, float] = {}  # arrival time (monotonic) of the latest pose / objects
-        self.poses_stamp: float | None = None  # `_meta.stamp` of the latest objects/poses (ROS time, s)
-        self.stale_since: float | None = None
-        # Episode in progress.
-        self.running_episode: int | None = None
         self.finished_episode: int | None = None
         self.recorder: EpisodeRecorder | None = None
         self.finished_recorder: EpisodeRecorder | None = None
-        self.step = 0
-        # Simulated time (lockstep): act on step k+1 only after step k was reported executed, so each
-        # observation follows the previous action, as on the real arm where time does not wait.
-        self.await_execution = common.uses_sim_time(self)
-        self.unexecuted_step: int | None = None  # the step whose robot/executed report is still due
-        self.deferred_ticks = 0  # control ticks that came while it was due
+        self.pending_end: dict | None = None  # acting:=robot: an "end" that waits for the actor's last steps
 
-        self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
         self.stats_pub = self.create_publisher(String, common.LEARNER_STATS, common.EVENT_QOS)
         self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
-        self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
-        self.acting_pub = self.create_publisher(String, common.LEARNER_ACTING, common.COMMAND_QOS)
-        self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
-        self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
-        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
-        self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
-        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
-        self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
-        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
-        self.create_subscription(String, common.ROBOT_EXECUTED, self.on_executed, common.COMMAND_QOS)
-        # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
-        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
         # Which reward detector labels the episodes, and the success classifier's score (with the record).
         self.detector_in_use = self.cfg.reward.detector
         self.episode_score: float | None = None
         self.create_subscription(String, common.REWARD_DETECTOR, self.on_detector, common.LATCHED_QOS)
         self.create_subscription(Float32, common.REWARD_SCORE, self.on_score, common.COMMAND_QOS)
-        self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+        if self.acting == "learner":
+            self.start_acting()
+        else:
+            self.recent_frames: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
+            self.weights_run = uuid.uuid4().hex[:12]  # this process's weight versions (see weight_transport)
+            self.published_version: int | None = None
+            self.weights_pub = self.create_publisher(UInt8MultiArray, common.POLICY_WEIGHTS, common.WEIGHTS_QOS)
+            self.create_subscription(String, common.ACTOR_STEPS, self.on_actor_step, common.COMMAND_QOS)
+            common.wall_timer(self, WEIGHTS_CHECK_S, self.publish_weights_if_new)
+            common.wall_timer(self, 0.1, self._finish_pending_end)
         common.wall_timer(self, 1.0, self.publish_stats)
         self._restore()
         self.learning_thread = threading.Thread(target=self._learning_loop, name="learning", daemon=True)
@@ -232,33 +199,6 @@ class LearnerNode(Node):
         save_checkpoint(self.checkpoint_dir, state)
 
     # ----- sensors ---------------------------------------------------------------------------
-    def on_pose(self, msg: PoseStamped) -> None:
-        self.input_times["robot/ee_pose"] = time.monotonic()
-        p = msg.pose.position
-        self.ee_position = np.array([p.x, p.y, p.z])
-
-    def on_state(self, msg: JointState) -> None:
-        if "gripper" in msg.name:
-            self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
-
-    def on_objects(self, msg: String) -> None:
-        poses = decode_object_poses(msg.data)
-        position = None if poses is None else poses.positions.get(self.cfg.reward.object_name)
-        if position is None:
-            return
-        self.object_position = np.asarray(position, float)
-        # Judged by the stamp of the image (sim: the step) the poses come from, on this node's clock.
-        self.poses_stamp = poses.stamp if poses.stamp is not None else None
-        self.input_times["objects/poses"] = time.monotonic()
-
-    def on_image(self, msg: Image) -> None:
-        image = common.rgb_image_from_message(msg)
-        if image is None:
-            self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
-            return
-        self.image = image
-        self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-
     def on_detector(self, msg: String) -> None:
         status = common.parse_json_object(msg) or {}
         if status.get("detector") in ("positions", "classifier"):
@@ -268,112 +208,84 @@ class LearnerNode(Node):
         if self.recorder is not None and np.isfinite(msg.data):
             self.episode_score = max(self.episode_score or 0.0, float(msg.data))
 
-    def on_reward(self, msg: Float32) -> None:
-        self.latest_reward = float(msg.data)
-
-    def stale_inputs(self) -> list[str]:
-        """Inputs the policy needs that are older than `learner.max_observation_age_s` (or missing),
-        each with its age. The image is judged by its capture stamp (header.stamp) against this
-        node's clock, so a frame that waited in a driver queue or on the wire counts as old (and one
-        stamped in the future means unsynchronized clocks); object poses by their arrival.
-        The robot pose comes only when the arm moves, so it is not required to be fresh."""
-        limit = self.cfg.learner.max_observation_age_s
-        if self.poses_stamp is not None:
-            poses_age = common.node_seconds(self) - self.poses_stamp
-            judged = " by its stamp"
-        else:
-            poses_age, judged = time.monotonic() - self.input_times.get("objects/poses", -np.inf), ""
-        stale = [] if abs(poses_age) <= limit else [f"objects/poses ({_age_text(poses_age, judged)})"]
-        if self.cfg.learner.observation == "image":
-            image_age = np.inf if self.image_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.image_stamp
-            if abs(image_age) > limit:
-                stale.append(f"camera/image_raw ({_age_text(image_age, ' by its capture stamp')})")
-        return stale
-
-    def observation(self) -> dict[str, np.ndarray] | None:
-        if self.ee_position is None or self.gripper_open is None or self.object_position is None:
-            return None
-        obs = {"state": state_vector(self.ee_position, self.gripper_open, self.object_position)}
-        if self.cfg.learner.observation == "image":
-            if self.image is None:
-                return None
-            obs["image"] = self.image
-        return obs
+    def on_image(self, msg) -> None:
+        super().on_image(msg)
+        if self.acting == "robot" and self.image_stamp is not None and self.cfg.learner.observation == "image":
+            self.recent_frames.append((self.image_stamp, self.image))
 
     # ----- acting ----------------------------------------------------------------------------
-    def on_executed(self, msg: String) -> None:
-        report = common.parse_json_object(msg) or {}
-        step = report.get("step")
-        if self.recorder is not None and isinstance(step, int):
-            self.recorder.executed(step, report.get("action"), str(report.get("source", "")))
-        if isinstance(step, int) and self.unexecuted_step is not None and step >= self.unexecuted_step:
-            self.unexecuted_step = None
-            if self.deferred_ticks:  # the step's time already came: act now
-                self.deferred_ticks = 0
-                self.on_control_tick()
+    def ready_to_act(self) -> bool:
+        return self.acting == "learner" and self.recorder is not None
 
-    def on_safety(self, msg: String) -> None:
-        safety = common.parse_json_object(msg) or {}
-        held = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
-        if held and not self.safety_held:
-            self.get_logger().warning(f"arm held ({', '.join(held)}): not acting")
-        if held:
-            self.warning = f"not acting: the arm is held ({', '.join(held)})"
-        elif self.safety_held and self.warning.startswith("not acting: the arm is held"):
-            self.warning = ""
-        self.safety_held = held
+    def compute_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        with self.lock:  # served before the learning thread's next update: at most the one in progress delays it
+            action, _ = self.agent.act(obs)
+        return action
 
-    def on_control_tick(self) -> None:
-        if self.running_episode is None or self.recorder is None or self.safety_held:
-            return
-        if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
-            return
-        if self.unexecuted_step is not None:
-            self.deferred_ticks += 1
-            if self.deferred_ticks <= MAX_DEFERRED_TICKS:
-                return  # acted on when the report comes
-            self.get_logger().warning(f"no robot/executed report for step {self.unexecuted_step}: acting without it")
-            self.unexecuted_step, self.deferred_ticks = None, 0
-        tick_wall, tick_start = time.time(), time.perf_counter()
-        stale = self.stale_inputs()
-        obs = None if stale else self.observation()
-        if obs is None:
-            # Never act on old data: without actions the control node's watchdog holds the arm.
-            now = time.monotonic()
-            if self.stale_since is None:
-                self.stale_since = now
-                self.get_logger().warning(f"not acting: no fresh {', '.join(stale) or 'observation'}; the arm holds")
-            if now - self.stale_since > 1.0:
-                self.warning = f"not acting: no fresh {', '.join(stale) or 'observation'} for {now - self.stale_since:.0f} s (camera lost?)"
-            return
-        if self.stale_since is not None:
-            self.get_logger().info("inputs fresh again: acting")
-            self.stale_since = None
-            if self.warning.startswith("not acting"):
-                self.warning = ""
+    def acted(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
+        self._record_step(obs, action)
+
+    def _record_step(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
         if self.recorder.actions:
             self.recorder.rewards.append(self._reward())
         self.recorder.observe(obs, self._frame_to_record())
-        if self.await_execution:  # in lockstep sim, time waits for this step's action (parl_robot/sim/lockstep.py)
-            self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
-        with self.lock:  # served before the learning thread's next update: at most the one in progress delays it
-            action, _ = self.agent.act(obs)
         self.recorder.actions.append(action)
         self.recorder.sources.append(SOURCE_POLICY)
-        msg = Float32MultiArray()
-        msg.layout.dim = [MultiArrayDimension(label="action", size=7, stride=7)]
-        msg.layout.data_offset = self.step
-        msg.data = action.tolist()
-        self.action_pub.publish(msg)
-        if self.await_execution:
-            self.unexecuted_step = self.step
-        # Per-step timing for benchmarks/control_loop.py and for "why is my loop slow" questions.
-        self.timing_pub.publish(String(data=json.dumps({
-            "step": self.step, "tick_time": tick_wall, "compute_ms": round((time.perf_counter() - tick_start) * 1e3, 3),
-            "image_stamp": self.image_stamp if self.cfg.learner.observation == "image" else None,
-        })))
-        self.step += 1
         self.trainer.record_steps(1)  # online: the update budget grows with every executed step
+
+    def on_step_executed(self, step: int, report: dict) -> None:
+        if self.recorder is not None:
+            self.recorder.executed(step, report.get("action"), str(report.get("source", "")))
+
+    # ----- acting on the robot host (acting:=robot) --------------------------------------------
+    def publish_weights_if_new(self) -> None:
+        """After pre-training, each new policy version goes out once (versioned, checksummed chunks)."""
+        if self.trainer.phase == OFFLINE or self.agent.stats.policy_version == self.published_version:
+            return
+        with self.lock:
+            version = self.agent.stats.policy_version
+            weights = acting_weights(self.agent)
+        chunks = encode_weights(weights, version, self.weights_run, max_chunks=MAX_CHUNKS)
+        for header, payload in chunks:
+            message = UInt8MultiArray(data=payload)
+            message.layout.dim = [MultiArrayDimension(label=header.to_json(), size=len(payload), stride=len(payload))]
+            self.weights_pub.publish(message)
+        self.published_version = version
+        self.get_logger().info(f"published policy v{version} for the robot host "
+                               f"({chunks[0][0].total_bytes / 1e6:.1f} MB in {len(chunks)} chunks)")
+
+    def on_actor_step(self, msg: String) -> None:
+        """A step the robot host's actor took: its observation (state; the frame by its stamp) and action."""
+        report = common.parse_json_object(msg)
+        if report is None or self.recorder is None or report.get("episode") != self.running_episode:
+            return
+        state, action, step = report.get("state"), report.get("action"), report.get("step")
+        if step != len(self.recorder.actions):
+            self.get_logger().warning(f"actor step {step} arrived while step {len(self.recorder.actions)} was due: "
+                                      "the episode's record has a gap; it is discarded at its end")
+            self.recorder.gap = True
+            return
+        if not (isinstance(state, list) and len(state) == STATE_DIM and isinstance(action, list) and len(action) == 7):
+            self.get_logger().warning(f"ignoring a malformed actor step: {msg.data[:200]}")
+            return
+        obs = {"state": np.asarray(state, np.float32)}
+        if self.cfg.learner.observation == "image":
+            frame = self._frame_at(report.get("image_stamp"))
+            if frame is None:
+                self.get_logger().warning(f"step {step}: the frame the actor saw (stamp {report.get('image_stamp')}) "
+                                          "never arrived here; the episode's record has a gap")
+                self.recorder.gap = True
+                return
+            obs["image"] = frame
+        self._record_step(obs, np.asarray(action, np.float32))
+        self.step = step + 1
+        self._finish_pending_end()
+
+    def _frame_at(self, stamp) -> np.ndarray | None:
+        for frame_stamp, frame in reversed(self.recent_frames):
+            if isinstance(stamp, (int, float)) and abs(frame_stamp - stamp) < 1e-6:
+                return frame
+        return None
 
     def _frame_to_record(self) -> np.ndarray | None:
         return self.image if self.cfg.episodes.record_frames else None
@@ -382,30 +294,28 @@ class LearnerNode(Node):
         return self.latest_reward if self.latest_reward is not None else self.cfg.reward.reward_bias
 
     # ----- episodes --------------------------------------------------------------------------
-    def on_event(self, msg: String) -> None:
-        event = common.parse_event(msg)
-        if event is None:
-            return
-        kind = event["type"]
+    def handle_event(self, kind: str, event: dict) -> None:
         if kind == "start":
-            self.running_episode = int(event.get("episode", 0))
+            self._finish_pending_end(force=True)  # (never expected: the next start waits for `saved`)
+            self.begin_episode(int(event.get("episode", 0)))
             self.recorder = EpisodeRecorder()
             self.episode_score = None
-            self.step = 0
-            self.unexecuted_step, self.deferred_ticks = None, 0
         elif kind == "end" and self.recorder is not None:
-            # The last action's outcome: its reward and the state it led to.
-            obs = self.observation()
-            if self.recorder.actions and obs is not None:
-                self.recorder.rewards.append(self._reward())
-                self.recorder.observe(obs, self._frame_to_record())
-            self.finished_recorder, self.recorder = self.recorder, None
-            self.finished_episode, self.running_episode = self.running_episode, None
+            steps = event.get("steps")
+            if self.acting == "robot" and isinstance(steps, int) and len(self.recorder.actions) < steps:
+                # The actor's last steps may still be on their way (another writer, another topic).
+                self.pending_end = {"steps": steps, "since": time.monotonic(), "label": None}
+                return
+            self._finish_episode()
+        elif kind == "label" and self.pending_end is not None and event.get("episode") == self.running_episode:
+            self.pending_end["label"] = event  # saved when the episode's last steps are in
         elif kind == "label" and self.finished_recorder is not None and event.get("episode") == self.finished_episode:
             self._save_episode(event)
         elif kind == "discarded":  # the operator threw the episode away: nothing is stored
+            self.pending_end = None
             self.recorder = self.finished_recorder = None
         elif kind == "aborted" and self.recorder is not None:
+            self.pending_end = None
             self._store_aborted(event)
         elif kind == "relabel":
             self._relabel(event)
@@ -415,11 +325,39 @@ class LearnerNode(Node):
             self.trainer.resume_learning()
             self.warning = ""
 
+    def _finish_episode(self) -> None:
+        """The last action's outcome (its reward and the state it led to) closes the record."""
+        self.pending_end = None
+        obs = self.observation()
+        if self.recorder.actions and obs is not None:
+            self.recorder.rewards.append(self._reward())
+            self.recorder.observe(obs, self._frame_to_record())
+        self.finished_recorder, self.recorder = self.recorder, None
+        self.finished_episode, self.running_episode = self.running_episode, None
+
+    def _finish_pending_end(self, force: bool = False) -> None:
+        """acting:=robot: close the ended episode once the actor's steps are all in (or waited for long enough)."""
+        pending = self.pending_end
+        if pending is None or self.recorder is None:
+            return
+        complete = len(self.recorder.actions) >= pending["steps"]
+        if not complete and not force and time.monotonic() - pending["since"] < PENDING_END_WAIT_S:
+            return
+        if not complete:
+            self.get_logger().warning(f"episode {self.running_episode}: {pending['steps']} actions reached the arm but "
+                                      f"only {len(self.recorder.actions)} actor steps arrived here")
+            self.recorder.gap = True
+        label = pending["label"]
+        self._finish_episode()
+        if label is not None:
+            self._save_episode(label)
+
     def _save_episode(self, event: dict) -> None:
         recorder, self.finished_recorder = self.finished_recorder, None
         success = bool(event.get("success"))
-        if len(recorder.actions) == 0 or len(recorder.states) != len(recorder.actions) + 1:
-            self.get_logger().warning(f"episode {event.get('episode')} has no complete steps; not stored")
+        if recorder.gap or len(recorder.actions) == 0 or len(recorder.states) != len(recorder.actions) + 1:
+            why = "steps missing from its record" if recorder.gap else "no complete steps"
+            self.get_logger().warning(f"episode {event.get('episode')} has {why}; not stored")
             self.event_pub.publish(common.event_message("saved", episode=event.get("episode"), success=False, path=""))
             return
         episode = recorder.labelled_episode(success, self.cfg.reward)  # the label overrides the detector
@@ -435,6 +373,8 @@ class LearnerNode(Node):
             detector_score=self.episode_score if self.detector_in_use == "classifier" else None,
         )
         path = self.store.save(record, episode, np.asarray(recorder.timestamps), thumbnail=self.image)
+        if self.acting == "robot":  # the new version reaches the actor before the next episode starts
+            self.publish_weights_if_new()
         phase_before = self.trainer.phase
         self.buffer_serials[record.episode_id] = self.trainer.add_episode(episode, success)
         if self.trainer.phase != phase_before:

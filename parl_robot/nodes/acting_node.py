@@ -1,0 +1,259 @@
+"""What every node that acts at the control rate shares: sensors in, freshness checks, the tick.
+
+`ActingNode` keeps the latest pose, gripper, object position, image and reward, judges their age,
+follows `episode/event` (start/end), the control node's safety state and its `robot/executed`
+reports, and on each control tick (when an episode runs, the arm is not held and the inputs are
+fresh) asks its subclass for an action, publishes it on `robot/action` with the step index, and
+publishes the step's timing. Subclasses: the learner node (acting on the learner host) and the
+actor node (acting on the robot host from published weights, `acting:=robot`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
+
+from parl_robot.config import TaskConfig
+from parl_robot.nets.encoders import ObservationSpec
+from parl_robot.nodes import common
+from parl_robot.observation import STATE_DIM, state_vector
+from parl_robot.perception.object_poses import decode_object_poses
+from parl_robot.rl.agent import PARLAgent
+from parl_robot.rl.losses import achievable_returns
+
+# In simulated time, control ticks a step may wait for the previous step's robot/executed report
+# before the node acts without it (the control node is gone or the report was lost).
+MAX_DEFERRED_TICKS = 5
+
+
+def agent_for(cfg: TaskConfig) -> PARLAgent:
+    """The PA-RL agent of a task config (the learner's, and the robot host's acting copy)."""
+    learner = cfg.learner
+    image_shape = (cfg.sim.camera_height, cfg.sim.camera_width, 3) if learner.observation == "image" else None
+    return PARLAgent(
+        learner,
+        ObservationSpec(STATE_DIM, image_shape),
+        value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.critic.discount),
+        instruction=cfg.task.instruction,
+        action_scale=cfg.control.action_scale,
+    )
+
+
+def age_text(age_s: float, judged_by: str = "") -> str:
+    if not np.isfinite(age_s):
+        return "none received"
+    if age_s < 0:
+        return f"stamped {-age_s:.2f} s in the future: are the clocks synchronized?"
+    return f"{age_s:.2f} s old{judged_by}"
+
+
+class ActingNode(Node):
+    """Sensors, freshness and the control tick (see the module docstring). The tick and the action
+    publishers exist only after `start_acting()`: the learner does not call it when the robot host acts."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.cfg = common.declare_task_config(self)
+        self.warning = ""  # why the node does not act (stale inputs, held arm, no weights)
+        # Latest sensor values.
+        self.ee_position: np.ndarray | None = None
+        self.gripper_open: bool | None = None
+        self.object_position: np.ndarray | None = None
+        self.image: np.ndarray | None = None
+        self.image_stamp: float | None = None  # header stamp (s) of self.image
+        self.latest_reward: float | None = None
+        self.input_times: dict[str, float] = {}  # arrival time (monotonic) of the latest pose / objects
+        self.poses_stamp: float | None = None  # `_meta.stamp` of the latest objects/poses (ROS time, s)
+        self.stale_since: float | None = None
+        # Episode in progress.
+        self.running_episode: int | None = None
+        self.step = 0
+        # Simulated time (lockstep): act on step k+1 only after step k was reported executed, so each
+        # observation follows the previous action, as on the real arm where time does not wait.
+        self.await_execution = common.uses_sim_time(self)
+        self.unexecuted_step: int | None = None  # the step whose robot/executed report is still due
+        self.deferred_ticks = 0  # control ticks that came while it was due
+        self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
+
+        self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
+        self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
+        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
+        self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
+        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
+        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
+        self.create_subscription(String, common.ROBOT_EXECUTED, self.on_executed, common.COMMAND_QOS)
+        # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
+        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+
+    def start_acting(self) -> None:
+        """Publish actions (robot/action), their timing and, in lockstep, the step being computed; tick."""
+        self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
+        self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
+        self.acting_pub = self.create_publisher(String, common.LEARNER_ACTING, common.COMMAND_QOS)
+        self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+
+    # ----- what subclasses decide ------------------------------------------------------------
+    def ready_to_act(self) -> bool:
+        return True
+
+    def compute_action(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def acted(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
+        """The step's action is computed (and about to be published)."""
+
+    def on_step_executed(self, step: int, report: dict) -> None:
+        """The control node's robot/executed report for `step`."""
+
+    def handle_event(self, kind: str, event: dict) -> None:
+        if kind == "start":
+            self.begin_episode(int(event.get("episode", 0)))
+        elif kind in ("end", "aborted", "discarded"):
+            self.running_episode = None
+
+    def begin_episode(self, episode: int) -> None:
+        self.running_episode = episode
+        self.step = 0
+        self.unexecuted_step, self.deferred_ticks = None, 0
+
+    # ----- sensors ---------------------------------------------------------------------------
+    def on_pose(self, msg: PoseStamped) -> None:
+        self.input_times["robot/ee_pose"] = time.monotonic()
+        p = msg.pose.position
+        self.ee_position = np.array([p.x, p.y, p.z])
+
+    def on_state(self, msg: JointState) -> None:
+        if "gripper" in msg.name:
+            self.gripper_open = msg.position[list(msg.name).index("gripper")] > 0.5
+
+    def on_objects(self, msg: String) -> None:
+        poses = decode_object_poses(msg.data)
+        position = None if poses is None else poses.positions.get(self.cfg.reward.object_name)
+        if position is None:
+            return
+        self.object_position = np.asarray(position, float)
+        # Judged by the stamp of the image (sim: the step) the poses come from, on this node's clock.
+        self.poses_stamp = poses.stamp if poses.stamp is not None else None
+        self.input_times["objects/poses"] = time.monotonic()
+
+    def on_image(self, msg: Image) -> None:
+        image = common.rgb_image_from_message(msg)
+        if image is None:
+            self.get_logger().warning(f"ignoring image with encoding {msg.encoding} and {len(msg.data)} bytes")
+            return
+        self.image = image
+        self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+    def on_reward(self, msg: Float32) -> None:
+        self.latest_reward = float(msg.data)
+
+    def stale_inputs(self) -> list[str]:
+        """Inputs the policy needs that are older than `learner.max_observation_age_s` (or missing),
+        each with its age. The image is judged by its capture stamp (header.stamp) against this
+        node's clock, so a frame that waited in a driver queue or on the wire counts as old (and one
+        stamped in the future means unsynchronized clocks); object poses by their arrival.
+        The robot pose comes only when the arm moves, so it is not required to be fresh."""
+        limit = self.cfg.learner.max_observation_age_s
+        if self.poses_stamp is not None:
+            poses_age = common.node_seconds(self) - self.poses_stamp
+            judged = " by its stamp"
+        else:
+            poses_age, judged = time.monotonic() - self.input_times.get("objects/poses", -np.inf), ""
+        stale = [] if abs(poses_age) <= limit else [f"objects/poses ({age_text(poses_age, judged)})"]
+        if self.cfg.learner.observation == "image":
+            image_age = np.inf if self.image_stamp is None else self.get_clock().now().nanoseconds * 1e-9 - self.image_stamp
+            if abs(image_age) > limit:
+                stale.append(f"camera/image_raw ({age_text(image_age, ' by its capture stamp')})")
+        return stale
+
+    def observation(self) -> dict[str, np.ndarray] | None:
+        if self.ee_position is None or self.gripper_open is None or self.object_position is None:
+            return None
+        obs = {"state": state_vector(self.ee_position, self.gripper_open, self.object_position)}
+        if self.cfg.learner.observation == "image":
+            if self.image is None:
+                return None
+            obs["image"] = self.image
+        return obs
+
+    # ----- episodes, safety, execution reports -----------------------------------------------
+    def on_event(self, msg: String) -> None:
+        event = common.parse_event(msg)
+        if event is not None:
+            self.handle_event(event["type"], event)
+
+    def on_executed(self, msg: String) -> None:
+        report = common.parse_json_object(msg) or {}
+        step = report.get("step")
+        if not isinstance(step, int):
+            return
+        self.on_step_executed(step, report)
+        if self.unexecuted_step is not None and step >= self.unexecuted_step:
+            self.unexecuted_step = None
+            if self.deferred_ticks:  # the step's time already came: act now
+                self.deferred_ticks = 0
+                self.on_control_tick()
+
+    def on_safety(self, msg: String) -> None:
+        safety = common.parse_json_object(msg) or {}
+        held = list(safety.get("reasons") or []) if safety.get("state") == "held" else []
+        if held and not self.safety_held:
+            self.get_logger().warning(f"arm held ({', '.join(held)}): not acting")
+        if held:
+            self.warning = f"not acting: the arm is held ({', '.join(held)})"
+        elif self.safety_held and self.warning.startswith("not acting: the arm is held"):
+            self.warning = ""
+        self.safety_held = held
+
+    # ----- the tick --------------------------------------------------------------------------
+    def on_control_tick(self) -> None:
+        if self.running_episode is None or self.safety_held or not self.ready_to_act():
+            return
+        if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
+            return
+        if self.unexecuted_step is not None:
+            self.deferred_ticks += 1
+            if self.deferred_ticks <= MAX_DEFERRED_TICKS:
+                return  # acted on when the report comes
+            self.get_logger().warning(f"no robot/executed report for step {self.unexecuted_step}: acting without it")
+            self.unexecuted_step, self.deferred_ticks = None, 0
+        tick_wall, tick_start = time.time(), time.perf_counter()
+        stale = self.stale_inputs()
+        obs = None if stale else self.observation()
+        if obs is None:
+            # Never act on old data: without actions the control node's watchdog holds the arm.
+            now = time.monotonic()
+            if self.stale_since is None:
+                self.stale_since = now
+                self.get_logger().warning(f"not acting: no fresh {', '.join(stale) or 'observation'}; the arm holds")
+            if now - self.stale_since > 1.0:
+                self.warning = f"not acting: no fresh {', '.join(stale) or 'observation'} for {now - self.stale_since:.0f} s (camera lost?)"
+            return
+        if self.stale_since is not None:
+            self.get_logger().info("inputs fresh again: acting")
+            self.stale_since = None
+            if self.warning.startswith("not acting"):
+                self.warning = ""
+        if self.await_execution:  # in lockstep sim, time waits for this step's action (parl_robot/sim/lockstep.py)
+            self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
+        action = self.compute_action(obs)
+        self.acted(obs, action)
+        msg = Float32MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label="action", size=7, stride=7)]
+        msg.layout.data_offset = self.step
+        msg.data = action.tolist()
+        self.action_pub.publish(msg)
+        if self.await_execution:
+            self.unexecuted_step = self.step
+        # Per-step timing for benchmarks/control_loop.py and for "why is my loop slow" questions.
+        self.timing_pub.publish(String(data=json.dumps({
+            "step": self.step, "tick_time": tick_wall, "compute_ms": round((time.perf_counter() - tick_start) * 1e3, 3),
+            "image_stamp": self.image_stamp if self.cfg.learner.observation == "image" else None,
+        })))
+        self.step += 1

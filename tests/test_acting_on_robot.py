@@ -1,0 +1,127 @@
+"""`acting:=robot`: the actor node acts beside the arm from the weights the learner publishes, and
+the learner stores exactly the steps the actor took (whole graph, real rclpy / Fast DDS, sim)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from std_msgs.msg import String  # noqa: E402
+
+from graph_harness import Observer, isolated_ros_env  # noqa: E402
+from parl_robot.config import load_config  # noqa: E402
+from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
+from parl_robot.nodes import common  # noqa: E402
+from parl_robot.observation import STATE_DIM  # noqa: E402
+from parl_robot.sim.record_demos import record_demos  # noqa: E402
+
+EPISODES = 3
+OVERRIDES = {
+    "episodes.num_online_episodes": EPISODES,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
+    "learner.schedule.updates_per_step": 0.5,
+    "learner.schedule.warmup_critic_steps": 20,
+    "control.max_episode_steps": 12,
+}
+
+
+@pytest.mark.slow
+def test_actor_on_the_robot_host_acts_from_published_weights_and_the_learner_stores_its_steps(tmp_path):
+    store_dir = tmp_path / "store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
+    store = EpisodeStore(store_dir)
+    record_demos(cfg, store, 3, log=lambda *_: None)
+    domain_id, env = isolated_ros_env()
+    observer = Observer(domain_id)
+    actor_steps: list[dict] = []
+    observer.node.create_subscription(String, common.ACTOR_STEPS, lambda m: actor_steps.append(json.loads(m.data)),
+                                      common.COMMAND_QOS)
+    log_path = tmp_path / "launch.log"
+    with open(log_path, "w") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-u", "-m", "parl_robot.cli", "launch", "finetune", "task:=cup_to_rack", "sim:=true",
+             "overlay:=cpu_demo", f"store_dir:={store_dir}", "acting:=robot", f"overrides:={json.dumps(OVERRIDES)}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        # Who publishes robot/action while the arm is driven: the actor, never the learner.
+        while not actor_steps and launcher.poll() is None:
+            time.sleep(0.1)
+        publishers = {info.node_name for info in observer.node.get_publishers_info_by_topic(f"/{common.NAMESPACE}/{common.ROBOT_ACTION}")}
+        launcher.wait(timeout=600)  # the run's own budget: pre-training, catch-up and 3 short episodes
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        observer.close()
+    output = log_path.read_text()
+    assert launcher.returncode == 0, output[-4000:]
+    assert "actor" in publishers and "learner" not in publishers, publishers
+    assert "[learner]" in output and "published policy v0 for the robot host" in output, output[-3000:]
+    assert "acting with policy v0 (first weights" in output, output[-3000:]
+
+    online = sorted((r for r in store.records() if r["kind"] == "online"), key=lambda r: r["episode_id"])
+    assert len(online) == EPISODES, output[-3000:]
+    episodes = sorted({step["episode"] for step in actor_steps})
+    assert len(episodes) == EPISODES
+    for record, episode_number in zip(online, episodes):
+        steps = sorted((s for s in actor_steps if s["episode"] == episode_number), key=lambda s: s["step"])
+        _, episode = store.load_episode(record["episode_id"])
+        assert [s["step"] for s in steps] == list(range(len(steps))) and len(episode.actions) == len(steps)
+        # What the learner stored is what the actor saw and did.
+        np.testing.assert_allclose(episode.actions, [s["action"] for s in steps], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(episode.states[:-1], [s["state"] for s in steps], rtol=0, atol=1e-6)
+    # New versions reach the actor as the learner closes them (at each stored episode) and are used.
+    versions = [step["policy_version"] for step in actor_steps]
+    assert versions == sorted(versions) and versions[0] == 0 and versions[-1] >= 1, versions
+
+
+def _actor_step(episode: int, step: int) -> String:
+    return String(data=json.dumps({"episode": episode, "step": step, "state": [0.01 * step] * STATE_DIM,
+                                   "image_stamp": None, "action": [0.1 * step] * 7, "policy_version": 0}))
+
+
+def test_the_learner_waits_for_the_actors_last_steps_before_it_stores_an_ended_episode(tmp_path):
+    """The episode manager's `end` (and the label after it) can overtake the actor's last step record:
+    the learner stores the episode only when all the steps the arm executed are in."""
+    from parl_robot.nodes.learner_node import LearnerNode
+
+    store_dir = tmp_path / "store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
+    record_demos(cfg, EpisodeStore(store_dir), 2, log=lambda *_: None)
+    overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
+    domain_id, _ = isolated_ros_env()
+    rclpy.init(args=["--ros-args", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo", "-p", f"store_dir:={store_dir}",
+                     "-p", "acting:=robot", "-p", f"overrides:='{json.dumps(overrides)}'"], domain_id=domain_id)
+    node = LearnerNode()
+    try:
+        node.ee_position, node.gripper_open, node.object_position = np.zeros(3), True, np.ones(3)  # the final state
+        node.handle_event("start", {"episode": 4})
+        node.on_actor_step(_actor_step(4, 0))
+        node.on_actor_step(_actor_step(4, 1))
+        node.handle_event("end", {"episode": 4, "steps": 3, "success": False})
+        node.handle_event("label", {"episode": 4, "success": False, "source": "detector"})
+        assert not [r for r in node.store.records() if r["kind"] == "online"]  # step 2 is still due
+        node.on_actor_step(_actor_step(4, 2))
+        online = [r for r in node.store.records() if r["kind"] == "online"]
+        assert len(online) == 1 and online[0]["steps"] == 3
+        _, episode = node.store.load_episode(online[0]["episode_id"])
+        np.testing.assert_allclose(episode.actions[:, 0], [0.0, 0.1, 0.2], atol=1e-6)
+        assert len(episode.states) == 4
+        # A step that never comes: after the wait the episode closes, flagged, and is not stored.
+        node.handle_event("start", {"episode": 5})
+        node.on_actor_step(_actor_step(5, 0))
+        node.handle_event("end", {"episode": 5, "steps": 2, "success": False})
+        node.handle_event("label", {"episode": 5, "success": False, "source": "detector"})
+        node.pending_end["since"] -= 10.0
+        node._finish_pending_end()
+        assert node.pending_end is None and len([r for r in node.store.records() if r["kind"] == "online"]) == 1
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from netns_link import NamespacesUnavailable, VethPair
+
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("rclpy")
@@ -39,47 +41,6 @@ OVERRIDES = {
 CONTROL_PERIOD_S = 1 / OVERRIDES["control.rate_hz"]
 WATCHDOG_PERIODS = 2
 LOAD_SLACK_S = 0.5  # timer lateness on a loaded 2-core machine
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-class VethPair:
-    """Two network namespaces with one veth link between them (10.x.y.1 robot, 10.x.y.2 learner)."""
-
-    def __init__(self):
-        tag = f"{os.getpid() % 10000}{random.randint(0, 99)}"
-        self.robot, self.learner = f"parl_robot_{tag}", f"parl_learner_{tag}"
-        self.ends = {self.robot: f"vr{tag}", self.learner: f"vl{tag}"}
-        subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 250)}"
-        self.addresses = {self.robot: f"{subnet}.1", self.learner: f"{subnet}.2"}
-        self.created: list[str] = []
-        for ns in (self.robot, self.learner):
-            result = _ip("netns", "add", ns, check=False)
-            if result.returncode != 0:
-                self.close()
-                pytest.skip(f"cannot create network namespaces here: {result.stderr.strip()}")
-            self.created.append(ns)
-        _ip("link", "add", self.ends[self.robot], "type", "veth", "peer", "name", self.ends[self.learner])
-        for ns in (self.robot, self.learner):
-            _ip("link", "set", self.ends[ns], "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{self.addresses[ns]}/24", "dev", self.ends[ns])
-            _ip("-n", ns, "link", "set", "lo", "up")
-        self.up()
-
-    def up(self) -> None:
-        for ns in (self.robot, self.learner):
-            _ip("-n", ns, "link", "set", self.ends[ns], "up")
-            # Multicast (DDS discovery) needs a route; a downed link loses it, so set it on every up.
-            _ip("-n", ns, "route", "replace", "224.0.0.0/4", "dev", self.ends[ns])
-
-    def down(self) -> None:
-        _ip("-n", self.robot, "link", "set", self.ends[self.robot], "down")
-
-    def close(self) -> None:
-        for ns in self.created:
-            _ip("netns", "del", ns, check=False)  # deleting a namespace removes its veth end, and the pair
 
 
 def _start(ns: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -132,7 +93,10 @@ def _log_time(line: str) -> float:
 
 
 def test_robot_and_learner_in_two_namespaces_survive_a_cut_link(tmp_path):
-    link = VethPair()
+    try:
+        link = VethPair()
+    except NamespacesUnavailable as err:
+        pytest.skip(str(err))
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
            "ROS_DOMAIN_ID": str(random.randint(1, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
            # Both namespaces share /dev/shm and the machine id: without this Fast DDS would pass the

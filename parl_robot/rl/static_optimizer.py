@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from parl_robot.gumbel import gumbel_from_uniform, gumbel_max
 from parl_robot.nets.critic import TwinCritic
 from parl_robot.nets.critic_ascent import first_layer_state_part, q_and_action_gradient, q_only, stack_heads
 from parl_robot.rl.action_optimizer import ActionOptimizerConfig, OptimizedActions, global_candidates
@@ -65,8 +66,7 @@ def optimize_actions_static(
         if cfg.selection == "softmax":
             if selection_noise is None:
                 raise ValueError("softmax selection needs selection_noise (uniform, one per candidate)")
-            gumbel = -torch.log(-torch.log(selection_noise.clamp(1e-20, 1.0 - 1e-7)))
-            choice = (q_values / cfg.temperature + gumbel).argmax(dim=1)
+            choice = gumbel_max(q_values, gumbel_from_uniform(selection_noise), cfg.temperature, dim=1)
         else:
             choice = q_values.argmax(dim=1)
         selected = torch.gather(candidates, 1, choice.view(-1, 1, 1).expand(-1, 1, candidates.shape[-1])).squeeze(1)

@@ -29,21 +29,20 @@ from typing import Callable
 import torch
 from torch import nn
 
+from parl_robot.gumbel import gumbel_from_uniform, gumbel_max
+
 DECODINGS = ("dynamic", "static", "compiled")
 
 
 def gumbel_noise(rows: int, steps: int, width: int, device: torch.device | str,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """(rows, steps, width) standard Gumbel noise: argmax(logits / T + noise) ~ softmax(logits / T)."""
-    uniform = torch.rand(rows, steps, width, device=device, generator=generator)
-    return -torch.log(-torch.log(uniform))
+    return gumbel_from_uniform(torch.rand(rows, steps, width, device=device, generator=generator))
 
 
 def choose_tokens(logits: torch.Tensor, noise: torch.Tensor, temperature: float) -> torch.Tensor:
     """(rows, 1) indices into `logits`' last dimension: Gumbel-max at temperature T, argmax at 0."""
-    if temperature > 0:
-        return (logits / temperature + noise).argmax(dim=-1, keepdim=True)
-    return logits.argmax(dim=-1, keepdim=True)
+    return gumbel_max(logits, noise, temperature, dim=-1, keepdim=True)
 
 
 @dataclass

@@ -1,0 +1,164 @@
+"""Image -> arm latency with the policy acting on the learner host vs on the robot host, over a slow link.
+
+    sudo python benchmarks/acting_latency.py [--delays-ms 0 20 50] [--seconds 30] [--out benchmarks/results/acting_latency.json]
+
+Two network namespaces play the robot PC and the GPU server: `role:=robot` (sim bridge, detectors,
+and with `acting:=robot` the actor node) in one, `role:=learner` (learner, episode manager) in the
+other, joined by `tests/netns_link.DelayedLink` (TUN devices and a relay that holds every packet for
+the given one-way delay; the kernel here has no `tc netem`). Real time (`lockstep:=false`), image
+observations (128x128, the cpu_demo nets), the diffusion policy with PA-RL action optimization at
+5 Hz. An observer in the robot namespace records when each action reaches the robot side and the
+acting node's per-step timing (camera stamp of the image acted on, compute time). Per row: image ->
+action at the robot side, p50 / p99 (the camera stamp to the action's arrival, which includes the
+frame's age when the tick fired: up to one camera period), and the acting compute time.
+
+Acting on the learner puts the link twice in every step (the image out, the action back); acting on
+the robot host puts it nowhere in the loop (only weights, after each episode, and the step records).
+Needs root (network namespaces); prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+RATE_HZ = 5.0
+OVERRIDES = {"learner.observation": "image", "learner.policy": "diffusion", "control.rate_hz": RATE_HZ,
+             "control.max_episode_steps": 30, "learner.schedule.warmup_episodes": 1000,
+             "learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
+             "episodes.num_online_episodes": 1000}
+
+
+def _start(namespace: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-u", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # the launcher stops its nodes
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def pair_steps(records: list[dict]) -> list[dict]:
+    """Per action that reached the robot side: the acting node's timing record of the same step that
+    was ticked last before the arrival (steps restart every episode). Returns latency rows in ms."""
+    timings = [r for r in records if r["topic"] == "learner/timing" and r["data"].get("image_stamp")]
+    rows = []
+    for arrival in (r for r in records if r["topic"] == "robot/action"):
+        step, t = arrival["data"]["step"], arrival["t"]
+        candidates = [r["data"] for r in timings if r["data"]["step"] == step and 0 <= t - r["data"]["tick_time"] < 2.0]
+        if candidates:
+            timing = max(candidates, key=lambda d: d["tick_time"])
+            rows.append({"image_to_action_ms": (t - timing["image_stamp"]) * 1e3, "compute_ms": timing["compute_ms"],
+                         "tick_to_action_ms": (t - timing["tick_time"]) * 1e3})
+    return rows
+
+
+def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
+    from netns_link import DelayedLink
+    from parl_robot.config import load_config
+    from parl_robot.data.episode_store import EpisodeStore
+    from parl_robot.sim.record_demos import record_demos
+
+    run_dir = work / f"{acting}_{int(delay_ms)}ms"
+    run_dir.mkdir(parents=True)
+    learner_store, robot_store = run_dir / "learner_store", run_dir / "robot_store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(learner_store), **OVERRIDES})
+    record_demos(cfg, EpisodeStore(learner_store), 2, images=True, log=lambda *_: None)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "ROS_DOMAIN_ID": str(random.randint(1, 200)),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}  # no shared memory
+    env.pop("ROS_STATIC_PEERS", None)
+    launch = ["-m", "parl_robot.cli", "launch", "finetune", "task:=cup_to_rack", "sim:=true", "overlay:=cpu_demo",
+              "lockstep:=false", f"acting:={acting}", f"overrides:={json.dumps(OVERRIDES)}"]
+    observed = run_dir / "observed.jsonl"
+    link = DelayedLink(delay_ms / 1e3)
+    processes = []
+    try:
+        processes.append(_start(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, run_dir / "robot.log"))
+        processes.append(_start(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"], env,
+                                run_dir / "learner.log"))
+        processes.append(_start(link.robot, ["tests/netns_observer.py", str(observed)], env, run_dir / "observer.log"))
+        deadline, measuring_until = time.monotonic() + 300 + seconds, None
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if any(p.poll() is not None for p in processes[:2]):
+                raise RuntimeError(f"a side exited early:\n{(run_dir / 'robot.log').read_text()[-2000:]}\n"
+                                   f"{(run_dir / 'learner.log').read_text()[-2000:]}")
+            if measuring_until is None and sum(r["topic"] == "robot/action" for r in _records(observed)) >= 5:
+                measuring_until = time.monotonic() + seconds
+            if measuring_until is not None and time.monotonic() > measuring_until:
+                break
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        packets = link.packets
+        link.close()
+    rows = pair_steps(_records(observed))
+    if not rows:
+        raise RuntimeError(f"no actions measured ({acting}, {delay_ms} ms): see {run_dir}")
+    result = {"acting": acting, "one_way_delay_ms": delay_ms, "actions": len(rows), "link_packets": packets}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows])
+        result[f"{key}_p50"] = round(float(np.percentile(values, 50)), 1)
+        result[f"{key}_p99"] = round(float(np.percentile(values, 99)), 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--delays-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0])
+    parser.add_argument("--acting", nargs="+", default=["learner", "robot"], choices=["learner", "robot"])
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per row, after the first actions")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/acting_latency.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="parl_acting_latency_"))
+    results = []
+    for delay_ms in args.delays_ms:
+        for acting in args.acting:
+            result = run(acting, delay_ms, args.seconds, work)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print(f"\n{'acting on':<10} {'one-way delay':>13} {'actions':>8} {'image->action p50':>18} {'p99':>8} "
+          f"{'compute p50':>12} {'p99':>8}")
+    for r in results:
+        print(f"{r['acting']:<10} {r['one_way_delay_ms']:>10.0f} ms {r['actions']:>8} {r['image_to_action_ms_p50']:>15.1f} ms "
+              f"{r['image_to_action_ms_p99']:>8.1f} {r['compute_ms_p50']:>9.1f} ms {r['compute_ms_p99']:>8.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "benchmark": "acting_latency", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "rate_hz": RATE_HZ, "overrides": OVERRIDES, "seconds_per_row": args.seconds, "results": results,
+        "how": "two network namespaces joined by a TUN relay delaying each packet (tests/netns_link.DelayedLink)",
+    }, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

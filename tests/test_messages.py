@@ -11,7 +11,9 @@ def test_rgb_image_message_round_trip_and_rejects_other_encodings():
     frame = np.random.default_rng(0).integers(0, 255, (12, 20, 3), dtype=np.uint8)
     msg = rgb_image_message(frame, Time(sec=3))
     assert (msg.height, msg.width, msg.step, msg.encoding) == (12, 20, 60, "rgb8")
-    assert np.array_equal(rgb_image_from_message(msg), frame)
+    received = rgb_image_from_message(msg)
+    assert np.array_equal(received, frame)
+    assert received.flags.writeable  # torch.as_tensor warns ("undefined behavior") on read-only arrays
     msg.encoding = "bgr8"
     assert rgb_image_from_message(msg) is None
     msg.encoding, msg.height = "rgb8", 13

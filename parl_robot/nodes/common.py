@@ -134,10 +134,11 @@ def rgb_image_message(frame: np.ndarray, stamp) -> Image:
 
 
 def rgb_image_from_message(msg: Image) -> np.ndarray | None:
-    """The (H, W, 3) uint8 frame of an rgb8 image message; None for any other encoding or size."""
+    """The (H, W, 3) uint8 frame of an rgb8 image message (a writable copy: torch warns on read-only
+    arrays); None for any other encoding or size."""
     if msg.encoding != "rgb8" or len(msg.data) != msg.height * msg.width * 3:
         return None
-    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+    return np.frombuffer(bytearray(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
 
 
 def event_message(kind: str, **fields) -> String:

@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,22 +41,6 @@ OVERRIDES = {"learner.observation": "image", "learner.policy": "diffusion", "con
              "control.max_episode_steps": 30, "learner.schedule.warmup_episodes": 1000,
              "learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
              "episodes.num_online_episodes": 1000}
-
-
-def _start(namespace: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-u", *args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)  # the launcher stops its nodes
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def _records(path: Path) -> list[dict]:
@@ -83,7 +65,7 @@ def pair_steps(records: list[dict]) -> list[dict]:
 
 
 def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
-    from netns_link import DelayedLink
+    from netns_link import DelayedLink, start_in_namespace, stop_process_group
     from parl_robot.config import load_config
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.sim.record_demos import record_demos
@@ -102,10 +84,10 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
     link = DelayedLink(delay_ms / 1e3)
     processes = []
     try:
-        processes.append(_start(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, run_dir / "robot.log"))
-        processes.append(_start(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"], env,
+        processes.append(start_in_namespace(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, run_dir / "robot.log"))
+        processes.append(start_in_namespace(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"], env,
                                 run_dir / "learner.log"))
-        processes.append(_start(link.robot, ["tests/netns_observer.py", str(observed)], env, run_dir / "observer.log"))
+        processes.append(start_in_namespace(link.robot, ["tests/netns_observer.py", str(observed)], env, run_dir / "observer.log"))
         deadline, measuring_until = time.monotonic() + 300 + seconds, None
         while time.monotonic() < deadline:
             time.sleep(0.5)
@@ -118,7 +100,7 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
                 break
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process_group(process, grace_s=30.0)
         packets = link.packets
         link.close()
     rows = pair_steps(_records(observed))

@@ -4,11 +4,34 @@ traffic only between them: `VethPair` (a veth pair that can be cut; the multi-ho
 
 import os
 import random
+import signal
 import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class NamespacesUnavailable(RuntimeError):
     """This machine does not let us create network namespaces (not root, or no `ip netns`)."""
+
+
+def start_in_namespace(namespace: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`python -u ARGS` inside `namespace`, from the repository root, in its own process group."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-u", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Ctrl-C to the group (a launcher stops its nodes), SIGKILL after `grace_s`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_link import NamespacesUnavailable, VethPair
+from netns_link import NamespacesUnavailable, VethPair, start_in_namespace, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +40,6 @@ OVERRIDES = {
 CONTROL_PERIOD_S = 1 / OVERRIDES["control.rate_hz"]
 WATCHDOG_PERIODS = 2
 LOAD_SLACK_S = 0.5  # timer lateness on a loaded 2-core machine
-
-
-def _start(ns: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-u", *args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def _wait_for(condition, timeout: float, what: str, logs=()) -> None:
@@ -113,10 +96,10 @@ def test_robot_and_learner_in_two_namespaces_survive_a_cut_link(tmp_path):
                         "overlay:=cpu_demo", f"store_dir:={learner_store}"], cwd=REPO, env=env, check=True,
                        capture_output=True, timeout=300)
         launch = ["-m", "parl_robot.cli", "launch", "finetune", *common, f"overrides:={json.dumps(OVERRIDES)}"]
-        processes.append(robot := _start(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, robot_log))
-        processes.append(learner := _start(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"],
+        processes.append(robot := start_in_namespace(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, robot_log))
+        processes.append(learner := start_in_namespace(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"],
                                            env, learner_log))
-        processes.append(_start(link.robot, ["tests/netns_observer.py", str(observed)], env, tmp_path / "observer.log"))
+        processes.append(start_in_namespace(link.robot, ["tests/netns_observer.py", str(observed)], env, tmp_path / "observer.log"))
 
         _wait_for(lambda: len(_stored(learner_store)) >= 3 or robot.poll() is not None or learner.poll() is not None,
                   400, "3 stored episodes", logs)
@@ -154,7 +137,7 @@ def test_robot_and_learner_in_two_namespaces_survive_a_cut_link(tmp_path):
         assert robot.poll() is None  # the robot side runs until stopped
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process_group(process)
         link.close()
     stored = _stored(learner_store)
     aborted = [r for r in stored if r.get("aborted")]

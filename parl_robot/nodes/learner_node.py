@@ -1,5 +1,9 @@
 """Learner node: acts at the control rate with PA-RL action optimization and learns in a thread.
 
+Sensors, freshness and the control tick are `ActingNode`'s (shared with the actor node). With
+`acting:=robot` this node does not act: it publishes the acting weights at each new policy version
+and records each episode from the robot host's actor steps (`actor/steps`, docs/multi_host.md).
+
 The ROS side of learning: sensors in, actions and `learner/stats` out, episodes recorded from
 `episode/event` and stored. The schedule itself (offline pre-training, warm-up, the critic's
 catch-up, the online update budget) is `parl_robot.rl.trainer.Trainer`, the same one the sim study

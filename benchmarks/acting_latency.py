@@ -59,8 +59,8 @@ def pair_steps(records: list[dict]) -> list[dict]:
         candidates = [r["data"] for r in timings if r["data"]["step"] == step and 0 <= t - r["data"]["tick_time"] < 2.0]
         if candidates:
             timing = max(candidates, key=lambda d: d["tick_time"])
-            rows.append({"image_to_action_ms": (t - timing["image_stamp"]) * 1e3, "compute_ms": timing["compute_ms"],
-                         "tick_to_action_ms": (t - timing["tick_time"]) * 1e3})
+            rows.append({"arrival": t, "image_to_action_ms": (t - timing["image_stamp"]) * 1e3,
+                         "compute_ms": timing["compute_ms"], "tick_to_action_ms": (t - timing["tick_time"]) * 1e3})
     return rows
 
 
@@ -83,6 +83,7 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
     observed = run_dir / "observed.jsonl"
     link = DelayedLink(delay_ms / 1e3)
     processes = []
+    measured_from = window = (time.time(), 0, 0, 0)  # (wall time, packets, bytes, dropped) at start / end
     try:
         processes.append(start_in_namespace(link.robot, [*launch, "role:=robot", f"store_dir:={robot_store}"], env, run_dir / "robot.log"))
         processes.append(start_in_namespace(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"], env,
@@ -96,18 +97,26 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
                                    f"{(run_dir / 'learner.log').read_text()[-2000:]}")
             if measuring_until is None and sum(r["topic"] == "robot/action" for r in _records(observed)) >= 5:
                 measuring_until = time.monotonic() + seconds
+                measured_from = (time.time(), link.packets, link.bytes, link.dropped)
             if measuring_until is not None and time.monotonic() > measuring_until:
+                window = (time.time(), link.packets, link.bytes, link.dropped)
                 break
     finally:
         for process in reversed(processes):
             stop_process_group(process, grace_s=30.0)
-        packets = link.packets
         link.close()
     rows = pair_steps(_records(observed))
     if not rows:
         raise RuntimeError(f"no actions measured ({acting}, {delay_ms} ms): see {run_dir}")
-    result = {"acting": acting, "one_way_delay_ms": delay_ms, "actions": len(rows), "link_packets": packets}
-    for key in rows[0]:
+    rows = [r for r in rows if measured_from[0] <= r["arrival"] <= window[0]]
+    elapsed = window[0] - measured_from[0]
+    result = {"acting": acting, "one_way_delay_ms": delay_ms, "actions": len(rows),
+              # What crossed the link while measuring (both ways): images and actions when the learner
+              # acts; step records, heartbeats, any weights still in flight when the robot host acts.
+              "link_mbit_s": round((window[2] - measured_from[2]) * 8 / 1e6 / elapsed, 2),
+              "link_packets_s": round((window[1] - measured_from[1]) / elapsed),
+              "link_dropped": window[3] - measured_from[3]}
+    for key in ("image_to_action_ms", "compute_ms", "tick_to_action_ms"):
         values = np.array([r[key] for r in rows])
         result[f"{key}_p50"] = round(float(np.percentile(values, 50)), 1)
         result[f"{key}_p99"] = round(float(np.percentile(values, 99)), 1)
@@ -129,10 +138,11 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
     print(f"\n{'acting on':<10} {'one-way delay':>13} {'actions':>8} {'image->action p50':>18} {'p99':>8} "
-          f"{'compute p50':>12} {'p99':>8}")
+          f"{'compute p50':>12} {'p99':>8} {'link Mbit/s':>12}")
     for r in results:
         print(f"{r['acting']:<10} {r['one_way_delay_ms']:>10.0f} ms {r['actions']:>8} {r['image_to_action_ms_p50']:>15.1f} ms "
-              f"{r['image_to_action_ms_p99']:>8.1f} {r['compute_ms_p50']:>9.1f} ms {r['compute_ms_p99']:>8.1f}")
+              f"{r['image_to_action_ms_p99']:>8.1f} {r['compute_ms_p50']:>9.1f} ms {r['compute_ms_p99']:>8.1f} "
+              f"{r['link_mbit_s']:>12.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "acting_latency", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

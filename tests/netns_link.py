@@ -128,7 +128,9 @@ class DelayedLink:
         self.addresses = {self.robot: f"{subnet}.1", self.learner: f"{subnet}.2"}
         self.created: list[str] = []
         self.fds: dict[str, int] = {}
-        self.packets = 0
+        self.packets = 0  # relayed, both ways
+        self.bytes = 0
+        self.dropped = 0  # packets a full TUN queue refused
         try:
             for ns, device in ((self.robot, f"tr{tag}"), (self.learner, f"tl{tag}")):
                 result = _ip("netns", "add", ns, check=False)
@@ -158,13 +160,14 @@ class DelayedLink:
                     except OSError:
                         continue
                     self.packets += 1
+                    self.bytes += len(packet)
                     heapq.heappush(queue, (now + self.delay_s, self.packets, other[fd], packet))
                 while queue and queue[0][0] <= time.monotonic():
                     _, _, destination, packet = heapq.heappop(queue)
                     try:
                         os.write(destination, packet)
                     except OSError:
-                        pass
+                        self.dropped += 1
 
         self.thread = threading.Thread(target=relay, name="delayed-link", daemon=True)
         self.thread.start()

@@ -203,3 +203,19 @@ def test_openvla_benchmark_tiny_cpu(monkeypatch, tmp_path):
     assert all(s["operator_calls_top_level"] > 100 and s["compiled_kernels"] == 0 for s in row["sampling"])
     kept, checkpointed = row["lora_step"]["kept_activation_mib"], row["lora_step_checkpointed"]["kept_activation_mib"]
     assert 0 < checkpointed < kept
+
+
+def test_acting_latency_pairs_each_action_with_the_tick_that_produced_it():
+    latency = _load("acting_latency")
+    records = [
+        {"t": 10.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 9.9, "image_stamp": 9.8, "compute_ms": 50}},
+        {"t": 10.05, "topic": "robot/action", "data": {"step": 0}},
+        # The next episode's step 0, ticked later: its action pairs with its own tick, not the first.
+        {"t": 20.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 19.9, "image_stamp": 19.7, "compute_ms": 60}},
+        {"t": 20.1, "topic": "robot/action", "data": {"step": 0}},
+        {"t": 30.0, "topic": "robot/action", "data": {"step": 5}},  # no tick record: not paired
+    ]
+    rows = latency.pair_steps(records)
+    assert [round(r["image_to_action_ms"]) for r in rows] == [250, 400]
+    assert [r["compute_ms"] for r in rows] == [50, 60]
+    assert [round(r["tick_to_action_ms"]) for r in rows] == [150, 200]

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -47,6 +48,26 @@ def _records(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+
+
+def _log_line_time(text: str, marker: str) -> tuple[float, str] | None:
+    """(wall time, line) of the first rclpy log line containing `marker`."""
+    for line in text.splitlines():
+        if marker in line:
+            stamp = re.search(r"\[(\d+\.\d+)\]", line)
+            if stamp:
+                return float(stamp.group(1)), line
+    return None
+
+
+def _first_weights_transfer(learner_log: Path, robot_log: Path) -> dict:
+    """Size of the first published version and the time from its publication to the actor acting with it."""
+    published = _log_line_time(learner_log.read_text(errors="replace"), "published policy v")
+    loaded = _log_line_time(robot_log.read_text(errors="replace"), "acting with policy v")
+    if published is None or loaded is None:
+        return {}
+    size = re.search(r"\(([\d.]+) MB in (\d+) chunks\)", published[1])
+    return {"weights_mb": float(size.group(1)) if size else None, "weights_transfer_s": round(loaded[0] - published[0], 1)}
 
 
 def pair_steps(records: list[dict]) -> list[dict]:
@@ -89,7 +110,8 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
         processes.append(start_in_namespace(link.learner, [*launch, "role:=learner", f"store_dir:={learner_store}"], env,
                                 run_dir / "learner.log"))
         processes.append(start_in_namespace(link.robot, ["tests/netns_observer.py", str(observed)], env, run_dir / "observer.log"))
-        deadline, measuring_until = time.monotonic() + 300 + seconds, None
+        # Start-up (pre-training) and, when the robot host acts, the first weights' transfer come first.
+        deadline, measuring_until = time.monotonic() + 900 + seconds, None
         while time.monotonic() < deadline:
             time.sleep(0.5)
             if any(p.poll() is not None for p in processes[:2]):
@@ -116,6 +138,8 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
               "link_mbit_s": round((window[2] - measured_from[2]) * 8 / 1e6 / elapsed, 2),
               "link_packets_s": round((window[1] - measured_from[1]) / elapsed),
               "link_dropped": window[3] - measured_from[3]}
+    if acting == "robot":
+        result.update(_first_weights_transfer(run_dir / "learner.log", run_dir / "robot.log"))
     for key in ("image_to_action_ms", "compute_ms", "tick_to_action_ms"):
         values = np.array([r[key] for r in rows])
         result[f"{key}_p50"] = round(float(np.percentile(values, 50)), 1)
@@ -138,11 +162,12 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
     print(f"\n{'acting on':<10} {'one-way delay':>13} {'actions':>8} {'image->action p50':>18} {'p99':>8} "
-          f"{'compute p50':>12} {'p99':>8} {'link Mbit/s':>12}")
+          f"{'compute p50':>12} {'p99':>8} {'link Mbit/s':>12} {'weights (transfer)':>20}")
     for r in results:
         print(f"{r['acting']:<10} {r['one_way_delay_ms']:>10.0f} ms {r['actions']:>8} {r['image_to_action_ms_p50']:>15.1f} ms "
               f"{r['image_to_action_ms_p99']:>8.1f} {r['compute_ms_p50']:>9.1f} ms {r['compute_ms_p99']:>8.1f} "
-              f"{r['link_mbit_s']:>12.2f}")
+              f"{r['link_mbit_s']:>12.2f} "
+              + (f"{r['weights_mb']:>8.1f} MB ({r['weights_transfer_s']:.0f} s)" if r.get("weights_mb") else f"{'-':>20}"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "acting_latency", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

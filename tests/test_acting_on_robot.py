@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from std_msgs.msg import String  # noqa: E402
+from std_msgs.msg import Float32MultiArray, String  # noqa: E402
 
 from graph_harness import Observer, isolated_ros_env  # noqa: E402
 from parl_robot.config import load_config  # noqa: E402
@@ -124,4 +124,53 @@ def test_the_learner_waits_for_the_actors_last_steps_before_it_stores_an_ended_e
     finally:
         node.close()
         node.destroy_node()
+        rclpy.shutdown()
+
+
+def test_an_acting_node_does_not_act_while_another_one_publishes_actions(tmp_path):
+    """The learner side launched with acting:=learner and the robot side with acting:=robot would give
+    the arm two policies' actions: each acting node stands down while the other publishes."""
+    from parl_robot.nodes.learner_node import LearnerNode
+
+    store_dir = tmp_path / "store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
+    record_demos(cfg, EpisodeStore(store_dir), 2, log=lambda *_: None)
+    overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
+    domain_id, _ = isolated_ros_env()
+    rclpy.init(args=["--ros-args", "-r", f"__ns:=/{common.NAMESPACE}", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo",
+                     "-p", f"store_dir:={store_dir}", "-p", f"overrides:='{json.dumps(overrides)}'"], domain_id=domain_id)
+    learner = LearnerNode()
+    actor = rclpy.create_node("actor")  # stands for a robot-side actor node
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(learner)
+    executor.add_node(actor)
+    try:
+        learner.ee_position, learner.gripper_open, learner.object_position = np.zeros(3), True, np.ones(3)
+
+        def tick_with_fresh_inputs() -> None:
+            learner.input_times["objects/poses"] = time.monotonic()
+            learner.on_control_tick()
+
+        learner.handle_event("start", {"episode": 0})
+        learner.check_other_acting_nodes()
+        tick_with_fresh_inputs()
+        assert learner.step == 1  # alone: it acts
+        publisher = actor.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
+        deadline = time.monotonic() + 30  # discovery within the process
+        while not learner.other_acting_nodes and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            learner.check_other_acting_nodes()
+        assert learner.other_acting_nodes == ["actor"] and "acts too" in learner.warning
+        steps = learner.step  # (its own timer may have acted while discovery ran)
+        tick_with_fresh_inputs()
+        assert learner.step == steps  # stood down
+        actor.destroy_publisher(publisher)
+        learner.check_other_acting_nodes()
+        tick_with_fresh_inputs()
+        assert learner.other_acting_nodes == [] and learner.step == steps + 1
+    finally:
+        executor.shutdown()
+        learner.close()
+        actor.destroy_node()
+        learner.destroy_node()
         rclpy.shutdown()

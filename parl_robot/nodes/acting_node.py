@@ -27,6 +27,9 @@ from parl_robot.perception.object_poses import decode_object_poses
 from parl_robot.rl.agent import PARLAgent
 from parl_robot.rl.losses import achievable_returns
 
+# The nodes that may drive robot/action; exactly one of them may act (acting:=learner|robot on both hosts).
+ACTING_NODE_NAMES = ("learner", "actor")
+
 # In simulated time, control ticks a step may wait for the previous step's robot/executed report
 # before the node acts without it (the control node is gone or the report was lost).
 MAX_DEFERRED_TICKS = 5
@@ -80,6 +83,7 @@ class ActingNode(Node):
         self.unexecuted_step: int | None = None  # the step whose robot/executed report is still due
         self.deferred_ticks = 0  # control ticks that came while it was due
         self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
+        self.other_acting_nodes: list[str] = []  # acting nodes besides this one publishing robot/action
 
         self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
         self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
@@ -97,6 +101,23 @@ class ActingNode(Node):
         self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
         self.acting_pub = self.create_publisher(String, common.LEARNER_ACTING, common.COMMAND_QOS)
         self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+        common.wall_timer(self, 1.0, self.check_other_acting_nodes)
+
+    def check_other_acting_nodes(self) -> None:
+        """Two acting nodes would interleave their actions on the arm (the learner side launched with
+        acting:=learner, the robot side with acting:=robot): while another one publishes, this one does not act."""
+        topic = self.resolve_topic_name(common.ROBOT_ACTION)
+        publishers = {info.node_name for info in self.get_publishers_info_by_topic(topic)}
+        others = sorted((publishers & set(ACTING_NODE_NAMES)) - {self.get_name()})
+        if others and others != self.other_acting_nodes:
+            self.get_logger().error(
+                f"{' and '.join(others)} also publishes {topic}: not acting, so that the arm never gets two "
+                "policies' actions. Launch both hosts with the same acting:= (learner or robot)")
+            self.warning = f"not acting: {' and '.join(others)} acts too (acting:= differs between the hosts)"
+        elif not others and self.other_acting_nodes:
+            self.get_logger().info(f"no other acting node on {topic} any more: acting")
+            self.warning = ""
+        self.other_acting_nodes = others
 
     # ----- what subclasses decide ------------------------------------------------------------
     def ready_to_act(self) -> bool:
@@ -213,7 +234,7 @@ class ActingNode(Node):
 
     # ----- the tick --------------------------------------------------------------------------
     def on_control_tick(self) -> None:
-        if self.running_episode is None or self.safety_held or not self.ready_to_act():
+        if self.running_episode is None or self.safety_held or self.other_acting_nodes or not self.ready_to_act():
             return
         if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
             return

@@ -1,19 +1,23 @@
 """Image -> arm latency with the policy acting on the learner host vs on the robot host, over a slow link.
 
-    sudo python benchmarks/acting_latency.py [--delays-ms 0 20 50] [--seconds 30] [--out benchmarks/results/acting_latency.json]
+    sudo python benchmarks/acting_latency.py [--observation state|image] [--delays-ms 0 20 50] [--seconds 30]
+        [--out benchmarks/results/acting_latency.json]
 
 Two network namespaces play the robot PC and the GPU server: `role:=robot` (sim bridge, detectors,
 and with `acting:=robot` the actor node) in one, `role:=learner` (learner, episode manager) in the
 other, joined by `tests/netns_link.DelayedLink` (TUN devices and a relay that holds every packet for
-the given one-way delay; the kernel here has no `tc netem`). Real time (`lockstep:=false`), image
-observations (128x128, the cpu_demo nets), the diffusion policy with PA-RL action optimization at
-5 Hz. An observer in the robot namespace records when each action reaches the robot side and the
-acting node's per-step timing (camera stamp of the image acted on, compute time). Per row: image ->
-action at the robot side, p50 / p99 (the camera stamp to the action's arrival, which includes the
-frame's age when the tick fired: up to one camera period), and the acting compute time.
+the given one-way delay; the kernel here has no `tc netem`). Real time (`lockstep:=false`), the
+diffusion policy with PA-RL action optimization at 5 Hz on the cpu_demo nets, state observations
+(object poses detected in each camera frame; the default) or 128x128 image observations. An observer
+in the robot namespace records when each action reaches the robot side and the acting node's
+per-step timing (the capture stamp of the frame acted on, or that the poses came from; compute
+time). Per row: image -> action at the robot side, p50 / p99 (capture stamp to the action's arrival,
+which includes the frame's age when the tick fired: up to one camera period), the acting compute
+time, what crossed the link while measuring, and for the robot host the first weights' transfer.
 
-Acting on the learner puts the link twice in every step (the image out, the action back); acting on
-the robot host puts it nowhere in the loop (only weights, after each episode, and the step records).
+Acting on the learner puts the link twice in every step (the frame or poses out, the action back);
+acting on the robot host puts it nowhere in the loop (only weights, after each episode, and the step
+records).
 Needs root (network namespaces); prints a table and writes JSON.
 """
 
@@ -38,10 +42,13 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 RATE_HZ = 5.0
-OVERRIDES = {"learner.observation": "image", "learner.policy": "diffusion", "control.rate_hz": RATE_HZ,
-             "control.max_episode_steps": 30, "learner.schedule.warmup_episodes": 1000,
-             "learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
-             "episodes.num_online_episodes": 1000}
+
+
+def overrides_for(observation: str) -> dict:
+    return {"learner.observation": observation, "learner.policy": "diffusion", "control.rate_hz": RATE_HZ,
+            "control.max_episode_steps": 30, "learner.schedule.warmup_episodes": 1000,
+            "learner.schedule.offline_policy_steps": 5, "learner.schedule.offline_critic_steps": 5,
+            "episodes.num_online_episodes": 1000}
 
 
 def _records(path: Path) -> list[dict]:
@@ -73,34 +80,35 @@ def _first_weights_transfer(learner_log: Path, robot_log: Path) -> dict:
 def pair_steps(records: list[dict]) -> list[dict]:
     """Per action that reached the robot side: the acting node's timing record of the same step that
     was ticked last before the arrival (steps restart every episode). Returns latency rows in ms."""
-    timings = [r for r in records if r["topic"] == "learner/timing" and r["data"].get("image_stamp")]
+    timings = [r for r in records if r["topic"] == "learner/timing" and r["data"].get("observation_stamp")]
     rows = []
     for arrival in (r for r in records if r["topic"] == "robot/action"):
         step, t = arrival["data"]["step"], arrival["t"]
         candidates = [r["data"] for r in timings if r["data"]["step"] == step and 0 <= t - r["data"]["tick_time"] < 2.0]
         if candidates:
             timing = max(candidates, key=lambda d: d["tick_time"])
-            rows.append({"arrival": t, "image_to_action_ms": (t - timing["image_stamp"]) * 1e3,
+            rows.append({"arrival": t, "image_to_action_ms": (t - timing["observation_stamp"]) * 1e3,
                          "compute_ms": timing["compute_ms"], "tick_to_action_ms": (t - timing["tick_time"]) * 1e3})
     return rows
 
 
-def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
+def run(acting: str, delay_ms: float, seconds: float, work: Path, observation: str) -> dict:
     from netns_link import DelayedLink, start_in_namespace, stop_process_group
     from parl_robot.config import load_config
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.sim.record_demos import record_demos
 
-    run_dir = work / f"{acting}_{int(delay_ms)}ms"
+    run_dir = work / f"{observation}_{acting}_{int(delay_ms)}ms"
+    overrides = overrides_for(observation)
     run_dir.mkdir(parents=True)
     learner_store, robot_store = run_dir / "learner_store", run_dir / "robot_store"
-    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(learner_store), **OVERRIDES})
-    record_demos(cfg, EpisodeStore(learner_store), 2, images=True, log=lambda *_: None)
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(learner_store), **overrides})
+    record_demos(cfg, EpisodeStore(learner_store), 2, images=observation == "image", log=lambda *_: None)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "ROS_DOMAIN_ID": str(random.randint(1, 200)),
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}  # no shared memory
     env.pop("ROS_STATIC_PEERS", None)
     launch = ["-m", "parl_robot.cli", "launch", "finetune", "task:=cup_to_rack", "sim:=true", "overlay:=cpu_demo",
-              "lockstep:=false", f"acting:={acting}", f"overrides:={json.dumps(OVERRIDES)}"]
+              "lockstep:=false", f"acting:={acting}", f"overrides:={json.dumps(overrides)}"]
     observed = run_dir / "observed.jsonl"
     link = DelayedLink(delay_ms / 1e3)
     processes = []
@@ -132,7 +140,7 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path) -> dict:
         raise RuntimeError(f"no actions measured ({acting}, {delay_ms} ms): see {run_dir}")
     rows = [r for r in rows if measured_from[0] <= r["arrival"] <= window[0]]
     elapsed = window[0] - measured_from[0]
-    result = {"acting": acting, "one_way_delay_ms": delay_ms, "actions": len(rows),
+    result = {"observation": observation, "acting": acting, "one_way_delay_ms": delay_ms, "actions": len(rows),
               # What crossed the link while measuring (both ways): images and actions when the learner
               # acts; step records, heartbeats, any weights still in flight when the robot host acts.
               "link_mbit_s": round((window[2] - measured_from[2]) * 8 / 1e6 / elapsed, 2),
@@ -152,13 +160,16 @@ def main() -> None:
     parser.add_argument("--delays-ms", type=float, nargs="+", default=[0.0, 20.0, 50.0])
     parser.add_argument("--acting", nargs="+", default=["learner", "robot"], choices=["learner", "robot"])
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per row, after the first actions")
+    parser.add_argument("--observation", default="state", choices=["state", "image"],
+                        help="state: object poses detected in each camera frame (small nets, 0.4 MB of weights); "
+                             "image: 128x128 frames cross the link when the learner acts (ResNet-18 encoders, 45 MB)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/acting_latency.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="parl_acting_latency_"))
     results = []
     for delay_ms in args.delays_ms:
         for acting in args.acting:
-            result = run(acting, delay_ms, args.seconds, work)
+            result = run(acting, delay_ms, args.seconds, work, args.observation)
             results.append(result)
             print(json.dumps(result), flush=True)
     print(f"\n{'acting on':<10} {'one-way delay':>13} {'actions':>8} {'image->action p50':>18} {'p99':>8} "
@@ -171,7 +182,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "acting_latency", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "rate_hz": RATE_HZ, "overrides": OVERRIDES, "seconds_per_row": args.seconds, "results": results,
+        "rate_hz": RATE_HZ, "overrides": overrides_for(args.observation), "seconds_per_row": args.seconds, "results": results,
         "how": "two network namespaces joined by a TUN relay delaying each packet (tests/netns_link.DelayedLink)",
     }, indent=2))
     print(f"wrote {args.out}")

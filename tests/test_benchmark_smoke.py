@@ -208,10 +208,10 @@ def test_openvla_benchmark_tiny_cpu(monkeypatch, tmp_path):
 def test_acting_latency_pairs_each_action_with_the_tick_that_produced_it():
     latency = _load("acting_latency")
     records = [
-        {"t": 10.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 9.9, "image_stamp": 9.8, "compute_ms": 50}},
+        {"t": 10.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 9.9, "observation_stamp": 9.8, "compute_ms": 50}},
         {"t": 10.05, "topic": "robot/action", "data": {"step": 0}},
         # The next episode's step 0, ticked later: its action pairs with its own tick, not the first.
-        {"t": 20.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 19.9, "image_stamp": 19.7, "compute_ms": 60}},
+        {"t": 20.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 19.9, "observation_stamp": 19.7, "compute_ms": 60}},
         {"t": 20.1, "topic": "robot/action", "data": {"step": 0}},
         {"t": 30.0, "topic": "robot/action", "data": {"step": 5}},  # no tick record: not paired
     ]

@@ -276,5 +276,8 @@ class ActingNode(Node):
         self.timing_pub.publish(String(data=json.dumps({
             "step": self.step, "tick_time": tick_wall, "compute_ms": round((time.perf_counter() - tick_start) * 1e3, 3),
             "image_stamp": self.image_stamp if self.cfg.learner.observation == "image" else None,
+            # The capture stamp of what the action was computed from: the image, or the image the
+            # object poses were detected in (state policies; None where the poses carry no stamp).
+            "observation_stamp": self.image_stamp if self.cfg.learner.observation == "image" else self.poses_stamp,
         })))
         self.step += 1

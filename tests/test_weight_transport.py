@@ -40,6 +40,15 @@ def test_chunks_in_any_order_with_duplicates_give_back_the_weights():
     assert len(delivered) == 1 and delivered[0][0] == 3 and _equal(delivered[0][1], weights)
 
 
+def test_a_small_payload_is_one_chunk_and_a_version_is_delivered_once():
+    weights = {"w": torch.ones(3)}
+    chunks = encode_weights(weights, version=0, run="a")
+    assert len(chunks) == 1 and chunks[0][0].chunks == 1
+    assembler = WeightsAssembler()
+    assert assembler.add(*chunks[0])[0] == 0
+    assert assembler.add(*chunks[0]) is None  # the same version again (a reconnect's redelivery): not loaded twice
+
+
 def test_never_more_chunks_than_the_history_holds():
     chunks = encode_weights(_weights(size=1_000_000), version=0, run="a", max_chunks=8, chunk_bytes=1024)
     assert len(chunks) == 8 and sum(len(p) for _, p in chunks) == chunks[0][0].total_bytes
@@ -83,10 +92,37 @@ def test_a_restarted_learner_is_a_new_run_whose_versions_start_over():
     ('{"run": "a", "version": 1, "sha256": "ab", "total_bytes": 3, "chunks": 1, "index": 0}', "64 hex"),
     ('{"run": "a", "version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 2, "index": 2}', "out of range"),
     ('{"run": "a", "version": "1", "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "integers"),
+    ('{"run": "a", "version": -1, "sha256": "' + "a" * 64 + '", "total_bytes": 3, "chunks": 1, "index": 0}', "out of range"),
+    ('{"run": "a", "version": 1, "sha256": "' + "a" * 64 + '", "total_bytes": -1, "chunks": 1, "index": 0}', "out of range"),
 ])
 def test_bad_headers_are_refused_with_the_reason(text, says):
     with pytest.raises(ValueError, match=says):
         WeightsHeader.from_json(text)
+
+
+def test_the_first_version_and_an_empty_payload_are_valid_headers():
+    header = WeightsHeader.from_json('{"run": "a", "version": 0, "sha256": "' + "a" * 64 + '", "total_bytes": 0, "chunks": 1, "index": 0}')
+    assert (header.version, header.total_bytes) == (0, 0)
+
+
+class _Code:
+    """A pickle that would run code when loaded: what a forged or corrupted publisher could send."""
+
+    def __reduce__(self):
+        return (print, ("loaded code",))
+
+
+def test_a_payload_that_is_not_only_tensors_is_rejected_never_run():
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"policy": _Code()}, buffer)
+    payload = buffer.getvalue()
+    header = WeightsHeader("a", 1, hashlib.sha256(payload).hexdigest(), len(payload), 1, 0)
+    assembler = WeightsAssembler()
+    assert assembler.add(header, payload) is None
+    assert "unreadable (UnpicklingError" in assembler.rejected[0]
 
 
 def test_unreadable_payload_with_a_matching_checksum_is_rejected_not_loaded():

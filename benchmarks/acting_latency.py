@@ -12,8 +12,11 @@ diffusion policy with PA-RL action optimization at 5 Hz on the cpu_demo nets, st
 in the robot namespace records when each action reaches the robot side and the acting node's
 per-step timing (the capture stamp of the frame acted on, or that the poses came from; compute
 time). Per row: image -> action at the robot side, p50 / p99 (capture stamp to the action's arrival,
-which includes the frame's age when the tick fired: up to one camera period), the acting compute
-time, what crossed the link while measuring, and for the robot host the first weights' transfer.
+which includes the frame's age when the tick fired: up to one camera period, at a phase between the
+camera's and the control timer that is set at start-up, so it differs run to run); its parts: the
+observation's way to the acting node (capture stamp -> arrival), the compute, the action's way to
+the arm (publish -> arrival), and their sum (the pipeline, without the wait for the tick); what
+crossed the link while measuring, and for the robot host the first weights' transfer.
 
 Acting on the learner puts the link twice in every step (the frame or poses out, the action back);
 acting on the robot host puts it nowhere in the loop (only weights, after each episode, and the step
@@ -87,8 +90,17 @@ def pair_steps(records: list[dict]) -> list[dict]:
         candidates = [r["data"] for r in timings if r["data"]["step"] == step and 0 <= t - r["data"]["tick_time"] < 2.0]
         if candidates:
             timing = max(candidates, key=lambda d: d["tick_time"])
+            observation_ms = (timing["observation_arrival"] - timing["observation_stamp"]) * 1e3 \
+                if timing.get("observation_arrival") else np.nan
+            action_ms = (t - timing["tick_time"]) * 1e3 - timing["compute_ms"]
             rows.append({"arrival": t, "image_to_action_ms": (t - timing["observation_stamp"]) * 1e3,
-                         "compute_ms": timing["compute_ms"], "tick_to_action_ms": (t - timing["tick_time"]) * 1e3})
+                         "compute_ms": timing["compute_ms"], "tick_to_action_ms": (t - timing["tick_time"]) * 1e3,
+                         # The two legs the link can add to: the observation's way to the acting node
+                         # (capture stamp -> arrival) and the action's way to the arm (publish -> arrival).
+                         "observation_transport_ms": observation_ms, "action_transport_ms": action_ms,
+                         # Capture -> action without the wait for the next control tick (whose phase
+                         # against the camera's frames is set at start-up and differs run to run).
+                         "pipeline_ms": observation_ms + timing["compute_ms"] + action_ms})
     return rows
 
 
@@ -148,10 +160,11 @@ def run(acting: str, delay_ms: float, seconds: float, work: Path, observation: s
               "link_dropped": window[3] - measured_from[3]}
     if acting == "robot":
         result.update(_first_weights_transfer(run_dir / "learner.log", run_dir / "robot.log"))
-    for key in ("image_to_action_ms", "compute_ms", "tick_to_action_ms"):
+    for key in ("image_to_action_ms", "compute_ms", "tick_to_action_ms", "observation_transport_ms",
+                "action_transport_ms", "pipeline_ms"):
         values = np.array([r[key] for r in rows])
-        result[f"{key}_p50"] = round(float(np.percentile(values, 50)), 1)
-        result[f"{key}_p99"] = round(float(np.percentile(values, 99)), 1)
+        result[f"{key}_p50"] = round(float(np.nanpercentile(values, 50)), 1)
+        result[f"{key}_p99"] = round(float(np.nanpercentile(values, 99)), 1)
     return result
 
 
@@ -173,11 +186,13 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
     print(f"\n{'acting on':<10} {'one-way delay':>13} {'actions':>8} {'image->action p50':>18} {'p99':>8} "
-          f"{'compute p50':>12} {'p99':>8} {'link Mbit/s':>12} {'weights (transfer)':>20}")
+          f"{'obs. way p50':>13} {'compute p50':>12} {'action way p50':>15} {'pipeline p50':>13} {'p99':>8} "
+          f"{'link Mbit/s':>12} {'weights (transfer)':>20}")
     for r in results:
         print(f"{r['acting']:<10} {r['one_way_delay_ms']:>10.0f} ms {r['actions']:>8} {r['image_to_action_ms_p50']:>15.1f} ms "
-              f"{r['image_to_action_ms_p99']:>8.1f} {r['compute_ms_p50']:>9.1f} ms {r['compute_ms_p99']:>8.1f} "
-              f"{r['link_mbit_s']:>12.2f} "
+              f"{r['image_to_action_ms_p99']:>8.1f} {r['observation_transport_ms_p50']:>10.1f} ms "
+              f"{r['compute_ms_p50']:>9.1f} ms {r['action_transport_ms_p50']:>12.1f} ms {r['pipeline_ms_p50']:>10.1f} ms "
+              f"{r['pipeline_ms_p99']:>8.1f} {r['link_mbit_s']:>12.2f} "
               + (f"{r['weights_mb']:>8.1f} MB ({r['weights_transfer_s']:.0f} s)" if r.get("weights_mb") else f"{'-':>20}"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

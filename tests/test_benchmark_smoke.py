@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -208,7 +209,8 @@ def test_openvla_benchmark_tiny_cpu(monkeypatch, tmp_path):
 def test_acting_latency_pairs_each_action_with_the_tick_that_produced_it():
     latency = _load("acting_latency")
     records = [
-        {"t": 10.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 9.9, "observation_stamp": 9.8, "compute_ms": 50}},
+        {"t": 10.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 9.9, "observation_stamp": 9.8,
+                                                        "observation_arrival": 9.83, "compute_ms": 50}},
         {"t": 10.05, "topic": "robot/action", "data": {"step": 0}},
         # The next episode's step 0, ticked later: its action pairs with its own tick, not the first.
         {"t": 20.0, "topic": "learner/timing", "data": {"step": 0, "tick_time": 19.9, "observation_stamp": 19.7, "compute_ms": 60}},
@@ -219,3 +221,6 @@ def test_acting_latency_pairs_each_action_with_the_tick_that_produced_it():
     assert [round(r["image_to_action_ms"]) for r in rows] == [250, 400]
     assert [r["compute_ms"] for r in rows] == [50, 60]
     assert [round(r["tick_to_action_ms"]) for r in rows] == [150, 200]
+    # The legs: the observation's way (30 ms), compute (50), the action's way (150 - 50); no arrival: NaN.
+    assert round(rows[0]["observation_transport_ms"]) == 30 and round(rows[0]["action_transport_ms"]) == 100
+    assert round(rows[0]["pipeline_ms"]) == 180 and np.isnan(rows[1]["pipeline_ms"])

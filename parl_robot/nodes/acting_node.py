@@ -73,6 +73,7 @@ class ActingNode(Node):
         self.latest_reward: float | None = None
         self.input_times: dict[str, float] = {}  # arrival time (monotonic) of the latest pose / objects
         self.poses_stamp: float | None = None  # `_meta.stamp` of the latest objects/poses (ROS time, s)
+        self.arrival_wall: dict[str, float] = {}  # wall time the latest image / poses arrived (timing records)
         self.stale_since: float | None = None
         # Episode in progress.
         self.running_episode: int | None = None
@@ -162,6 +163,7 @@ class ActingNode(Node):
         # Judged by the stamp of the image (sim: the step) the poses come from, on this node's clock.
         self.poses_stamp = poses.stamp if poses.stamp is not None else None
         self.input_times["objects/poses"] = time.monotonic()
+        self.arrival_wall["objects/poses"] = time.time()
 
     def on_image(self, msg: Image) -> None:
         image = common.rgb_image_from_message(msg)
@@ -170,6 +172,7 @@ class ActingNode(Node):
             return
         self.image = image
         self.image_stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self.arrival_wall["camera/image_raw"] = time.time()
 
     def on_reward(self, msg: Float32) -> None:
         self.latest_reward = float(msg.data)
@@ -279,5 +282,8 @@ class ActingNode(Node):
             # The capture stamp of what the action was computed from: the image, or the image the
             # object poses were detected in (state policies; None where the poses carry no stamp).
             "observation_stamp": self.image_stamp if self.cfg.learner.observation == "image" else self.poses_stamp,
+            # When it arrived here (wall clock): minus the stamp, its way from the camera to this node.
+            "observation_arrival": self.arrival_wall.get(
+                "camera/image_raw" if self.cfg.learner.observation == "image" else "objects/poses"),
         })))
         self.step += 1

@@ -345,6 +345,7 @@ def test_acting_nodes_judge_image_freshness_by_the_capture_stamp_not_arrival():
     now_s = [1000.0]
     learner = SimpleNamespace(
         cfg=cfg, image=None, image_stamp=None, poses_stamp=None, input_times={"objects/poses": time.monotonic()},
+        arrival_wall={},
         get_clock=lambda: SimpleNamespace(now=lambda: Time(nanoseconds=int(now_s[0] * 1e9))),
         get_logger=lambda: rclpy.logging.get_logger("learner_test"),
     )

@@ -140,30 +140,42 @@ def _agent(overrides: dict | None = None) -> PARLAgent:
     return PARLAgent(cfg.learner, ObservationSpec(STATE_DIM), value_range=value_range)
 
 
-def test_an_acting_copy_acts_exactly_as_the_learners_agent():
+def _perturbed(agent: PARLAgent) -> None:
+    """Weights that differ from a fresh agent's: the trained policy, its moving average, the critic."""
+    for network in (agent.policy, agent.policy_ema, agent.critic):
+        if network is not None:
+            with torch.no_grad():
+                for parameter in network.parameters():
+                    parameter.add_(0.05 * torch.randn_like(parameter))
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_an_acting_copy_acts_exactly_as_the_learners_agent(ema):
+    overrides = {} if ema else {"learner.policy_ema_rate": 0.0}
     torch.manual_seed(0)
-    learner = _agent()
+    learner = _agent(overrides)
+    assert (learner.policy_ema is not None) == ema  # acting samples from the moving average when there is one
     states = np.random.default_rng(0).normal(size=(64, STATE_DIM)).astype(np.float32)
     learner.fit_state_normalization(states)
-    for network in (learner.policy, learner.critic):  # weights that differ from a fresh agent's
-        with torch.no_grad():
-            for parameter in network.parameters():
-                parameter.add_(0.05 * torch.randn_like(parameter))
+    _perturbed(learner)
     torch.manual_seed(1)
-    robot = _agent()
+    robot = _agent(overrides)
     chunks = encode_weights(acting_weights(learner), version=9, run="a")
     assembler = WeightsAssembler()
     version, weights = [r for r in (assembler.add(h, p) for h, p in chunks) if r is not None][0]
     load_acting_weights(robot, weights)
+    assert version == 9
+    for mine, theirs in ((robot.sampling_policy, learner.sampling_policy), (robot.critic, learner.critic)):
+        theirs_state = theirs.state_dict()
+        assert all(torch.equal(value, theirs_state[name]) for name, value in mine.state_dict().items())
     observation = {"state": states[3]}
     torch.manual_seed(5)
     learner_action, learner_q = learner.act(observation)
     torch.manual_seed(5)
     robot_action, robot_q = robot.act(observation)
-    assert version == 9
     np.testing.assert_array_equal(learner_action, robot_action)
     assert learner_q == robot_q
-    fresh = _agent()
+    fresh = _agent(overrides)
     torch.manual_seed(5)
     assert not np.array_equal(fresh.act(observation)[0], learner_action)  # the weights made the difference
 

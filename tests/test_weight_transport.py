@@ -186,3 +186,40 @@ def test_weights_of_another_config_are_refused_naming_the_cause():
         load_acting_weights(_agent(), acting_weights(learner))
     with pytest.raises(ValueError, match="'policy' and 'critic'"):
         load_acting_weights(_agent(), {"policy": {}})
+
+
+def test_weights_of_another_policy_class_are_refused_naming_the_keys():
+    with pytest.raises(ValueError, match=r"published policy weights do not fit this policy .*unexpected \[.+\], missing \[.+\]"):
+        load_acting_weights(_agent(), acting_weights(_agent({"learner.policy": "gaussian"})))
+
+
+def test_a_frozen_part_of_the_policy_is_not_sent_and_stays_as_loaded_on_the_robot():
+    """As with OpenVLA's 4-bit base under LoRA: what is not trained is not sent, and the robot host's own
+    copy (loaded from the same config) is kept."""
+    overrides = {"learner.policy_ema_rate": 0.0}
+    learner, robot = _agent(overrides), _agent(overrides)
+    frozen = [name for name, _ in learner.policy.named_parameters()][:2]
+    for agent in (learner, robot):
+        for name, parameter in agent.policy.named_parameters():
+            parameter.requires_grad_(name not in frozen)
+    _perturbed(learner)
+    robot_frozen_before = {name: robot.policy.state_dict()[name].clone() for name in frozen}
+    weights = acting_weights(learner)
+    assert not set(frozen) & set(weights["policy"])
+    load_acting_weights(robot, weights)
+    robot_state, learner_state = robot.policy.state_dict(), learner.policy.state_dict()
+    assert all(torch.equal(robot_state[name], robot_frozen_before[name]) for name in frozen)
+    assert all(torch.equal(robot_state[name], learner_state[name]) for name in weights["policy"])
+
+
+def test_incomplete_or_malformed_weights_are_refused_saying_what_is_wrong():
+    agent = _agent()
+    weights = acting_weights(_agent())
+    dropped = sorted(weights["critic"])[0]
+    del weights["critic"][dropped]
+    with pytest.raises(ValueError, match=rf"published critic weights do not fit this critic .*unexpected \[\], missing \['{dropped}'\]"):
+        load_acting_weights(agent, weights)
+    with pytest.raises(ValueError, match=r"must hold 'policy' and 'critic', got \['policy'\]"):
+        load_acting_weights(agent, {"policy": {}})
+    with pytest.raises(ValueError, match=r"must hold 'policy' and 'critic', got list"):
+        load_acting_weights(agent, [1])

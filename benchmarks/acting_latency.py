@@ -60,22 +60,15 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
 
 
-def _log_line_time(text: str, marker: str) -> tuple[float, str] | None:
-    """(wall time, line) of the first rclpy log line containing `marker`."""
-    for line in text.splitlines():
-        if marker in line:
-            stamp = re.search(r"\[(\d+\.\d+)\]", line)
-            if stamp:
-                return float(stamp.group(1)), line
-    return None
-
-
 def _first_weights_transfer(learner_log: Path, robot_log: Path) -> dict:
     """Size of the first published version and the time from its publication to the actor acting with it."""
-    published = _log_line_time(learner_log.read_text(errors="replace"), "published policy v")
-    loaded = _log_line_time(robot_log.read_text(errors="replace"), "acting with policy v")
-    if published is None or loaded is None:
+    from netns_link import rclpy_log_times
+
+    published = rclpy_log_times(learner_log.read_text(errors="replace"), "published policy v")[:1]
+    loaded = rclpy_log_times(robot_log.read_text(errors="replace"), "acting with policy v")[:1]
+    if not published or not loaded:
         return {}
+    published, loaded = published[0], loaded[0]
     size = re.search(r"\(([\d.]+) MB in (\d+) chunks\)", published[1])
     return {"weights_mb": float(size.group(1)) if size else None, "weights_transfer_s": round(loaded[0] - published[0], 1)}
 

@@ -4,6 +4,7 @@ traffic only between them: `VethPair` (a veth pair that can be cut; the multi-ho
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,19 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 20.0) -> None
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+def rclpy_log_times(text: str, marker: str) -> list[tuple[float, str]]:
+    """(wall time, line) of each forwarded rclpy log line containing `marker`:
+    `[sim_bridge] [INFO] [1732840000.123456789] [parl.sim_bridge]: ...`."""
+    found = []
+    for line in text.splitlines():
+        if marker in line:
+            stamp = re.search(r"\[(\d+\.\d+)\]", line)
+            if stamp is None:
+                raise ValueError(f"not an rclpy log line: {line!r}")
+            found.append((float(stamp.group(1)), line))
+    return found
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """`acting:=robot`: the actor node acts beside the arm from the weights the learner publishes, and
 the learner stores exactly the steps the actor took (whole graph, real rclpy / Fast DDS, sim)."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -81,6 +82,29 @@ def test_actor_on_the_robot_host_acts_from_published_weights_and_the_learner_sto
     assert versions == sorted(versions) and versions[0] == 0 and versions[-1] >= 1, versions
 
 
+@contextlib.contextmanager
+def _learner_in_this_process(tmp_path, acting: str):
+    """A learner node in this process (its own DDS domain, two recorded demos, one pre-training update
+    each), closed and rclpy shut down at the end."""
+    from parl_robot.nodes.learner_node import LearnerNode
+
+    store_dir = tmp_path / "store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
+    record_demos(cfg, EpisodeStore(store_dir), 2, log=lambda *_: None)
+    overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
+    domain_id, _ = isolated_ros_env()
+    rclpy.init(args=["--ros-args", "-r", f"__ns:=/{common.NAMESPACE}", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo",
+                     "-p", f"store_dir:={store_dir}", "-p", f"acting:={acting}", "-p", f"overrides:='{json.dumps(overrides)}'"],
+               domain_id=domain_id)
+    node = LearnerNode()
+    try:
+        yield node
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown()
+
+
 def _actor_step(episode: int, step: int) -> String:
     return String(data=json.dumps({"episode": episode, "step": step, "state": [0.01 * step] * STATE_DIM,
                                    "image_stamp": None, "action": [0.1 * step] * 7, "policy_version": 0}))
@@ -89,17 +113,7 @@ def _actor_step(episode: int, step: int) -> String:
 def test_the_learner_waits_for_the_actors_last_steps_before_it_stores_an_ended_episode(tmp_path):
     """The episode manager's `end` (and the label after it) can overtake the actor's last step record:
     the learner stores the episode only when all the steps the arm executed are in."""
-    from parl_robot.nodes.learner_node import LearnerNode
-
-    store_dir = tmp_path / "store"
-    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
-    record_demos(cfg, EpisodeStore(store_dir), 2, log=lambda *_: None)
-    overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
-    domain_id, _ = isolated_ros_env()
-    rclpy.init(args=["--ros-args", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo", "-p", f"store_dir:={store_dir}",
-                     "-p", "acting:=robot", "-p", f"overrides:='{json.dumps(overrides)}'"], domain_id=domain_id)
-    node = LearnerNode()
-    try:
+    with _learner_in_this_process(tmp_path, acting="robot") as node:
         node.ee_position, node.gripper_open, node.object_position = np.zeros(3), True, np.ones(3)  # the final state
         node.handle_event("start", {"episode": 4})
         node.on_actor_step(_actor_step(4, 0))
@@ -121,56 +135,40 @@ def test_the_learner_waits_for_the_actors_last_steps_before_it_stores_an_ended_e
         node.pending_end["since"] -= 10.0
         node._finish_pending_end()
         assert node.pending_end is None and len([r for r in node.store.records() if r["kind"] == "online"]) == 1
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.shutdown()
 
 
 def test_an_acting_node_does_not_act_while_another_one_publishes_actions(tmp_path):
     """The learner side launched with acting:=learner and the robot side with acting:=robot would give
     the arm two policies' actions: each acting node stands down while the other publishes."""
-    from parl_robot.nodes.learner_node import LearnerNode
+    with _learner_in_this_process(tmp_path, acting="learner") as learner:
+        actor = rclpy.create_node("actor")  # stands for a robot-side actor node
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(learner)
+        executor.add_node(actor)
+        try:
+            learner.ee_position, learner.gripper_open, learner.object_position = np.zeros(3), True, np.ones(3)
 
-    store_dir = tmp_path / "store"
-    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
-    record_demos(cfg, EpisodeStore(store_dir), 2, log=lambda *_: None)
-    overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
-    domain_id, _ = isolated_ros_env()
-    rclpy.init(args=["--ros-args", "-r", f"__ns:=/{common.NAMESPACE}", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo",
-                     "-p", f"store_dir:={store_dir}", "-p", f"overrides:='{json.dumps(overrides)}'"], domain_id=domain_id)
-    learner = LearnerNode()
-    actor = rclpy.create_node("actor")  # stands for a robot-side actor node
-    executor = rclpy.executors.SingleThreadedExecutor()
-    executor.add_node(learner)
-    executor.add_node(actor)
-    try:
-        learner.ee_position, learner.gripper_open, learner.object_position = np.zeros(3), True, np.ones(3)
+            def tick_with_fresh_inputs() -> None:
+                learner.input_times["objects/poses"] = time.monotonic()
+                learner.on_control_tick()
 
-        def tick_with_fresh_inputs() -> None:
-            learner.input_times["objects/poses"] = time.monotonic()
-            learner.on_control_tick()
-
-        learner.handle_event("start", {"episode": 0})
-        learner.check_other_acting_nodes()
-        tick_with_fresh_inputs()
-        assert learner.step == 1  # alone: it acts
-        publisher = actor.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
-        deadline = time.monotonic() + 30  # discovery within the process
-        while not learner.other_acting_nodes and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+            learner.handle_event("start", {"episode": 0})
             learner.check_other_acting_nodes()
-        assert learner.other_acting_nodes == ["actor"] and "acts too" in learner.warning
-        steps = learner.step  # (its own timer may have acted while discovery ran)
-        tick_with_fresh_inputs()
-        assert learner.step == steps  # stood down
-        actor.destroy_publisher(publisher)
-        learner.check_other_acting_nodes()
-        tick_with_fresh_inputs()
-        assert learner.other_acting_nodes == [] and learner.step == steps + 1
-    finally:
-        executor.shutdown()
-        learner.close()
-        actor.destroy_node()
-        learner.destroy_node()
-        rclpy.shutdown()
+            tick_with_fresh_inputs()
+            assert learner.step == 1  # alone: it acts
+            publisher = actor.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
+            deadline = time.monotonic() + 30  # discovery within the process
+            while not learner.other_acting_nodes and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+                learner.check_other_acting_nodes()
+            assert learner.other_acting_nodes == ["actor"] and "acts too" in learner.warning
+            steps = learner.step  # (its own timer may have acted while discovery ran)
+            tick_with_fresh_inputs()
+            assert learner.step == steps  # stood down
+            actor.destroy_publisher(publisher)
+            learner.check_other_acting_nodes()
+            tick_with_fresh_inputs()
+            assert learner.other_acting_nodes == [] and learner.step == steps + 1
+        finally:
+            executor.shutdown()
+            actor.destroy_node()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from netns_link import NamespacesUnavailable, VethPair, start_in_namespace, stop_process_group
+from netns_link import NamespacesUnavailable, VethPair, rclpy_log_times, start_in_namespace, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +66,8 @@ def _stored(store: Path) -> list[dict]:
 
 def _holds(robot_log: Path, after: float) -> list[float]:
     """Wall times of the robot side's watchdog holds logged after `after`."""
-    return [t for t in (_log_time(line) for line in robot_log.read_text(errors="replace").splitlines()
-                        if "watchdog: no fresh action, holding still" in line) if t >= after]
-
-
-def _log_time(line: str) -> float:
-    """The wall time of a forwarded rclpy log line: `[sim_bridge] [INFO] [1732840000.123456789] [parl.sim_bridge]: ...`."""
-    return float(re.search(r"\[(\d+\.\d+)\]", line).group(1))
+    return [t for t, _ in rclpy_log_times(robot_log.read_text(errors="replace"), "watchdog: no fresh action, holding still")
+            if t >= after]
 
 
 def test_robot_and_learner_in_two_namespaces_survive_a_cut_link(tmp_path):

@@ -161,6 +161,7 @@ def parse_event(msg: String) -> dict | None:
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Standard entry point: init, spin until a stop signal, shutdown or the node asks to exit, clean up.
+    The node's `extra_nodes` (if any) are spun and destroyed with it.
 
     Ctrl-C and SIGTERM end with the node's `close()` run while ROS is still up and exit code 0, with
     no traceback. `threads` > 1 spins a multi-threaded executor (nodes whose e-stop must be served
@@ -176,6 +177,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
         node = factory()
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
+        for extra in getattr(node, "extra_nodes", ()):  # a process of several nodes (the learner of several arms)
+            executor.add_node(extra)
         while rclpy.ok() and not stop.requested and getattr(node, "exit_code", None) is None:
             executor.spin_once(timeout_sec=0.1)
         exit_code = getattr(node, "exit_code", None) or 0
@@ -199,10 +202,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
                 except Exception as err:  # noqa: BLE001  (cleanup must not hide the exit reason)
                     print(f"error while closing: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
                     exit_code = exit_code or 1
-            try:
-                node.destroy_node()
-            except Exception:  # noqa: BLE001  (the context may already be down: Interbotix shut it)
-                pass
+            for each in [*getattr(node, "extra_nodes", ()), node]:
+                try:
+                    each.destroy_node()
+                except Exception:  # noqa: BLE001  (the context may already be down: Interbotix shut it)
+                    pass
         if rclpy.ok():
             rclpy.shutdown()
     return exit_code

@@ -161,3 +161,79 @@ def test_the_learner_process_makes_one_node_per_arm_and_stores_each_arms_episode
             node.destroy_node()
         hub.destroy_node()
         rclpy.shutdown()
+
+
+GRAPH_OVERRIDES = {
+    "episodes.num_online_episodes": 2,
+    "learner.schedule.warmup_episodes": 1,
+    "learner.schedule.offline_policy_steps": 40,
+    "learner.schedule.offline_critic_steps": 20,
+    "learner.schedule.updates_per_step": 0.5,
+    "learner.schedule.warmup_critic_steps": 20,
+    "control.max_episode_steps": 12,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("acting", ["learner", "robot"])
+def test_two_sim_arms_feed_one_learner(tmp_path, acting):
+    """The whole graph with two sim bridges (real processes, Fast DDS, real time): each arm's actions
+    come from its own acting node, each arm's episodes land in its store folder, and the launch ends
+    when both arms have run their episodes."""
+    import subprocess
+    import sys
+
+    from std_msgs.msg import Float32MultiArray
+
+    from parl_robot.data.episode_store import EpisodeStore
+    from parl_robot.nodes import common
+    from parl_robot.sim.record_demos import record_demos
+    from tests.graph_harness import Observer, isolated_ros_env
+
+    store_dir = tmp_path / "store"
+    cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
+    record_demos(cfg, EpisodeStore(store_dir), 3, log=lambda *_: None)
+    domain_id, env = isolated_ros_env()
+    observer = Observer(domain_id)
+    actions: dict[int, list[int]] = {0: [], 1: []}
+    publishers: dict[int, set[str]] = {0: set(), 1: set()}
+    for arm in (0, 1):
+        observer.node.create_subscription(Float32MultiArray, f"arm{arm}/{common.ROBOT_ACTION}",
+                                          lambda m, arm=arm: actions[arm].append(m.layout.data_offset), common.COMMAND_QOS)
+    log_path = tmp_path / "launch.log"
+    with open(log_path, "w") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-u", "-m", "parl_robot.cli", "launch", "finetune", "task:=cup_to_rack", "sim:=true",
+             "arms:=2", "lockstep:=false", "overlay:=cpu_demo", f"store_dir:={store_dir}", f"acting:={acting}",
+             f"overrides:={json.dumps(GRAPH_OVERRIDES)}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        while launcher.poll() is None and not (actions[0] and actions[1]):
+            time.sleep(0.1)
+        for arm in (0, 1):
+            topic = f"/{common.NAMESPACE}/arm{arm}/{common.ROBOT_ACTION}"
+            publishers[arm] = {info.node_name for info in observer.node.get_publishers_info_by_topic(topic)}
+        launcher.wait(timeout=900)  # the run's own budget: pre-training, catch-up and 2 short episodes per arm
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(2)
+            try:
+                launcher.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+        observer.close()
+    output = log_path.read_text()
+    assert launcher.returncode == 0, output[-4000:]
+    assert "learning from 2 arms (arm0, arm1)" in output, output[-3000:]
+    assert "arm0/episode_manager finished; waiting for arm1/episode_manager" in output \
+        or "arm1/episode_manager finished; waiting for arm0/episode_manager" in output, output[-3000:]
+    for arm in (0, 1):
+        expected = {f"learner_arm{arm}"} if acting == "learner" else {"actor"}
+        assert publishers[arm] == expected, publishers
+        online = [r for r in EpisodeStore(store_dir / f"arm{arm}").records() if r["kind"] == "online"]
+        assert len(online) == 2 and all(r["steps"] > 0 for r in online), output[-3000:]
+        assert len(actions[arm]) >= sum(r["steps"] for r in online)
+    assert not [r for r in EpisodeStore(store_dir).records() if r["kind"] == "online"]
+    if acting == "robot":
+        assert output.count("acting with policy v0 (first weights") == 2, output[-3000:]

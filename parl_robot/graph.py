@@ -65,8 +65,12 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
         specs = []
         for arm in range(arms):
             port = int(args["ui_port"]) + arm if int(args["ui_port"]) > 0 else 0
-            specs += [spec for spec in _arm_specs(args, f"{NAMESPACE}/arm{arm}", f"{args['store_dir']}/arm{arm}", port)
-                      if spec.name not in LEARNER_PROCESS]
+            arm_specs = [spec for spec in _arm_specs(args, f"{NAMESPACE}/arm{arm}", f"{args['store_dir']}/arm{arm}", port)
+                         if spec.name not in LEARNER_PROCESS]
+            for spec in arm_specs:
+                if spec.name == "sim_bridge":
+                    spec.parameters["seed_offset"] = arm  # each sim arm draws its own scenes
+            specs += arm_specs
         learner = next(spec for spec in _arm_specs(args, NAMESPACE, args["store_dir"], 0) if spec.name == "learner")
         learner.parameters["arms"] = arms
         learner.remap_name = False  # its process holds one node per arm (learner_arm<k>): no __node remap
@@ -77,6 +81,8 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
     # Supervision stays per node: on the robot side nothing ends the launch (it runs until Ctrl-C);
     # the learner side ends when the episode managers have finished their episodes.
     specs = [spec for spec in specs if spec.name in ROLE_NODES[role]]
+    if args["arm"]:  # one robot PC per arm: only its arm's nodes
+        specs = [spec for spec in specs if spec.namespace == f"{NAMESPACE}/arm{args['arm']}"]
     for spec in specs:
         if spec.name in PEER_CHECKERS[role]:
             spec.parameters.update(role=role, peer_check_s=float(args["peer_check_s"]))

@@ -40,6 +40,8 @@ LAUNCH_ARGUMENTS = {
     "arms": ("1", "number of arms feeding one learner: arm k's nodes (sim bridge or camera + control, detectors, "
                   "episode manager, page on ui_port + k, actor) run in /parl/arm<k> and store its episodes in "
                   "<store_dir>/arm<k>; the learner trains on all and acts for each (docs/multi_host.md)"),
+    "arm": ("", "with arms > 1: start only arm k's nodes (a robot PC per arm: role:=robot arms:=N arm:=k); "
+                "empty = every arm's"),
     "peer_check_s": ("15", "role robot/learner: seconds after start before missing topics of the other side are "
                            "reported (then checked every second); 0 disables"),
 }
@@ -113,6 +115,13 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
     arms = args["arms"]
     if not arms.isdigit() or not 1 <= int(arms) <= MAX_ARMS:
         raise LaunchArgumentError(f"arms:={arms} must be an integer number of arms in 1..{MAX_ARMS}")
+    if args["arm"] and int(arms) == 1:
+        raise LaunchArgumentError(f"arm:={args['arm']} picks one of several arms: it needs arms:= 2 or more")
+    if args["arm"] and not (args["arm"].isdigit() and int(args["arm"]) < int(arms)):
+        raise LaunchArgumentError(f"arm:={args['arm']} must be an arm index in 0..{int(arms) - 1} (arms:={arms})")
+    if args["arm"] and args["role"] == "all":
+        raise LaunchArgumentError(f"arm:={args['arm']} starts one arm's nodes: use it with role:=robot on that arm's PC "
+                                  "(role:=all needs every arm and the learner)")
     if int(arms) > 1 and truthy(args["sim"]) and truthy(args["lockstep"]):
         raise LaunchArgumentError(f"arms:={arms} with sim:=true needs lockstep:=false: in lockstep each sim bridge "
                                   "would drive the one ROS clock (/clock)")

@@ -34,6 +34,7 @@ def test_two_arms_get_their_own_namespace_store_folder_and_page_and_share_one_le
         assert all(spec.parameters["store_dir"] == str(tmp_path / "store" / f"arm{arm}") for spec in mine.values())
         assert mine["operator_ui"].parameters["port"] == str(8080 + arm)
         assert mine["episode_manager"].ends_launch and mine["sim_bridge"].critical
+        assert mine["sim_bridge"].parameters["seed_offset"] == arm  # not the same scenes on both arms
         assert f"__ns:=/parl/arm{arm}" in ros_arguments(mine["episode_manager"])
         assert (tmp_path / "store" / f"arm{arm}").is_dir()
     [learner] = [spec for spec in specs if spec.name == "learner"]
@@ -44,6 +45,8 @@ def test_two_arms_get_their_own_namespace_store_folder_and_page_and_share_one_le
     robot = finetune_graph({**args, "role": "robot"})
     assert {spec.label for spec in robot} == {f"arm{a}/{n}" for a in (0, 1) for n in ("sim_bridge", "reward_detector",
                                                                                      "operator_ui")}
+    one_pc = finetune_graph({**args, "role": "robot", "arm": "1"})  # the robot PC of arm 1
+    assert {spec.label for spec in one_pc} == {"arm1/sim_bridge", "arm1/reward_detector", "arm1/operator_ui"}
     learner_side = finetune_graph({**args, "role": "learner", "acting": "robot"})
     assert {spec.label for spec in learner_side} == {"learner", "arm0/episode_manager", "arm1/episode_manager",
                                                      "arm0/success_classifier", "arm1/success_classifier"}
@@ -61,6 +64,9 @@ def test_one_arm_graph_is_unchanged(tmp_path):
     ("17", {}, "arms:=17 must be an integer number of arms in 1..16"),
     ("2", {}, "needs lockstep:=false"),  # each sim bridge would drive /clock
     ("3", {"lockstep": "false", "ui_port": "65534"}, "up to 65536"),
+    ("2", {"lockstep": "false", "arm": "2", "role": "robot"}, "arm:=2 must be an arm index in 0..1"),
+    ("2", {"lockstep": "false", "arm": "0"}, "use it with role:=robot"),
+    ("1", {"arm": "0", "role": "robot"}, "it needs arms:= 2 or more"),
 ])
 def test_bad_arm_counts_are_refused_naming_the_argument(tmp_path, arms, extra, message):
     with pytest.raises(LaunchArgumentError, match=message):

@@ -36,12 +36,12 @@ import torch
 from rclpy.node import Node
 from std_msgs.msg import Float32, MultiArrayDimension, String, UInt8MultiArray
 
-from parl_robot.config import RewardConfig, TaskConfig
-from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
+from parl_robot.config import TaskConfig
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.launch_arguments import ACTING_PLACES
 from parl_robot.nodes import common
 from parl_robot.nodes.acting_node import ActingNode, agent_for
+from parl_robot.nodes.episode_recorder import EpisodeRecorder
 from parl_robot.observation import STATE_DIM
 from parl_robot.rl.acting_weights import acting_weights
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
@@ -54,59 +54,6 @@ from parl_robot.rl.weight_transport import MAX_CHUNKS, encode_weights
 WEIGHTS_CHECK_S = 1.0  # acting:=robot: how often the learner looks for a new policy version to publish
 RECENT_FRAMES = 30  # acting:=robot with image observations: frames kept to match the actor's stamps
 PENDING_END_WAIT_S = 2.0  # acting:=robot: how long an ended episode waits for the actor's last steps
-
-
-class EpisodeRecorder:
-    """Collects (observation, action, reward) of the running episode."""
-
-    def __init__(self):
-        self.states: list[np.ndarray] = []
-        self.images: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.timestamps: list[float] = []
-        self.sources: list[int] = []  # per step: who acted (robot/executed), SOURCE_POLICY until told
-        self.gap = False  # acting:=robot: a step of the actor's never reached this node whole
-
-    def executed(self, step: int, action, source: str) -> None:
-        """The control node's report for `step`: the operator's action replaces the policy's when they
-        drove; a refused or held step is marked as not executed."""
-        if not 0 <= step < len(self.actions):
-            return
-        if source == "intervention" and action is not None and len(action) == len(self.actions[step]):
-            self.actions[step] = np.asarray(action, np.float32)
-            self.sources[step] = SOURCE_INTERVENTION
-        elif action is None or source == "held":
-            self.sources[step] = SOURCE_NOT_EXECUTED
-
-    def observe(self, obs: dict[str, np.ndarray], frame: np.ndarray | None = None) -> None:
-        """A state, with the camera frame the policy saw (image observations) or `frame`
-        (`episodes.record_frames` with state observations)."""
-        self.states.append(obs["state"])
-        image = obs.get("image", frame)
-        if image is not None:
-            self.images.append(image)
-        self.timestamps.append(time.time())
-
-    def labelled_episode(self, success: bool, reward: RewardConfig) -> EpisodeData:
-        """The finished episode as the label says: the label decides the last step's reward (the
-        success reward on success, the failure reward otherwise, whatever the detector published)
-        and whether the episode ended in a terminal state. A failure label therefore cannot leave a
-        detector's success reward behind, whose Monte-Carlo return would look like a success's."""
-        if self.rewards:
-            self.rewards[-1] = reward.final_reward(success)
-        return self.to_episode(terminal=success)
-
-    def to_episode(self, terminal: bool) -> EpisodeData:
-        return EpisodeData(
-            np.asarray(self.states, np.float32),
-            np.asarray(self.actions, np.float32),
-            np.asarray(self.rewards, np.float32),
-            terminal,
-            # Frames only when every state has one (a camera that started late records none).
-            np.asarray(self.images) if self.images and len(self.images) == len(self.states) else None,
-            sources=np.asarray(self.sources[: len(self.actions)], np.uint8),
-        )
 
 
 class LearnerCore:
@@ -331,11 +278,7 @@ class LearnerNode(ActingNode):
         self._record_step(obs, action)
 
     def _record_step(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
-        if self.recorder.actions:
-            self.recorder.rewards.append(self._reward())
-        self.recorder.observe(obs, self._frame_to_record())
-        self.recorder.actions.append(action)
-        self.recorder.sources.append(SOURCE_POLICY)
+        self.recorder.add_step(obs, action, self._reward(), self._frame_to_record())
         self.trainer.record_steps(1)  # online: the update budget grows with every executed step
 
     def on_step_executed(self, step: int, report: dict) -> None:
@@ -417,10 +360,7 @@ class LearnerNode(ActingNode):
     def _finish_episode(self) -> None:
         """The last action's outcome (its reward and the state it led to) closes the record."""
         self.pending_end = None
-        obs = self.observation()
-        if self.recorder.actions and obs is not None:
-            self.recorder.rewards.append(self._reward())
-            self.recorder.observe(obs, self._frame_to_record())
+        self.recorder.close(self.observation(), self._reward(), self._frame_to_record())
         self.finished_recorder, self.recorder = self.recorder, None
         self.finished_episode, self.running_episode = self.running_episode, None
 
@@ -481,14 +421,7 @@ class LearnerNode(ActingNode):
     def _store_aborted(self, event: dict) -> None:
         """A safety hold ended the running episode: keep it on disk, flagged, out of every replay buffer."""
         recorder, self.recorder, self.running_episode = self.recorder, None, None
-        if len(recorder.states) == len(recorder.actions) and recorder.actions:
-            recorder.rewards.append(self._reward())
-            obs = self.observation()
-            if obs is None:  # no final observation: drop the last, unobserved step
-                recorder.actions.pop()
-                recorder.rewards.pop()
-            else:
-                recorder.observe(obs, self._frame_to_record())
+        recorder.close_aborted(self.observation(), self._reward(), self._frame_to_record())
         if not recorder.actions:
             return
         episode = recorder.to_episode(terminal=False)

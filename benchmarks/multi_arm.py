@@ -65,27 +65,41 @@ def run_graph(arms: int, task: str, overlay: str, episodes: int, seed: int, stor
                 graph.wait()
             code = "timeout"
     wall_s = time.perf_counter() - started
+    (store.parent / f"{store.name}.exit.json").write_text(json.dumps({"exit": code, "wall_s": wall_s}))
+    return summarize(arms, store)
+
+
+def summarize(arms: int, store: Path) -> dict:
+    """The figures of a finished run from its stores and log (also for a kept run: --summarize)."""
+    log_path = store.parent / f"{store.name}.log"
+    ended = json.loads((store.parent / f"{store.name}.exit.json").read_text())
+    code, wall_s = ended["exit"], ended["wall_s"]
     arm_stores = [store / f"arm{arm}" for arm in range(arms)] if arms > 1 else [store]
     per_arm, stored = [], []
     for arm_store in arm_stores:
         records = sorted((r for r in EpisodeStore(arm_store).records() if r["kind"] == "online" and not r.get("aborted")),
                          key=lambda r: r["created"])
         stored += records
-        outcomes = [int(r["success"]) for r in records]
+        warmup = [int(r["success"]) for r in records if r["phase"] == "warmup"]
+        online = [int(r["success"]) for r in records if r["phase"] != "warmup"]
         per_arm.append({
-            "episodes": len(records), "warmup_success": [int(r["success"]) for r in records if r["phase"] == "warmup"],
-            "success": outcomes,
-            "blocks_of_10": [float(np.mean(outcomes[i:i + BLOCK])) for i in range(0, len(outcomes), BLOCK)],
+            "episodes": len(records), "warmup_success": warmup, "online_success": online,
+            "online_blocks_of_10": [float(np.mean(online[i:i + BLOCK])) for i in range(0, len(online), BLOCK)],
         })
     stored.sort(key=lambda r: r["created"])
-    span_s = stored[-1]["created"] - stored[0]["created"] if len(stored) > 1 else None
+    # Transitions into the learner while the arms ran online (after the critic's catch-up hold): the
+    # steps of every online episode after the first, over the time between the first and the last.
+    online_records = [r for r in stored if r["phase"] != "warmup"]
+    span_s = online_records[-1]["created"] - online_records[0]["created"] if len(online_records) > 1 else None
     updates = [int(m.group(1)) for m in UPDATES_LINE.finditer(log_path.read_text())]
+    first_online_updates = next((int(m.group(1)) for m in UPDATES_LINE.finditer(log_path.read_text())
+                                 if int(m.group(1)) > 0), 0)
     return {
         "arms": arms, "exit": code, "wall_s": round(wall_s, 1), "per_arm": per_arm,
-        # Between the first and the last stored episode: the steps of every episode after the first.
-        "transitions_per_s": round(sum(r["steps"] for r in stored[1:]) / span_s, 2) if span_s else None,
+        "online_span_s": round(span_s, 1) if span_s else None,
+        "transitions_per_s": round(sum(r["steps"] for r in online_records[1:]) / span_s, 2) if span_s else None,
         "online_updates": updates[-1] if updates else None,
-        "online_updates_per_s": round(updates[-1] / span_s, 2) if updates and span_s else None,
+        "online_updates_per_s": round((updates[-1] - first_online_updates) / span_s, 2) if updates and span_s else None,
         "log": str(log_path),
     }
 
@@ -100,23 +114,25 @@ def main() -> None:
     parser.add_argument("--timeout-min", type=float, default=90.0)
     parser.add_argument("--keep", default="", help="directory for the stores and logs [a temporary one, removed]")
     parser.add_argument("--out", default="benchmarks/results/multi_arm.json")
+    parser.add_argument("--summarize", default="", help="run nothing: summarize the kept runs in this --keep directory")
     args = parser.parse_args()
     warmup = load_config(task=args.task, overlays=[args.overlay]).learner.schedule.warmup_episodes
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="multi_arm_"))
+    root = Path(args.summarize or args.keep) if (args.summarize or args.keep) else Path(tempfile.mkdtemp(prefix="multi_arm_"))
     runs = []
     try:
         for arms in args.arms:
-            run = run_graph(arms, args.task, args.overlay, args.episodes, args.seed, root / f"arms{arms}",
-                            args.timeout_min * 60)
+            run = summarize(arms, root / f"arms{arms}") if args.summarize else \
+                run_graph(arms, args.task, args.overlay, args.episodes, args.seed, root / f"arms{arms}", args.timeout_min * 60)
             runs.append(run)
             print(f"arms {arms}: exit {run['exit']}, {run['wall_s'] / 60:.1f} min, "
                   f"{run['transitions_per_s']} transitions/s, {run['online_updates_per_s']} online updates/s", flush=True)
             for index, arm in enumerate(run["per_arm"]):
-                blocks = " / ".join(f"{100 * b:.0f}" for b in arm["blocks_of_10"])
-                print(f"  arm {index}: {arm['episodes']} episodes, {sum(arm['success'])} successes; "
-                      f"per block of {BLOCK}: {blocks} %", flush=True)
+                blocks = " / ".join(f"{100 * b:.0f}" for b in arm["online_blocks_of_10"])
+                print(f"  arm {index}: warm-up {sum(arm['warmup_success'])}/{len(arm['warmup_success'])}, online "
+                      f"{sum(arm['online_success'])}/{len(arm['online_success'])}; online per block of {BLOCK}: {blocks} %",
+                      flush=True)
     finally:
-        if not args.keep:
+        if not (args.keep or args.summarize):
             shutil.rmtree(root, ignore_errors=True)
     result = {"runs": runs, "task": args.task, "overlay": args.overlay, "episodes_per_arm": args.episodes,
               "warmup_episodes_total": warmup, "seed": args.seed, "code_version": code_version(),

@@ -49,7 +49,7 @@ class ActorNode(ActingNode):
         self.finished: tuple[int, EpisodeRecorder] | None = None  # the ended episode, until its label comes
         self.learner_phase = ""
         self.create_subscription(String, common.LEARNER_STATS, self.on_learner_stats, common.EVENT_QOS)
-        self.steps_pub = self.create_publisher(String, common.ACTOR_STEPS, common.COMMAND_QOS)
+        self.steps_pub = self.create_publisher(String, common.ACTOR_STEPS, common.STEPS_QOS)
         self.create_subscription(UInt8MultiArray, common.POLICY_WEIGHTS, self.on_weights, common.WEIGHTS_QOS)
         self.start_acting()
         self.get_logger().info("waiting for the learner's policy weights (learner/policy_weights)")

@@ -61,6 +61,10 @@ EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, dura
 CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)  # /clock (rclpy subscribes best effort)
 # State that a late joiner (a restarted page or learner) must see at once: the last message is kept.
 LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# Step records that must all arrive (actor/steps): reliable with a history deeper than an episode, so
+# a receiver that stalls for seconds (the learner saving another arm's episode, a slow link) loses
+# none; KEEP_LAST 10 dropped the first 10 steps of an episode behind such a stall.
+STEPS_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE)
 # Policy weights: the chunks of the newest version stay for a (re)started actor on the robot host.
 WEIGHTS_QOS = QoSProfile(depth=MAX_CHUNKS, reliability=QoSReliabilityPolicy.RELIABLE,
                          durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)

@@ -226,7 +226,7 @@ class LearnerNode(ActingNode):
         else:
             self.recent_frames: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
             self.weights_pub = self.create_publisher(UInt8MultiArray, topic(common.POLICY_WEIGHTS), common.WEIGHTS_QOS)
-            self.create_subscription(String, topic(common.ACTOR_STEPS), self.on_actor_step, common.COMMAND_QOS)
+            self.create_subscription(String, topic(common.ACTOR_STEPS), self.on_actor_step, common.STEPS_QOS)
             common.wall_timer(self, 0.1, self._finish_pending_end)
         core.arms.append(self)
         if alone:

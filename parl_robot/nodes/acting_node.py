@@ -102,7 +102,7 @@ class ActingNode(Node):
         self.create_subscription(Float32, topic(common.REWARD), self.on_reward, common.COMMAND_QOS)
         self.create_subscription(String, topic(common.EPISODE_EVENT), self.on_event, common.EVENT_QOS)
         self.create_subscription(String, topic(common.ROBOT_SAFETY), self.on_safety, common.LATCHED_QOS)
-        self.create_subscription(String, topic(common.ROBOT_EXECUTED), self.on_executed, common.STEPS_QOS)
+        self.create_subscription(String, topic(common.ROBOT_EXECUTED), self.on_executed, common.COMMAND_QOS)
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
         self.create_subscription(Image, topic(common.CAMERA_IMAGE), self.on_image, common.SENSOR_QOS)
 

@@ -76,7 +76,7 @@ class ControlNode(Node):
         self.arbiter = InterventionArbiter(self.cfg.teleop.stream_timeout_s,
                                            self.cfg.teleop.stream_timeout_s + self.controller.watchdog_timeout, clock)
         self.joy = JoyMapping(self.cfg.teleop)
-        self.executed_pub = self.create_publisher(String, common.ROBOT_EXECUTED, common.STEPS_QOS)
+        self.executed_pub = self.create_publisher(String, common.ROBOT_EXECUTED, common.COMMAND_QOS)
         # Teleop in its own group, reliable and queued: a take-over press (an edge between two Joy messages)
         # is never dropped or delayed behind a busy control step. The arbiter locks its own state.
         teleop = MutuallyExclusiveCallbackGroup()

@@ -18,7 +18,7 @@ Start-up: resume from the last checkpoint and every stored episode (demos -> off
 online episodes -> online buffer; aborted ones stay on disk only); without a checkpoint, the trainer
 pre-trains (phase `offline`). While the critic catches up after warm-up, stats say `catching_up` and
 the episode manager holds the next episode. Every labelled episode is saved atomically before
-`saved` is announced; a checkpoint follows.
+`saved` is announced, and checkpointed before it too.
 """
 
 from __future__ import annotations
@@ -408,6 +408,10 @@ class LearnerNode(ActingNode):
         self.core.buffer_serials[self.core.buffer_key(self.arm, record.episode_id)] = self.trainer.add_episode(episode, success)
         if self.trainer.phase != phase_before:
             self.publish_stats()  # `catching_up` now: the episode manager holds the next episode
+        # The checkpoint before `saved`: the next episode starts on `saved`, and a checkpoint written after
+        # it (a lock wait for the update in progress, then the save) held up the next episode's first
+        # action by seconds on a loaded machine (the lockstep sim then ran its clock at wall speed).
+        self.core.checkpoint()
         self.event_pub.publish(
             common.event_message("saved", episode=event.get("episode"), success=success, path=str(path), episode_id=record.episode_id)
         )
@@ -416,7 +420,6 @@ class LearnerNode(ActingNode):
             f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
         )
         self.core.scalar_log.episode(self.trainer.online_episodes - 1, success, record.steps, record.intervention_steps)
-        self.core.checkpoint()
 
     def _store_aborted(self, event: dict) -> None:
         """A safety hold ended the running episode: keep it on disk, flagged, out of every replay buffer."""

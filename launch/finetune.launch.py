@@ -2,7 +2,8 @@
 
 The node graph comes from `parl_robot.graph.finetune_graph`, the same declaration the plain-Python
 launcher (`parl-robot launch finetune ...`) uses, with the same supervision:
-- the launch ends (exit 0) when the episode manager finishes its episodes;
+- the launch ends (exit 0) when the episode manager finishes its episodes (with `arms:=N`, when every
+  arm's episode manager has);
 - a node marked `respawn` (learner, reward detector, episode manager, camera, object detector,
   page) is restarted after it dies, at most RESPAWN_LIMIT times, so that a dead learner never takes
   the arm's node or the operator page down. launch's own `respawn` restarts after any exit, code 0
@@ -26,7 +27,6 @@ from launch_ros.actions import Node
 
 from parl_robot.launch_arguments import validate_launch_arguments
 from parl_robot.graph import LAUNCH_ARGUMENTS, RESPAWN_DELAY_S, RESPAWN_LIMIT, finetune_graph
-from parl_robot.topics import NAMESPACE
 
 
 class NodeFailed(RuntimeError):
@@ -39,17 +39,21 @@ def _exit_handler(spec, run: dict):
             return None
         code = event.returncode
         if spec.ends_launch and code == 0:
+            run["finished"].add(spec.label)
+            waiting = sorted(run["ending"] - run["finished"])
+            if waiting:
+                return [LogInfo(msg=f"[launch] {spec.label} finished; waiting for {', '.join(waiting)}")]
             run["stopping"] = True
-            reason = f"{spec.name} finished"
+            reason = f"{spec.label} finished"
             return [LogInfo(msg=f"[launch] {reason}; stopping all nodes"), EmitEvent(event=Shutdown(reason=reason))]
-        restarts = run["restarts"].get(spec.name, 0)
+        restarts = run["restarts"].get(spec.label, 0)
         if spec.respawn and not spec.critical and restarts < RESPAWN_LIMIT:
-            run["restarts"][spec.name] = restarts + 1
+            run["restarts"][spec.label] = restarts + 1
             restart = [TimerAction(period=RESPAWN_DELAY_S, actions=_supervised(spec, run))] if spec.ends_launch else []
-            return [LogInfo(msg=f"[launch] {spec.name} exited with code {code}; restarting it in "
+            return [LogInfo(msg=f"[launch] {spec.label} exited with code {code}; restarting it in "
                                 f"{RESPAWN_DELAY_S:.0f} s ({restarts + 1}/{RESPAWN_LIMIT})"), *restart]
         run["stopping"] = True
-        raise NodeFailed(f"{spec.name} exited with code {code}; stopping all nodes")
+        raise NodeFailed(f"{spec.label} exited with code {code}; stopping all nodes")
 
     return on_exit
 
@@ -63,7 +67,7 @@ def _supervised(spec, run: dict) -> list:
         package="parl_robot",
         executable=spec.executable,
         **naming,
-        namespace=NAMESPACE,
+        namespace=spec.namespace,
         parameters=[spec.parameters],
         output="screen",
         emulate_tty=True,
@@ -77,8 +81,9 @@ def _nodes(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     # Every argument is checked before any node starts: a typo is one line naming it, not three dying nodes.
     arguments = validate_launch_arguments(arguments)
-    run = {"stopping": False, "restarts": {}}
-    return [action for spec in finetune_graph(arguments) for action in _supervised(spec, run)]
+    specs = finetune_graph(arguments)
+    run = {"stopping": False, "restarts": {}, "finished": set(), "ending": {spec.label for spec in specs if spec.ends_launch}}
+    return [action for spec in specs for action in _supervised(spec, run)]
 
 
 def generate_launch_description():

@@ -110,7 +110,9 @@ def cross_origin_reason(origin: str | None, referer: str | None, host_header: st
     return None
 
 
-def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, token: str = "", host: str = "127.0.0.1") -> Flask:
+def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, token: str = "", host: str = "127.0.0.1",
+               arm: str = "") -> Flask:
+    """The page's app; `arm` names the arm this page serves when one learner serves several (arms:=N)."""
     if not is_loopback(host) and not token:
         raise ValueError(
             f"operator page on host {host!r} (not loopback) needs a token: set ui.token in the config "
@@ -185,7 +187,7 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
     # ----- page and reads --------------------------------------------------------------------
     @app.get("/")
     def index():
-        response = Response(render_template("index.html", task=state.task, instruction=state.instruction))
+        response = Response(render_template("index.html", task=state.task, instruction=state.instruction, arm=arm))
         if token and request.args.get("token"):
             response.set_cookie(TOKEN_COOKIE, request.args["token"], httponly=True, samesite="Strict")
         return response

@@ -194,7 +194,10 @@ def main(args=None) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per poll
     try:
-        app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host)
+        # Several arms (arms:=N): this page serves the arm of its namespace (/parl/arm1 -> "arm1").
+        arm = node.get_namespace().rstrip("/").rsplit("/", 1)[-1] if node.get_namespace().count("/") > 1 else ""
+        app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host,
+                         arm=arm)
         server = make_server(node.host, node.port, app, threaded=True)
         server.daemon_threads = True  # open page connections do not keep the process alive at shutdown
     except (ValueError, OSError) as err:

@@ -37,10 +37,16 @@ LAUNCH_ARGUMENTS = {
     "success_classifier": ("false", "true: the success classifier in shadow mode on the learner side (judged on "
                                     "every labelled episode, retrained as labels accumulate; needs stored frames: "
                                     "image observations or episodes.record_frames)"),
+    "arms": ("1", "number of arms feeding one learner: arm k's nodes (sim bridge or camera + control, detectors, "
+                  "episode manager, page on ui_port + k, actor) run in /parl/arm<k> and store its episodes in "
+                  "<store_dir>/arm<k>; the learner trains on all and acts for each (docs/multi_host.md)"),
+    "arm": ("", "with arms > 1: start only arm k's nodes (a robot PC per arm: role:=robot arms:=N arm:=k); "
+                "empty = every arm's"),
     "peer_check_s": ("15", "role robot/learner: seconds after start before missing topics of the other side are "
                            "reported (then checked every second); 0 disables"),
 }
 ROLES = ("all", "robot", "learner")
+MAX_ARMS = 16
 ACTING_PLACES = ("learner", "robot")
 BOOLEAN_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
@@ -106,9 +112,24 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
             raise ValueError
     except ValueError:
         raise LaunchArgumentError(f"peer_check_s:={args['peer_check_s']} must be a number of seconds >= 0") from None
+    arms = args["arms"]
+    if not arms.isdigit() or not 1 <= int(arms) <= MAX_ARMS:
+        raise LaunchArgumentError(f"arms:={arms} must be an integer number of arms in 1..{MAX_ARMS}")
+    if args["arm"] and int(arms) == 1:
+        raise LaunchArgumentError(f"arm:={args['arm']} picks one of several arms: it needs arms:= 2 or more")
+    if args["arm"] and not (args["arm"].isdigit() and int(args["arm"]) < int(arms)):
+        raise LaunchArgumentError(f"arm:={args['arm']} must be an arm index in 0..{int(arms) - 1} (arms:={arms})")
+    if args["arm"] and args["role"] == "all":
+        raise LaunchArgumentError(f"arm:={args['arm']} starts one arm's nodes: use it with role:=robot on that arm's PC "
+                                  "(role:=all needs every arm and the learner)")
+    if int(arms) > 1 and truthy(args["sim"]) and truthy(args["lockstep"]):
+        raise LaunchArgumentError(f"arms:={arms} with sim:=true needs lockstep:=false: in lockstep each sim bridge "
+                                  "would drive the one ROS clock (/clock)")
     port = args["ui_port"]
-    if not port.isdigit() or int(port) > 65535:
-        raise LaunchArgumentError(f"ui_port:={port} must be an integer port in 0..65535 (0 disables the page)")
+    if not port.isdigit() or int(port) + int(arms) - 1 > 65535:
+        raise LaunchArgumentError(f"ui_port:={port} must be an integer port in 0..65535 (0 disables the page)"
+                                  + (f"; arm k's page uses ui_port + k, up to {int(port) + int(arms) - 1}"
+                                     if port.isdigit() and int(arms) > 1 else ""))
     overrides = parse_overrides(args["overrides"])
     if args["store_dir"]:
         overrides["episodes.store_dir"] = args["store_dir"]
@@ -124,6 +145,10 @@ def validate_launch_arguments(arguments: dict[str, str], require_demos: bool = T
     except FileNotFoundError as err:
         raise LaunchArgumentError(f"overlay:={args['overlay']}: {err}") from None
     store = check_store_dir(cfg.episodes.store_dir)
+    if int(arms) > 1:  # each arm's nodes get their own subfolder: the graph needs the resolved root
+        for arm in range(int(arms)):
+            check_store_dir(store / f"arm{arm}")
+        args["store_dir"] = str(store)
     if require_demos and args["role"] != "robot" and not _has_demos(store):  # the learner reads the demos
         raise LaunchArgumentError(
             f"no demonstrations in {store}: record them first with "

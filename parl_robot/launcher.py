@@ -3,7 +3,7 @@
 Used where `ros2 launch` is not available (pip-only machines, CI). Ctrl-C (SIGINT) or SIGTERM
 stops every node (SIGINT, then SIGTERM after the node's `stop_timeout_s`, then SIGKILL) and exits 0
 when they all stopped cleanly. Supervision, as `launch/finetune.launch.py` does it: the run ends
-with 0 when a node marked `ends_launch` exits with 0; a `respawn` node that dies is restarted after
+with 0 when every node marked `ends_launch` (an episode manager per arm) has exited with 0; a `respawn` node that dies is restarted after
 RESPAWN_DELAY_S (at most RESPAWN_LIMIT times), so a dead learner never takes the arm's node or the
 page down; a `critical` node (the arm's) or any other node exiting stops the run with its code.
 """
@@ -44,7 +44,7 @@ def start_node(spec: NodeSpec, index: int, env: dict, out, lock: threading.Lock,
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    name = f"[{spec.name}]"
+    name = f"[{spec.label}]"
     prefix = f"\033[{COLOURS[index % len(COLOURS)]}m{name}\033[0m" if colour else name
     reader = threading.Thread(target=_forward, args=(prefix, process.stdout, out, lock), daemon=True)
     reader.start()
@@ -64,10 +64,10 @@ def stop_nodes(nodes: list[RunningNode]) -> list[str]:
         elapsed = time.monotonic() - started
         for node in pending:
             grace = node.spec.stop_timeout_s
-            if elapsed > grace and node.spec.name not in terminated:
+            if elapsed > grace and node.spec.label not in terminated:
                 _signal(node, signal.SIGTERM)
-                terminated.add(node.spec.name)
-                escalated.append(node.spec.name)
+                terminated.add(node.spec.label)
+                escalated.append(node.spec.label)
             elif elapsed > grace + 2.0:
                 _signal(node, signal.SIGKILL)
         time.sleep(0.05)
@@ -93,6 +93,8 @@ def launch(specs: list[NodeSpec], env: dict | None = None, out=None, timeout_s: 
     colour = hasattr(out, "isatty") and out.isatty()
     nodes: list[RunningNode] = []
     restarts: dict[str, int] = {}
+    ending = {spec.label for spec in specs if spec.ends_launch}  # the run is done when all of them finished
+    finished: set[str] = set()
     due_restarts: list[tuple[float, int, NodeSpec]] = []
     stop_requested = threading.Event()
 
@@ -132,16 +134,20 @@ def launch(specs: list[NodeSpec], env: dict | None = None, out=None, timeout_s: 
                 ended.reader.join(timeout=2.0)
                 spec, code = ended.spec, ended.process.returncode
                 if spec.ends_launch and code == 0:
-                    say(f"{spec.name} finished; stopping all nodes")
-                    break
-                if spec.respawn and not spec.critical and restarts.get(spec.name, 0) < RESPAWN_LIMIT:
-                    restarts[spec.name] = restarts.get(spec.name, 0) + 1
-                    say(f"{spec.name} exited with code {code}; restarting it in {RESPAWN_DELAY_S:.0f} s "
-                        f"({restarts[spec.name]}/{RESPAWN_LIMIT})")
+                    finished.add(spec.label)
+                    if finished >= ending:
+                        say(f"{spec.label} finished; stopping all nodes")
+                        break
+                    say(f"{spec.label} finished; waiting for {', '.join(sorted(ending - finished))}")
+                    continue
+                if spec.respawn and not spec.critical and restarts.get(spec.label, 0) < RESPAWN_LIMIT:
+                    restarts[spec.label] = restarts.get(spec.label, 0) + 1
+                    say(f"{spec.label} exited with code {code}; restarting it in {RESPAWN_DELAY_S:.0f} s "
+                        f"({restarts[spec.label]}/{RESPAWN_LIMIT})")
                     due_restarts.append((now + RESPAWN_DELAY_S, specs.index(spec), spec))
                     continue
                 limit = f" (restarted {RESPAWN_LIMIT} times already)" if spec.respawn and not spec.critical else ""
-                say(f"{spec.name} exited with code {code}{limit}; stopping all nodes")
+                say(f"{spec.label} exited with code {code}{limit}; stopping all nodes")
                 exit_code = code if code else 1
                 break
             time.sleep(0.1)
@@ -152,7 +158,7 @@ def launch(specs: list[NodeSpec], env: dict | None = None, out=None, timeout_s: 
     if killed:
         say(f"{', '.join(killed)} did not stop within its grace period and had to be terminated")
     if stopping_on_request:
-        failed = [n.spec.name for n in nodes if n.process.returncode not in (0, None)]
+        failed = [n.spec.label for n in nodes if n.process.returncode not in (0, None)]
         if failed or killed:
             say(f"stopped; {', '.join(sorted(set(failed + killed)))} did not exit cleanly")
             return 1

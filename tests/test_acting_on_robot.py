@@ -77,6 +77,13 @@ def test_actor_on_the_robot_host_acts_from_published_weights_and_the_learner_sto
         # What the learner stored is what the actor saw and did.
         np.testing.assert_allclose(episode.actions, [s["action"] for s in steps], rtol=0, atol=1e-6)
         np.testing.assert_allclose(episode.states[:-1], [s["state"] for s in steps], rtol=0, atol=1e-6)
+    # The robot host's own copy (<store_dir>/robot_host, here the same machine) holds the same episodes.
+    copies = sorted((r for r in EpisodeStore(store_dir / "robot_host").records() if not r["aborted"]),
+                    key=lambda r: r["episode_id"])
+    assert [(r["label"], r["steps"]) for r in copies] == [(r["label"], r["steps"]) for r in online], copies
+    for record, copied in zip(online, copies):
+        np.testing.assert_allclose(EpisodeStore(store_dir / "robot_host").load_episode(copied["episode_id"])[1].actions,
+                                   store.load_episode(record["episode_id"])[1].actions, atol=1e-6)
     # New versions reach the actor as the learner closes them (at each stored episode) and are used.
     versions = [step["policy_version"] for step in actor_steps]
     assert versions == sorted(versions) and versions[0] == 0 and versions[-1] >= 1, versions
@@ -172,3 +179,55 @@ def test_an_acting_node_does_not_act_while_another_one_publishes_actions(tmp_pat
         finally:
             executor.shutdown()
             actor.destroy_node()
+
+
+def test_the_robot_host_keeps_its_own_copy_of_every_episode_the_actor_drove(tmp_path):
+    """With acting:=robot the actor writes each episode it drove into <store_dir>/robot_host (labelled
+    as the label says, an aborted one flagged, a discarded one not at all), so a learner that is down
+    or across a cut link loses nothing the arm did."""
+    from parl_robot.nodes.actor_node import ROBOT_COPY_DIR, ActorNode
+
+    store_dir = tmp_path / "robot_store"
+    domain_id, _ = isolated_ros_env()
+    rclpy.init(args=["--ros-args", "-r", f"__ns:=/{common.NAMESPACE}", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo",
+                     "-p", f"store_dir:={store_dir}"], domain_id=domain_id)
+    actor = ActorNode()
+    try:
+        actor.ee_position, actor.gripper_open = np.array([0.3, 0.0, 0.2]), True
+
+        def drive(episode: int, steps: int) -> list[np.ndarray]:
+            actor.handle_event("start", {"episode": episode})
+            actions = []
+            for step in range(steps):
+                actor.object_position = np.array([0.35, 0.01 * step, 0.02])
+                action = np.full(7, 0.1 * (step + 1), np.float32)
+                actor.acted(actor.observation(), action)
+                actor.step += 1
+                actor.latest_reward = -1.0
+                actions.append(action)
+            return actions
+
+        actions = drive(0, 3)
+        actor.on_step_executed(1, {"action": [0.5] * 7, "source": "intervention"})  # the operator drove step 1
+        actor.latest_reward = 0.0  # the detector saw success at the end
+        actor.handle_event("end", {"episode": 0, "steps": 3})
+        actor.handle_event("label", {"episode": 0, "success": False, "source": "operator"})  # the operator says no
+        drive(1, 2)
+        actor.handle_event("aborted", {"episode": 1, "reason": "estop"})
+        drive(2, 2)
+        actor.handle_event("end", {"episode": 2, "steps": 2})
+        actor.handle_event("discarded", {"episode": 2})
+
+        copy = EpisodeStore(store_dir / ROBOT_COPY_DIR)
+        records = sorted(copy.records(), key=lambda r: r["episode_id"])
+        assert [(r["label"], r["steps"], r["aborted"]) for r in records] == [("failure", 3, False), ("aborted", 2, True)]
+        assert records[0]["label_source"] == "operator" and records[0]["intervention_steps"] == 1
+        assert records[1]["abort_reason"] == "estop"
+        _, first = copy.load_episode(records[0]["episode_id"])
+        np.testing.assert_allclose(first.actions, [actions[0], [0.5] * 7, actions[2]], atol=1e-6)
+        assert len(first.states) == 4 and not first.terminal
+        np.testing.assert_allclose(first.rewards, [-1.0, -1.0, -1.0])  # the failure label overrides r = 0
+        assert not [r for r in EpisodeStore(store_dir).records()]  # the learner's store is not touched
+    finally:
+        actor.destroy_node()
+        rclpy.shutdown()

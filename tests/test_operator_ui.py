@@ -605,3 +605,12 @@ def test_a_token_less_page_off_loopback_says_how_to_set_one(tmp_path):
         create_app(OperatorState("cup_to_rack", "x", 40), RecordingGraph(), EpisodeStore(tmp_path), host="0.0.0.0")
     assert str(raised.value) == ("operator page on host '0.0.0.0' (not loopback) needs a token: set ui.token in the "
                                  "config or the PARL_UI_TOKEN environment variable")
+
+
+def test_the_page_of_one_of_several_arms_names_its_arm(tmp_path):
+    state = OperatorState("cup_to_rack", "put the cup on the drying rack", 40)
+    store = EpisodeStore(tmp_path / "arm1")
+    page = create_app(state, RecordingGraph(), store, arm="arm1").test_client().get("/")
+    assert b'<span id="arm" class="arm">arm1</span>' in page.data and b"<title>parl_robot \xc2\xb7 arm1" in page.data
+    alone = create_app(state, RecordingGraph(), store).test_client().get("/")
+    assert b'id="arm"' not in alone.data  # a one-arm graph's page is as before

@@ -11,6 +11,7 @@ actor node (acting on the robot host from published weights, `acting:=robot`).
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -33,6 +34,11 @@ ACTING_NODE_NAMES = ("learner", "actor")
 # In simulated time, control ticks a step may wait for the previous step's robot/executed report
 # before the node acts without it (the control node is gone or the report was lost).
 MAX_DEFERRED_TICKS = 5
+
+
+def is_acting_node_name(name: str) -> bool:
+    """The learner, the actor, or the learner's node for one of several arms (`learner_arm<k>`)."""
+    return name in ACTING_NODE_NAMES or re.fullmatch(r"learner_arm\d+", name) is not None
 
 
 def agent_for(cfg: TaskConfig) -> PARLAgent:
@@ -60,8 +66,11 @@ class ActingNode(Node):
     """Sensors, freshness and the control tick (see the module docstring). The tick and the action
     publishers exist only after `start_acting()`: the learner does not call it when the robot host acts."""
 
-    def __init__(self, name: str):
-        super().__init__(name)
+    def __init__(self, name: str, arm: str = "", **node_options):
+        super().__init__(name, **node_options)
+        # With several arms one learner process holds one node per arm: its topics are under the arm's
+        # namespace ("arm1/robot/state" below /parl); a one-arm graph has no prefix.
+        self.arm = arm
         self.cfg = common.declare_task_config(self)
         self.warning = ""  # why the node does not act (stale inputs, held arm, no weights)
         # Latest sensor values.
@@ -86,30 +95,37 @@ class ActingNode(Node):
         self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
         self.other_acting_nodes: list[str] = []  # acting nodes besides this one publishing robot/action
 
-        self.create_subscription(PoseStamped, common.ROBOT_EE_POSE, self.on_pose, common.SENSOR_QOS)
-        self.create_subscription(JointState, common.ROBOT_STATE, self.on_state, common.SENSOR_QOS)
-        self.create_subscription(String, common.OBJECT_POSES, self.on_objects, common.SENSOR_QOS)
-        self.create_subscription(Float32, common.REWARD, self.on_reward, common.COMMAND_QOS)
-        self.create_subscription(String, common.EPISODE_EVENT, self.on_event, common.EVENT_QOS)
-        self.create_subscription(String, common.ROBOT_SAFETY, self.on_safety, common.LATCHED_QOS)
-        self.create_subscription(String, common.ROBOT_EXECUTED, self.on_executed, common.COMMAND_QOS)
+        topic = self.arm_topic
+        self.create_subscription(PoseStamped, topic(common.ROBOT_EE_POSE), self.on_pose, common.SENSOR_QOS)
+        self.create_subscription(JointState, topic(common.ROBOT_STATE), self.on_state, common.SENSOR_QOS)
+        self.create_subscription(String, topic(common.OBJECT_POSES), self.on_objects, common.SENSOR_QOS)
+        self.create_subscription(Float32, topic(common.REWARD), self.on_reward, common.COMMAND_QOS)
+        self.create_subscription(String, topic(common.EPISODE_EVENT), self.on_event, common.EVENT_QOS)
+        self.create_subscription(String, topic(common.ROBOT_SAFETY), self.on_safety, common.LATCHED_QOS)
+        self.create_subscription(String, topic(common.ROBOT_EXECUTED), self.on_executed, common.COMMAND_QOS)
         # Images feed image policies and, for every policy, the episode thumbnail on the operator page.
-        self.create_subscription(Image, common.CAMERA_IMAGE, self.on_image, common.SENSOR_QOS)
+        self.create_subscription(Image, topic(common.CAMERA_IMAGE), self.on_image, common.SENSOR_QOS)
 
-    def start_acting(self) -> None:
-        """Publish actions (robot/action), their timing and, in lockstep, the step being computed; tick."""
-        self.action_pub = self.create_publisher(Float32MultiArray, common.ROBOT_ACTION, common.COMMAND_QOS)
-        self.timing_pub = self.create_publisher(String, common.LEARNER_TIMING, common.COMMAND_QOS)
-        self.acting_pub = self.create_publisher(String, common.LEARNER_ACTING, common.COMMAND_QOS)
-        self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+    def arm_topic(self, name: str) -> str:
+        """`name` in this node's arm's namespace (relative, so below the node's namespace)."""
+        return f"{self.arm}/{name}" if self.arm else name
+
+    def start_acting(self, tick: bool = True) -> None:
+        """Publish actions (robot/action), their timing and, in lockstep, the step being computed; tick
+        (unless `tick` is False: a learner acting for several arms ticks them together, batched)."""
+        self.action_pub = self.create_publisher(Float32MultiArray, self.arm_topic(common.ROBOT_ACTION), common.COMMAND_QOS)
+        self.timing_pub = self.create_publisher(String, self.arm_topic(common.LEARNER_TIMING), common.COMMAND_QOS)
+        self.acting_pub = self.create_publisher(String, self.arm_topic(common.LEARNER_ACTING), common.COMMAND_QOS)
+        if tick:
+            self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
         common.wall_timer(self, 1.0, self.check_other_acting_nodes)
 
     def check_other_acting_nodes(self) -> None:
         """Two acting nodes would interleave their actions on the arm (the learner side launched with
         acting:=learner, the robot side with acting:=robot): while another one publishes, this one does not act."""
-        topic = self.resolve_topic_name(common.ROBOT_ACTION)
+        topic = self.resolve_topic_name(self.arm_topic(common.ROBOT_ACTION))
         publishers = {info.node_name for info in self.get_publishers_info_by_topic(topic)}
-        others = sorted((publishers & set(ACTING_NODE_NAMES)) - {self.get_name()})
+        others = sorted({name for name in publishers if is_acting_node_name(name)} - {self.get_name()})
         if others and others != self.other_acting_nodes:
             self.get_logger().error(
                 f"{' and '.join(others)} also publishes {topic}: not acting, so that the arm never gets two "
@@ -237,14 +253,22 @@ class ActingNode(Node):
 
     # ----- the tick --------------------------------------------------------------------------
     def on_control_tick(self) -> None:
+        prepared = self.prepare_tick()
+        if prepared is not None:
+            obs, tick_wall, tick_start = prepared
+            self.publish_action(obs, self.compute_action(obs), tick_wall, tick_start)
+
+    def prepare_tick(self) -> tuple[dict[str, np.ndarray], float, float] | None:
+        """This tick's observation (with the tick's wall time and start counter) when the node acts now;
+        None when it does not (no episode, held, deferred in lockstep, stale inputs: then it says why)."""
         if self.running_episode is None or self.safety_held or self.other_acting_nodes or not self.ready_to_act():
-            return
+            return None
         if self.step >= self.cfg.control.max_episode_steps:  # the episode is over; its "end" is on the way
-            return
+            return None
         if self.unexecuted_step is not None:
             self.deferred_ticks += 1
             if self.deferred_ticks <= MAX_DEFERRED_TICKS:
-                return  # acted on when the report comes
+                return None  # acted on when the report comes
             self.get_logger().warning(f"no robot/executed report for step {self.unexecuted_step}: acting without it")
             self.unexecuted_step, self.deferred_ticks = None, 0
         tick_wall, tick_start = time.time(), time.perf_counter()
@@ -258,7 +282,7 @@ class ActingNode(Node):
                 self.get_logger().warning(f"not acting: no fresh {', '.join(stale) or 'observation'}; the arm holds")
             if now - self.stale_since > 1.0:
                 self.warning = f"not acting: no fresh {', '.join(stale) or 'observation'} for {now - self.stale_since:.0f} s (camera lost?)"
-            return
+            return None
         if self.stale_since is not None:
             self.get_logger().info("inputs fresh again: acting")
             self.stale_since = None
@@ -266,7 +290,10 @@ class ActingNode(Node):
                 self.warning = ""
         if self.await_execution:  # in lockstep sim, time waits for this step's action (parl_robot/sim/lockstep.py)
             self.acting_pub.publish(String(data=json.dumps({"episode": self.running_episode, "step": self.step})))
-        action = self.compute_action(obs)
+        return obs, tick_wall, tick_start
+
+    def publish_action(self, obs: dict[str, np.ndarray], action: np.ndarray, tick_wall: float, tick_start: float) -> None:
+        """The step's action to the arm, with its timing record; the next step is due."""
         self.acted(obs, action)
         msg = Float32MultiArray()
         msg.layout.dim = [MultiArrayDimension(label="action", size=7, stride=7)]

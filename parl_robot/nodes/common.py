@@ -61,6 +61,10 @@ EVENT_QOS = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE, dura
 CLOCK_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)  # /clock (rclpy subscribes best effort)
 # State that a late joiner (a restarted page or learner) must see at once: the last message is kept.
 LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# Step records that must all arrive (actor/steps): reliable with a history deeper than an episode, so
+# a receiver that stalls for seconds (the learner saving another arm's episode, a slow link) loses
+# none; KEEP_LAST 10 dropped the first 10 steps of an episode behind such a stall.
+STEPS_QOS = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.VOLATILE)
 # Policy weights: the chunks of the newest version stay for a (re)started actor on the robot host.
 WEIGHTS_QOS = QoSProfile(depth=MAX_CHUNKS, reliability=QoSReliabilityPolicy.RELIABLE,
                          durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -161,6 +165,7 @@ def parse_event(msg: String) -> dict | None:
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """Standard entry point: init, spin until a stop signal, shutdown or the node asks to exit, clean up.
+    The node's `extra_nodes` (if any) are spun and destroyed with it.
 
     Ctrl-C and SIGTERM end with the node's `close()` run while ROS is still up and exit code 0, with
     no traceback. `threads` > 1 spins a multi-threaded executor (nodes whose e-stop must be served
@@ -176,6 +181,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
         node = factory()
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
+        for extra in getattr(node, "extra_nodes", ()):  # a process of several nodes (the learner of several arms)
+            executor.add_node(extra)
         while rclpy.ok() and not stop.requested and getattr(node, "exit_code", None) is None:
             executor.spin_once(timeout_sec=0.1)
         exit_code = getattr(node, "exit_code", None) or 0
@@ -199,10 +206,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
                 except Exception as err:  # noqa: BLE001  (cleanup must not hide the exit reason)
                     print(f"error while closing: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
                     exit_code = exit_code or 1
-            try:
-                node.destroy_node()
-            except Exception:  # noqa: BLE001  (the context may already be down: Interbotix shut it)
-                pass
+            for each in [*getattr(node, "extra_nodes", ()), node]:
+                try:
+                    each.destroy_node()
+                except Exception:  # noqa: BLE001  (the context may already be down: Interbotix shut it)
+                    pass
         if rclpy.ok():
             rclpy.shutdown()
     return exit_code

@@ -9,11 +9,16 @@ The ROS side of learning: sensors in, actions and `learner/stats` out, episodes 
 catch-up, the online update budget) is `parl_robot.rl.trainer.Trainer`, the same one the sim study
 runs; this node calls it from its learning thread, under the lock that acting takes too.
 
+Several arms (`arms:=N`, docs/multi_host.md): one process, one `LearnerCore` (agent, replay buffers,
+trainer, checkpoints) and one node per arm (`learner_arm<k>`, topics under `arm<k>/`), each with its
+own episode events, recorder and store folder (`<store_dir>/arm<k>`); every arm's transitions enter
+the same buffers, and the hub acts for all arms in one batched control step per tick.
+
 Start-up: resume from the last checkpoint and every stored episode (demos -> offline buffer,
 online episodes -> online buffer; aborted ones stay on disk only); without a checkpoint, the trainer
 pre-trains (phase `offline`). While the critic catches up after warm-up, stats say `catching_up` and
 the episode manager holds the next episode. Every labelled episode is saved atomically before
-`saved` is announced; a checkpoint follows.
+`saved` is announced, and checkpointed before it too.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import rclpy
 import torch
+from rclpy.node import Node
 from std_msgs.msg import Float32, MultiArrayDimension, String, UInt8MultiArray
 
-from parl_robot.config import RewardConfig
-from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_NOT_EXECUTED, SOURCE_POLICY, EpisodeData
+from parl_robot.config import TaskConfig
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.launch_arguments import ACTING_PLACES
 from parl_robot.nodes import common
 from parl_robot.nodes.acting_node import ActingNode, agent_for
+from parl_robot.nodes.episode_recorder import EpisodeRecorder
 from parl_robot.observation import STATE_DIM
 from parl_robot.rl.acting_weights import acting_weights
 from parl_robot.rl.checkpoint import load_checkpoint, save_checkpoint
@@ -49,129 +56,62 @@ RECENT_FRAMES = 30  # acting:=robot with image observations: frames kept to matc
 PENDING_END_WAIT_S = 2.0  # acting:=robot: how long an ended episode waits for the actor's last steps
 
 
-class EpisodeRecorder:
-    """Collects (observation, action, reward) of the running episode."""
+class LearnerCore:
+    """What every arm's learner node shares: the agent, the replay buffers, the trainer and its
+    learning thread, checkpoints, the demonstrations' store, stats and the acting weights."""
 
-    def __init__(self):
-        self.states: list[np.ndarray] = []
-        self.images: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.timestamps: list[float] = []
-        self.sources: list[int] = []  # per step: who acted (robot/executed), SOURCE_POLICY until told
-        self.gap = False  # acting:=robot: a step of the actor's never reached this node whole
-
-    def executed(self, step: int, action, source: str) -> None:
-        """The control node's report for `step`: the operator's action replaces the policy's when they
-        drove; a refused or held step is marked as not executed."""
-        if not 0 <= step < len(self.actions):
-            return
-        if source == "intervention" and action is not None and len(action) == len(self.actions[step]):
-            self.actions[step] = np.asarray(action, np.float32)
-            self.sources[step] = SOURCE_INTERVENTION
-        elif action is None or source == "held":
-            self.sources[step] = SOURCE_NOT_EXECUTED
-
-    def observe(self, obs: dict[str, np.ndarray], frame: np.ndarray | None = None) -> None:
-        """A state, with the camera frame the policy saw (image observations) or `frame`
-        (`episodes.record_frames` with state observations)."""
-        self.states.append(obs["state"])
-        image = obs.get("image", frame)
-        if image is not None:
-            self.images.append(image)
-        self.timestamps.append(time.time())
-
-    def labelled_episode(self, success: bool, reward: RewardConfig) -> EpisodeData:
-        """The finished episode as the label says: the label decides the last step's reward (the
-        success reward on success, the failure reward otherwise, whatever the detector published)
-        and whether the episode ended in a terminal state. A failure label therefore cannot leave a
-        detector's success reward behind, whose Monte-Carlo return would look like a success's."""
-        if self.rewards:
-            self.rewards[-1] = reward.final_reward(success)
-        return self.to_episode(terminal=success)
-
-    def to_episode(self, terminal: bool) -> EpisodeData:
-        return EpisodeData(
-            np.asarray(self.states, np.float32),
-            np.asarray(self.actions, np.float32),
-            np.asarray(self.rewards, np.float32),
-            terminal,
-            # Frames only when every state has one (a camera that started late records none).
-            np.asarray(self.images) if self.images and len(self.images) == len(self.states) else None,
-            sources=np.asarray(self.sources[: len(self.actions)], np.uint8),
-        )
-
-
-class LearnerNode(ActingNode):
-    def __init__(self):
-        super().__init__("learner")
-        torch.set_num_threads(1)
-        learner = self.cfg.learner
-        # Where the policy acts: here (the default), or on the robot host from the weights this node
-        # publishes (`acting:=robot`, docs/multi_host.md); then this node records the actor's steps.
-        self.acting = str(self.declare_parameter("acting", "learner").value)
-        if self.acting not in ACTING_PLACES:
-            raise ValueError(f"parameter acting must be one of {', '.join(ACTING_PLACES)}, got {self.acting!r}")
-        self.store = EpisodeStore(self.cfg.episodes.store_dir)
-        self.checkpoint_dir = Path(self.cfg.episodes.store_dir) / "checkpoints"
-        self.scalar_log = ScalarLog(Path(self.cfg.episodes.store_dir) / "tensorboard", self.cfg.learner.tensorboard,
-                                    log=self.get_logger().info)
-        self.agent = agent_for(self.cfg)
+    def __init__(self, cfg: TaskConfig, logger, acting: str):
+        if acting not in ACTING_PLACES:
+            raise ValueError(f"parameter acting must be one of {', '.join(ACTING_PLACES)}, got {acting!r}")
+        self.cfg, self.logger, self.acting = cfg, logger, acting
+        learner = cfg.learner
+        self.store = EpisodeStore(cfg.episodes.store_dir)  # demos, checkpoints; a one-arm graph's episodes
+        self.checkpoint_dir = Path(cfg.episodes.store_dir) / "checkpoints"
+        self.scalar_log = ScalarLog(Path(cfg.episodes.store_dir) / "tensorboard", learner.tensorboard, log=logger.info)
+        self.agent = agent_for(cfg)
         self.spec = self.agent.spec
         self.offline = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.online = ReplayBuffer(self.spec, 7, learner.schedule.replay_capacity, learner.critic.discount)
         self.agent.attach_action_caches([self.offline, self.online])  # big policies (learner.action_cache_size)
         self.lock = FairLock()  # one update at a time, never during an action's computation; first come first served
         self.stop_event = threading.Event()
-        self.trainer = Trainer(self.agent, self.offline, self.online, learner, lock=self.lock, log=self.get_logger(),
-                               checkpoint=self._checkpoint)
-        self.buffer_serials: dict[str, int] = {}  # online episode id -> its serial in self.online
-        self.finished_episode: int | None = None
-        self.recorder: EpisodeRecorder | None = None
-        self.finished_recorder: EpisodeRecorder | None = None
-        self.pending_end: dict | None = None  # acting:=robot: an "end" that waits for the actor's last steps
-
-        self.stats_pub = self.create_publisher(String, common.LEARNER_STATS, common.EVENT_QOS)
-        self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
-        # Which reward detector labels the episodes, and the success classifier's score (with the record).
-        self.detector_in_use = self.cfg.reward.detector
-        self.episode_score: float | None = None
-        self.create_subscription(String, common.REWARD_DETECTOR, self.on_detector, common.LATCHED_QOS)
-        self.create_subscription(Float32, common.REWARD_SCORE, self.on_score, common.COMMAND_QOS)
-        if self.acting == "learner":
-            self.start_acting()
-        else:
-            self.recent_frames: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
-            self.weights_run = uuid.uuid4().hex[:12]  # this process's weight versions (see weight_transport)
-            self.published_version: int | None = None
-            self.weights_pub = self.create_publisher(UInt8MultiArray, common.POLICY_WEIGHTS, common.WEIGHTS_QOS)
-            self.create_subscription(String, common.ACTOR_STEPS, self.on_actor_step, common.COMMAND_QOS)
-            common.wall_timer(self, WEIGHTS_CHECK_S, self.publish_weights_if_new)
-            common.wall_timer(self, 0.1, self._finish_pending_end)
-        common.wall_timer(self, 1.0, self.publish_stats)
-        self._restore()
+        self.trainer = Trainer(self.agent, self.offline, self.online, learner, lock=self.lock, log=logger,
+                               checkpoint=self.checkpoint)
+        self.buffer_serials: dict[str, int] = {}  # "<arm>/<episode id>" (one arm: the id) -> its serial in self.online
+        self.arms: list[LearnerNode] = []
+        self.exit_code: int | None = None  # set when the learning thread failed: the process ends
+        self.weights_run = uuid.uuid4().hex[:12]  # this process's weight versions (see weight_transport)
+        self.published_version: int | None = None
         self.learning_thread = threading.Thread(target=self._learning_loop, name="learning", daemon=True)
-        self.learning_thread.start()
+
+    @staticmethod
+    def buffer_key(arm: str, episode_id: str) -> str:
+        return f"{arm}/{episode_id}" if arm else episode_id
 
     # ----- start-up --------------------------------------------------------------------------
-    def _restore(self) -> None:
-        quarantined_before = set(self.store.quarantine_dir.iterdir())
-        # Frames stay on disk for state policies (episodes.record_frames stores them for the classifier).
-        loaded = self.store.load_all(with_images=self.cfg.learner.observation == "image")
-        for directory in sorted(set(self.store.quarantine_dir.iterdir()) - quarantined_before):
-            reason = (directory / "reason.txt").read_text().strip() if (directory / "reason.txt").is_file() else "?"
-            self.get_logger().error(f"quarantined unreadable episode {directory.name} ({reason}); the others load")
-        for record, episode in loaded:
-            if record.task != self.cfg.task.name or record.aborted:
-                continue
-            if record.kind == "demo":
-                self.trainer.add_demo(episode)
-            else:
-                self.buffer_serials[record.episode_id] = self.trainer.add_stored_episode(episode, record.success, record.phase)
+    def restore(self) -> None:
+        """Demonstrations and stored online episodes of the root store and of every arm's folder into
+        the buffers, then the last checkpoint (or pre-training, from the phase `offline`)."""
+        stores = [("", self.store)] + [(arm.arm, arm.store) for arm in self.arms if arm.store is not self.store]
+        for arm, store in stores:
+            quarantined_before = set(store.quarantine_dir.iterdir())
+            # Frames stay on disk for state policies (episodes.record_frames stores them for the classifier).
+            loaded = store.load_all(with_images=self.cfg.learner.observation == "image")
+            for directory in sorted(set(store.quarantine_dir.iterdir()) - quarantined_before):
+                reason = (directory / "reason.txt").read_text().strip() if (directory / "reason.txt").is_file() else "?"
+                self.logger.error(f"quarantined unreadable episode {directory.name} ({reason}); the others load")
+            for record, episode in loaded:
+                if record.task != self.cfg.task.name or record.aborted:
+                    continue
+                if record.kind == "demo":
+                    self.trainer.add_demo(episode)
+                else:
+                    self.buffer_serials[self.buffer_key(arm, record.episode_id)] = self.trainer.add_stored_episode(
+                        episode, record.success, record.phase)
         state = load_checkpoint(self.checkpoint_dir)
         if state is not None:
             self.trainer.resume(state["agent"])
-            self.get_logger().info(
+            self.logger.info(
                 f"resumed from checkpoint: policy version {self.agent.stats.policy_version}, "
                 f"{self.trainer.online_episodes} online episodes, {len(self.offline)} offline transitions"
             )
@@ -180,7 +120,10 @@ class LearnerNode(ActingNode):
                 f"no demonstrations in {self.store.root}: record some first "
                 f"(`parl-robot record-demos task:={self.cfg.task.name}`)"
             )
-        self.get_logger().info(f"loaded {self.offline.episodes_added} demo episodes ({len(self.offline)} transitions)")
+        self.logger.info(f"loaded {self.offline.episodes_added} demo episodes ({len(self.offline)} transitions)")
+
+    def start(self) -> None:
+        self.learning_thread.start()
 
     # ----- learning --------------------------------------------------------------------------
     def _learning_loop(self) -> None:
@@ -194,13 +137,118 @@ class LearnerNode(ActingNode):
                 elif not trainer.online_updates(max_updates=1):  # one at a time: stop and pause stay prompt
                     time.sleep(0.02)
         except Exception as err:  # surface the failure and end the node: the launcher stops the graph
-            self.get_logger().fatal(f"learning thread failed: {type(err).__name__}: {err}")
+            self.logger.fatal(f"learning thread failed: {type(err).__name__}: {err}")
             self.exit_code = 1
 
-    def _checkpoint(self) -> None:
+    def checkpoint(self) -> None:
         with self.lock:
             state = {"agent": self.agent.state_dict(), "online_episodes": self.trainer.online_episodes}
         save_checkpoint(self.checkpoint_dir, state)
+
+    # ----- acting for several arms --------------------------------------------------------------
+    def act_for_arms(self) -> None:
+        """One control tick for every arm (acting:=learner, several arms): the arms that act now get
+        their actions from one batched control step."""
+        prepared = [(arm, ready) for arm in self.arms if (ready := arm.prepare_tick()) is not None]
+        if not prepared:
+            return
+        with self.lock:  # served before the learning thread's next update, as for one arm
+            results = self.agent.act_batch([obs for _, (obs, _, _) in prepared])
+        for (arm, (obs, tick_wall, tick_start)), (action, _) in zip(prepared, results):
+            arm.publish_action(obs, action, tick_wall, tick_start)
+
+    # ----- acting on the robot host (acting:=robot) --------------------------------------------
+    def publish_weights_if_new(self) -> None:
+        """After pre-training, each new policy version goes out once (versioned, checksummed chunks),
+        encoded once and published to every arm's actor."""
+        if self.acting != "robot" or self.trainer.phase == OFFLINE or self.agent.stats.policy_version == self.published_version:
+            return
+        with self.lock:
+            version = self.agent.stats.policy_version
+            weights = acting_weights(self.agent)
+        chunks = encode_weights(weights, version, self.weights_run, max_chunks=MAX_CHUNKS)
+        for header, payload in chunks:
+            message = UInt8MultiArray(data=payload)
+            message.layout.dim = [MultiArrayDimension(label=header.to_json(), size=len(payload), stride=len(payload))]
+            for arm in self.arms:
+                arm.weights_pub.publish(message)
+        self.published_version = version
+        self.logger.info(f"published policy v{version} for the robot host{'s' if len(self.arms) > 1 else ''} "
+                         f"({chunks[0][0].total_bytes / 1e6:.1f} MB in {len(chunks)} chunks)")
+
+    # ----- stats -----------------------------------------------------------------------------
+    def publish_stats(self) -> None:
+        stats = self.trainer.stats()
+        self.scalar_log.stats(stats)
+        for arm in self.arms:
+            arm.stats_pub.publish(String(data=json.dumps({**stats, "warning": arm.warning or self.trainer.warning},
+                                                         default=float)))
+
+    def close(self) -> None:
+        self.stop_event.set()
+        if self.learning_thread.is_alive():
+            self.learning_thread.join(timeout=10.0)
+        self.scalar_log.close()
+
+
+class LearnerNode(ActingNode):
+    """One arm's side of the learner: its sensors and acting, its episodes' records and store. Alone
+    (`LearnerNode()`) it is the whole learner of a one-arm graph; with several arms `LearnerHub`
+    makes one per arm around a shared core."""
+
+    def __init__(self, core: LearnerCore | None = None, arm: int | None = None):
+        super().__init__("learner" if arm is None else f"learner_arm{arm}", arm="" if arm is None else f"arm{arm}")
+        torch.set_num_threads(1)
+        alone = core is None
+        if alone:  # a one-arm graph: this node is the whole learner
+            # Where the policy acts: here (the default), or on the robot host from the weights this node
+            # publishes (`acting:=robot`, docs/multi_host.md); then this node records the actor's steps.
+            core = LearnerCore(self.cfg, self.get_logger(), str(self.declare_parameter("acting", "learner").value))
+        self.core = core
+        self.acting = core.acting
+        self.agent, self.trainer, self.lock = core.agent, core.trainer, core.lock
+        self.store = core.store if arm is None else EpisodeStore(Path(self.cfg.episodes.store_dir) / f"arm{arm}")
+        self.finished_episode: int | None = None
+        self.recorder: EpisodeRecorder | None = None
+        self.finished_recorder: EpisodeRecorder | None = None
+        self.pending_end: dict | None = None  # acting:=robot: an "end" that waits for the actor's last steps
+
+        topic = self.arm_topic
+        self.stats_pub = self.create_publisher(String, topic(common.LEARNER_STATS), common.EVENT_QOS)
+        self.event_pub = self.create_publisher(String, topic(common.EPISODE_EVENT), common.EVENT_QOS)
+        # Which reward detector labels the episodes, and the success classifier's score (with the record).
+        self.detector_in_use = self.cfg.reward.detector
+        self.episode_score: float | None = None
+        self.create_subscription(String, topic(common.REWARD_DETECTOR), self.on_detector, common.LATCHED_QOS)
+        self.create_subscription(Float32, topic(common.REWARD_SCORE), self.on_score, common.COMMAND_QOS)
+        if self.acting == "learner":
+            self.start_acting(tick=alone)  # several arms: the hub ticks them together
+        else:
+            self.recent_frames: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
+            self.weights_pub = self.create_publisher(UInt8MultiArray, topic(common.POLICY_WEIGHTS), common.WEIGHTS_QOS)
+            self.create_subscription(String, topic(common.ACTOR_STEPS), self.on_actor_step, common.STEPS_QOS)
+            common.wall_timer(self, 0.1, self._finish_pending_end)
+        core.arms.append(self)
+        if alone:
+            if self.acting == "robot":
+                common.wall_timer(self, WEIGHTS_CHECK_S, core.publish_weights_if_new)
+            common.wall_timer(self, 1.0, core.publish_stats)
+            core.restore()
+            core.start()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.core.exit_code
+
+    def publish_stats(self) -> None:
+        self.core.publish_stats()
+
+    def publish_weights_if_new(self) -> None:
+        self.core.publish_weights_if_new()
+
+    def close(self) -> None:
+        if self.core.arms and self.core.arms[0] is self:  # alone: the learner's threads end with it
+            self.core.close()
 
     # ----- sensors ---------------------------------------------------------------------------
     def on_detector(self, msg: String) -> None:
@@ -230,11 +278,7 @@ class LearnerNode(ActingNode):
         self._record_step(obs, action)
 
     def _record_step(self, obs: dict[str, np.ndarray], action: np.ndarray) -> None:
-        if self.recorder.actions:
-            self.recorder.rewards.append(self._reward())
-        self.recorder.observe(obs, self._frame_to_record())
-        self.recorder.actions.append(action)
-        self.recorder.sources.append(SOURCE_POLICY)
+        self.recorder.add_step(obs, action, self._reward(), self._frame_to_record())
         self.trainer.record_steps(1)  # online: the update budget grows with every executed step
 
     def on_step_executed(self, step: int, report: dict) -> None:
@@ -242,22 +286,6 @@ class LearnerNode(ActingNode):
             self.recorder.executed(step, report.get("action"), str(report.get("source", "")))
 
     # ----- acting on the robot host (acting:=robot) --------------------------------------------
-    def publish_weights_if_new(self) -> None:
-        """After pre-training, each new policy version goes out once (versioned, checksummed chunks)."""
-        if self.trainer.phase == OFFLINE or self.agent.stats.policy_version == self.published_version:
-            return
-        with self.lock:
-            version = self.agent.stats.policy_version
-            weights = acting_weights(self.agent)
-        chunks = encode_weights(weights, version, self.weights_run, max_chunks=MAX_CHUNKS)
-        for header, payload in chunks:
-            message = UInt8MultiArray(data=payload)
-            message.layout.dim = [MultiArrayDimension(label=header.to_json(), size=len(payload), stride=len(payload))]
-            self.weights_pub.publish(message)
-        self.published_version = version
-        self.get_logger().info(f"published policy v{version} for the robot host "
-                               f"({chunks[0][0].total_bytes / 1e6:.1f} MB in {len(chunks)} chunks)")
-
     def on_actor_step(self, msg: String) -> None:
         """A step the robot host's actor took: its observation (state; the frame by its stamp) and action."""
         report = common.parse_json_object(msg)
@@ -332,10 +360,7 @@ class LearnerNode(ActingNode):
     def _finish_episode(self) -> None:
         """The last action's outcome (its reward and the state it led to) closes the record."""
         self.pending_end = None
-        obs = self.observation()
-        if self.recorder.actions and obs is not None:
-            self.recorder.rewards.append(self._reward())
-            self.recorder.observe(obs, self._frame_to_record())
+        self.recorder.close(self.observation(), self._reward(), self._frame_to_record())
         self.finished_recorder, self.recorder = self.recorder, None
         self.finished_episode, self.running_episode = self.running_episode, None
 
@@ -380,9 +405,13 @@ class LearnerNode(ActingNode):
         if self.acting == "robot":  # the new version reaches the actor before the next episode starts
             self.publish_weights_if_new()
         phase_before = self.trainer.phase
-        self.buffer_serials[record.episode_id] = self.trainer.add_episode(episode, success)
+        self.core.buffer_serials[self.core.buffer_key(self.arm, record.episode_id)] = self.trainer.add_episode(episode, success)
         if self.trainer.phase != phase_before:
             self.publish_stats()  # `catching_up` now: the episode manager holds the next episode
+        # The checkpoint before `saved`: the next episode starts on `saved`, and a checkpoint written after
+        # it (a lock wait for the update in progress, then the save) held up the next episode's first
+        # action by seconds on a loaded machine (the lockstep sim then ran its clock at wall speed).
+        self.core.checkpoint()
         self.event_pub.publish(
             common.event_message("saved", episode=event.get("episode"), success=success, path=str(path), episode_id=record.episode_id)
         )
@@ -390,20 +419,12 @@ class LearnerNode(ActingNode):
             f"stored {record.episode_id}: {'success' if success else 'failure'}, {record.steps} steps, "
             f"policy v{record.policy_version}, {self.agent.stats.critic_updates_online} online updates"
         )
-        self.scalar_log.episode(self.trainer.online_episodes - 1, success, record.steps, record.intervention_steps)
-        self._checkpoint()
+        self.core.scalar_log.episode(self.trainer.online_episodes - 1, success, record.steps, record.intervention_steps)
 
     def _store_aborted(self, event: dict) -> None:
         """A safety hold ended the running episode: keep it on disk, flagged, out of every replay buffer."""
         recorder, self.recorder, self.running_episode = self.recorder, None, None
-        if len(recorder.states) == len(recorder.actions) and recorder.actions:
-            recorder.rewards.append(self._reward())
-            obs = self.observation()
-            if obs is None:  # no final observation: drop the last, unobserved step
-                recorder.actions.pop()
-                recorder.rewards.pop()
-            else:
-                recorder.observe(obs, self._frame_to_record())
+        recorder.close_aborted(self.observation(), self._reward(), self._frame_to_record())
         if not recorder.actions:
             return
         episode = recorder.to_episode(terminal=False)
@@ -432,26 +453,55 @@ class LearnerNode(ActingNode):
             self.event_pub.publish(common.event_message("relabel_failed", episode_id=episode_id, reason=str(err)))
             return
         success_change = int(record.success) - int(bool(before.get("success"))) if record.kind == "online" and before else 0
-        in_buffer = self.trainer.relabel(self.buffer_serials.get(episode_id, -1), episode.rewards, episode.terminal,
+        in_buffer = self.trainer.relabel(self.core.buffer_serials.get(self.core.buffer_key(self.arm, episode_id), -1),
+                                         episode.rewards, episode.terminal,
                                          success_change)
         self.get_logger().info(f"{episode_id} relabelled {label} by the operator (replay buffer updated: {in_buffer})")
         self.event_pub.publish(common.event_message("relabeled", episode_id=episode_id, label=label, in_buffer=in_buffer))
 
-    # ----- stats -----------------------------------------------------------------------------
-    def publish_stats(self) -> None:
-        stats = self.trainer.stats()
-        self.scalar_log.stats(stats)
-        stats["warning"] = self.warning or self.trainer.warning
-        self.stats_pub.publish(String(data=json.dumps(stats, default=float)))
+class LearnerHub(Node):
+    """The learner process of a graph with several arms (`arms:=N`): the core, one `LearnerNode` per
+    arm, and the one control tick that acts for all of them in a batch (acting:=learner)."""
+
+    def __init__(self):
+        super().__init__("learner")
+        torch.set_num_threads(1)
+        cfg = common.declare_task_config(self)
+        arms = int(self.declare_parameter("arms", 1).value)
+        if arms < 1:
+            raise ValueError(f"parameter arms must be >= 1, got {arms}")
+        self.core = LearnerCore(cfg, self.get_logger(), str(self.declare_parameter("acting", "learner").value))
+        self.extra_nodes = [LearnerNode(self.core, arm) for arm in range(arms)]  # run_node spins them too
+        if self.core.acting == "learner":
+            self.create_timer(1.0 / cfg.control.rate_hz, self.core.act_for_arms)
+        else:
+            common.wall_timer(self, WEIGHTS_CHECK_S, self.core.publish_weights_if_new)
+        common.wall_timer(self, 1.0, self.core.publish_stats)
+        self.core.restore()
+        self.core.start()
+        self.get_logger().info(f"learning from {arms} arms ({', '.join(arm.arm for arm in self.extra_nodes)}), "
+                               f"acting on the {self.core.acting} host")
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.core.exit_code
 
     def close(self) -> None:
-        self.stop_event.set()
-        self.learning_thread.join(timeout=10.0)
-        self.scalar_log.close()
+        self.core.close()
+
+
+def learner_process() -> Node:
+    """The learner of a one-arm graph (`LearnerNode`) or, with the parameter arms > 1, the hub of several."""
+    probe = rclpy.create_node("learner_arms_probe", start_parameter_services=False)
+    try:
+        arms = int(probe.declare_parameter("arms", 1).value)
+    finally:
+        probe.destroy_node()
+    return LearnerHub() if arms > 1 else LearnerNode()
 
 
 def main(args=None) -> int:
-    return common.run_node(LearnerNode, args)
+    return common.run_node(learner_process, args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ class SimBridgeNode(ControlNode):
     def __init__(self):
         self.objects_pub = None
         super().__init__("sim_bridge")
-        self.rng = np.random.default_rng(self.cfg.sim.seed)
+        # Several sim arms (arms:=N): arm k draws its own resets (seed sim.seed + k), not the same scenes.
+        self.rng = np.random.default_rng(self.cfg.sim.seed + int(self.declare_parameter("seed_offset", 0).value))
         self.publish_camera = self.declare_parameter("publish_camera", True).value
         # `camera_connected:=false` (settable while running, e.g. `ros2 param set`) simulates a camera
         # that drops out: no images and, as on hardware where poses come from the camera, no object poses.

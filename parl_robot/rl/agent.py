@@ -229,12 +229,21 @@ class PARLAgent:
 
     def act(self, observation: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Action for one state (unbatched arrays) and its Q value (networks in evaluation mode)."""
-        obs = {key: torch.as_tensor(value, device=self.device).unsqueeze(0) for key, value in observation.items()}
+        return self.act_batch([observation])[0]
+
+    def act_batch(self, observations: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+        """Actions for several states at once (one per arm, unbatched arrays each): one control step
+        over the stacked batch, each row by the same rule as `act` (its own samples, optimization,
+        selection), with each row's best Q."""
+        obs = {key: torch.as_tensor(np.stack([o[key] for o in observations]), device=self.device)
+               for key in observations[0]}
         obs["state"] = obs["state"].float()
         result = self.control_step(obs)
-        best_q = float(result.q_values.max())
-        optimized = result.actions[0].cpu().numpy().astype(np.float32)
-        return self.executed_action(optimized, result.samples[0].float().cpu().numpy()), best_q
+        best_q = result.q_values.max(dim=1).values.tolist()
+        optimized = result.actions.cpu().numpy().astype(np.float32)
+        samples = result.samples.float().cpu().numpy()
+        return [(self.executed_action(optimized[row], samples[row]), float(best_q[row]))
+                for row in range(len(observations))]
 
     def q_of_actions(self, episode) -> np.ndarray | None:
         """The critic's Q(s_t, a_t) for every step of an EpisodeData, its heads combined as when

@@ -90,7 +90,7 @@ def test_actor_on_the_robot_host_acts_from_published_weights_and_the_learner_sto
 
 
 @contextlib.contextmanager
-def _learner_in_this_process(tmp_path, acting: str):
+def _learner_in_this_process(tmp_path, acting: str, sim_time: bool = False):
     """A learner node in this process (its own DDS domain, two recorded demos, one pre-training update
     each), closed and rclpy shut down at the end."""
     from parl_robot.nodes.learner_node import LearnerNode
@@ -101,7 +101,8 @@ def _learner_in_this_process(tmp_path, acting: str):
     overrides = {"learner.schedule.offline_policy_steps": 1, "learner.schedule.offline_critic_steps": 1}
     domain_id, _ = isolated_ros_env()
     rclpy.init(args=["--ros-args", "-r", f"__ns:=/{common.NAMESPACE}", "-p", "task:=cup_to_rack", "-p", "overlay:=cpu_demo",
-                     "-p", f"store_dir:={store_dir}", "-p", f"acting:={acting}", "-p", f"overrides:='{json.dumps(overrides)}'"],
+                     "-p", f"store_dir:={store_dir}", "-p", f"acting:={acting}", "-p", f"overrides:='{json.dumps(overrides)}'",
+                     "-p", f"use_sim_time:={str(sim_time).lower()}"],
                domain_id=domain_id)
     node = LearnerNode()
     try:
@@ -179,6 +180,31 @@ def test_an_acting_node_does_not_act_while_another_one_publishes_actions(tmp_pat
         finally:
             executor.shutdown()
             actor.destroy_node()
+
+
+def test_in_lockstep_step_0_is_acted_on_when_the_episodes_first_tick_came_before_its_start(tmp_path):
+    """Sim time waits for step 0's action; when the tick that began the period came before "start" was
+    handled, the node acts on its own FIRST_STEP_GUARD_S (wall) after "start", once."""
+    from parl_robot.nodes.acting_node import FIRST_STEP_GUARD_S
+
+    with _learner_in_this_process(tmp_path, acting="learner", sim_time=True) as learner:
+        assert learner.await_execution
+        announced = []
+        learner.acting_pub.publish = announced.append  # learner/acting: what the sim bridge's clock waits on
+        learner.ee_position, learner.gripper_open, learner.object_position = np.zeros(3), True, np.ones(3)
+        learner.on_control_tick()  # the period's tick, before "start": nothing to act on
+        assert learner.step == 0
+        learner.handle_event("start", {"episode": 3})
+        learner.input_times["objects/poses"] = time.monotonic()
+        learner.guard_first_step()  # too early: the regular tick may still come
+        assert learner.step == 0 and not announced
+        learner.first_step_due_since -= FIRST_STEP_GUARD_S
+        learner.guard_first_step()
+        assert learner.step == 1 and learner.unexecuted_step == 0
+        assert json.loads(announced[0].data) == {"episode": 3, "step": 0}
+        learner.first_step_due_since = time.monotonic() - 10 * FIRST_STEP_GUARD_S
+        learner.guard_first_step()  # step 0 is out: the guard is done for this episode
+        assert learner.step == 1 and learner.first_step_due_since is None and len(announced) == 1
 
 
 def test_the_robot_host_keeps_its_own_copy_of_every_episode_the_actor_drove(tmp_path):

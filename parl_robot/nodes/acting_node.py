@@ -35,6 +35,12 @@ ACTING_NODE_NAMES = ("learner", "actor")
 # before the node acts without it (the control node is gone or the report was lost).
 MAX_DEFERRED_TICKS = 5
 
+# In simulated time, wall seconds after an episode's "start" before the node ticks on its own when step 0
+# is still due: the control tick that begins the episode's lockstep can come before the "start" event
+# is handled (events and the clock arrive on different topics), and then sim time waits for a step-0
+# action that no tick would ever compute (the sim bridge would run at wall speed after its 2 s stall).
+FIRST_STEP_GUARD_S = 0.3
+
 
 def is_acting_node_name(name: str) -> bool:
     """The learner, the actor, or the learner's node for one of several arms (`learner_arm<k>`)."""
@@ -92,6 +98,7 @@ class ActingNode(Node):
         self.await_execution = common.uses_sim_time(self)
         self.unexecuted_step: int | None = None  # the step whose robot/executed report is still due
         self.deferred_ticks = 0  # control ticks that came while it was due
+        self.first_step_due_since: float | None = None  # monotonic time of "start" until step 0 is acted on
         self.safety_held: list[str] = []  # the control node's latched hold reasons: never act while held
         self.other_acting_nodes: list[str] = []  # acting nodes besides this one publishing robot/action
 
@@ -118,6 +125,8 @@ class ActingNode(Node):
         self.acting_pub = self.create_publisher(String, self.arm_topic(common.LEARNER_ACTING), common.COMMAND_QOS)
         if tick:
             self.create_timer(1.0 / self.cfg.control.rate_hz, self.on_control_tick)
+            if self.await_execution:  # same (mutually exclusive) callback group as the tick: never two at once
+                common.wall_timer(self, FIRST_STEP_GUARD_S / 3, self.guard_first_step)
         common.wall_timer(self, 1.0, self.check_other_acting_nodes)
 
     def check_other_acting_nodes(self) -> None:
@@ -159,6 +168,20 @@ class ActingNode(Node):
         self.running_episode = episode
         self.step = 0
         self.unexecuted_step, self.deferred_ticks = None, 0
+        self.first_step_due_since = time.monotonic()
+
+    def guard_first_step(self) -> None:
+        """Lockstep: tick once more when step 0 is still due `FIRST_STEP_GUARD_S` after "start" (the
+        episode's first tick came before "start" was handled; see FIRST_STEP_GUARD_S)."""
+        due_since = self.first_step_due_since
+        if due_since is None or time.monotonic() - due_since < FIRST_STEP_GUARD_S:
+            return
+        if self.running_episode is None or self.step > 0:
+            self.first_step_due_since = None
+            return
+        if self.unexecuted_step is None:
+            self.first_step_due_since = time.monotonic()  # stale inputs: try again a guard period later
+            self.on_control_tick()
 
     # ----- sensors ---------------------------------------------------------------------------
     def on_pose(self, msg: PoseStamped) -> None:

@@ -111,8 +111,9 @@ def cross_origin_reason(origin: str | None, referer: str | None, host_header: st
 
 
 def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, token: str = "", host: str = "127.0.0.1",
-               arm: str = "") -> Flask:
-    """The page's app; `arm` names the arm this page serves when one learner serves several (arms:=N)."""
+               arm: str = "", arm_pages: dict[str, int] | None = None) -> Flask:
+    """The page's app; `arm` names the arm this page serves when one learner serves several (arms:=N),
+    `arm_pages` every arm's page port (the header links to the other arms' pages, on the same host)."""
     if not is_loopback(host) and not token:
         raise ValueError(
             f"operator page on host {host!r} (not loopback) needs a token: set ui.token in the config "
@@ -187,7 +188,12 @@ def create_app(state: OperatorState, graph: GraphCommands, store: EpisodeStore, 
     # ----- page and reads --------------------------------------------------------------------
     @app.get("/")
     def index():
-        response = Response(render_template("index.html", task=state.task, instruction=state.instruction, arm=arm))
+        # Links to the other arms' pages: the host the browser used for this page, each arm's port.
+        hostname = host_name(request.host)
+        hostname = f"[{hostname}]" if ":" in hostname else hostname  # IPv6
+        others = [(name, f"{request.scheme}://{hostname}:{port}/") for name, port in (arm_pages or {}).items() if name != arm]
+        response = Response(render_template("index.html", task=state.task, instruction=state.instruction, arm=arm,
+                                            other_arms=others))
         if token and request.args.get("token"):
             response.set_cookie(TOKEN_COOKIE, request.args["token"], httponly=True, samesite="Strict")
         return response

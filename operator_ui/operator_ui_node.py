@@ -12,6 +12,7 @@ Home and Reboot motors call `robot/home` and `robot/reboot_motors` (std_srvs/Tri
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -76,6 +77,21 @@ class RosCallGate:
             return self._condition.wait_for(lambda: self._inside == 0, timeout_s)
 
 
+def parse_arm_pages(text: str) -> dict[str, int]:
+    """The `arm_pages` parameter: a JSON object of arm name -> page port ('' for a one-arm graph)."""
+    if not text:
+        return {}
+    try:
+        pages = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"parameter arm_pages must be a JSON object of arm -> port, got {text!r} ({err})") from None
+    if not isinstance(pages, dict) or not all(
+            isinstance(arm, str) and isinstance(port, int) and not isinstance(port, bool) and 0 < port <= 65535
+            for arm, port in pages.items()):
+        raise ValueError(f"parameter arm_pages must map each arm's name to its page port (1..65535), got {text!r}")
+    return pages
+
+
 class OperatorBridgeNode(Node):
     def __init__(self):
         super().__init__("operator_ui")
@@ -86,6 +102,8 @@ class OperatorBridgeNode(Node):
             raise ValueError(f"parameter port must be an integer in 0..65535, got {port_text!r}")
         self.port = int(port_text) or self.cfg.ui.port
         self.host = str(self.declare_parameter("host", "").value) or self.cfg.ui.host
+        # Several arms (arms:=N): every arm's page port, {"arm0": 8080, "arm1": 8081}, for links between the pages.
+        self.arm_pages = parse_arm_pages(str(self.declare_parameter("arm_pages", "").value))
         self.token = os.environ.get("PARL_UI_TOKEN", "") or self.cfg.ui.token
         self.state = OperatorState(self.cfg.task.name, self.cfg.task.instruction, self.cfg.control.max_episode_steps)
         self.event_pub = self.create_publisher(String, common.EPISODE_EVENT, common.EVENT_QOS)
@@ -197,7 +215,7 @@ def main(args=None) -> int:
         # Several arms (arms:=N): this page serves the arm of its namespace (/parl/arm1 -> "arm1").
         arm = node.get_namespace().rstrip("/").rsplit("/", 1)[-1] if node.get_namespace().count("/") > 1 else ""
         app = create_app(node.state, node, EpisodeStore(node.cfg.episodes.store_dir), token=node.token, host=node.host,
-                         arm=arm)
+                         arm=arm, arm_pages=node.arm_pages)
         server = make_server(node.host, node.port, app, threaded=True)
         server.daemon_threads = True  # open page connections do not keep the process alive at shutdown
     except (ValueError, OSError) as err:

@@ -6,6 +6,7 @@ install; `parl_robot.launcher` starts the same specs as plain processes for pip-
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from parl_robot.launch_arguments import LAUNCH_ARGUMENTS, truthy
@@ -70,6 +71,8 @@ def finetune_graph(arguments: dict[str, str]) -> list[NodeSpec]:
             for spec in arm_specs:
                 if spec.name == "sim_bridge":
                     spec.parameters["seed_offset"] = arm  # each sim arm draws its own scenes
+                if spec.name == "operator_ui":  # each arm's page links to the others' pages
+                    spec.parameters["arm_pages"] = json.dumps({f"arm{k}": int(args["ui_port"]) + k for k in range(arms)})
             specs += arm_specs
         learner = next(spec for spec in _arm_specs(args, NAMESPACE, args["store_dir"], 0) if spec.name == "learner")
         learner.parameters["arms"] = arms

@@ -33,6 +33,7 @@ def test_two_arms_get_their_own_namespace_store_folder_and_page_and_share_one_le
         assert set(mine) == {"sim_bridge", "reward_detector", "episode_manager", "operator_ui", "success_classifier"}
         assert all(spec.parameters["store_dir"] == str(tmp_path / "store" / f"arm{arm}") for spec in mine.values())
         assert mine["operator_ui"].parameters["port"] == str(8080 + arm)
+        assert json.loads(mine["operator_ui"].parameters["arm_pages"]) == {"arm0": 8080, "arm1": 8081}
         assert mine["episode_manager"].ends_launch and mine["sim_bridge"].critical
         assert mine["sim_bridge"].parameters["seed_offset"] == arm  # not the same scenes on both arms
         assert f"__ns:=/parl/arm{arm}" in ros_arguments(mine["episode_manager"])
@@ -243,3 +244,18 @@ def test_two_sim_arms_feed_one_learner(tmp_path, acting):
     assert not [r for r in EpisodeStore(store_dir).records() if r["kind"] == "online"]
     if acting == "robot":
         assert output.count("acting with policy v0 (first weights") == 2, output[-3000:]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("arm0=8080", "must be a JSON object of arm -> port"),
+    ('{"arm0": "8080"}', "must map each arm's name to its page port"),
+    ('{"arm0": 70000}', "must map each arm's name to its page port"),
+    ('["arm0"]', "must map each arm's name to its page port"),
+])
+def test_a_bad_arm_pages_parameter_is_refused_naming_it(text, message):
+    pytest.importorskip("rclpy")
+    from operator_ui.operator_ui_node import parse_arm_pages
+
+    assert parse_arm_pages("") == {} and parse_arm_pages('{"arm0": 8080, "arm1": 8081}') == {"arm0": 8080, "arm1": 8081}
+    with pytest.raises(ValueError, match="parameter arm_pages " + message):
+        parse_arm_pages(text)

@@ -1,6 +1,7 @@
 """Operator page: every endpoint through Flask's test client, with a recording stand-in for the graph."""
 
 import json
+import re
 import threading
 import time
 
@@ -610,7 +611,12 @@ def test_a_token_less_page_off_loopback_says_how_to_set_one(tmp_path):
 def test_the_page_of_one_of_several_arms_names_its_arm(tmp_path):
     state = OperatorState("cup_to_rack", "put the cup on the drying rack", 40)
     store = EpisodeStore(tmp_path / "arm1")
-    page = create_app(state, RecordingGraph(), store, arm="arm1").test_client().get("/")
+    pages = {"arm0": 8080, "arm1": 8081, "arm2": 8082}
+    page = create_app(state, RecordingGraph(), store, arm="arm1", arm_pages=pages).test_client().get(
+        "/", base_url="http://localhost:8081")
     assert b'<span id="arm" class="arm">arm1</span>' in page.data and b"<title>parl_robot \xc2\xb7 arm1" in page.data
+    # The other arms' pages, on the host the browser reached this one at.
+    links = re.findall(rb'<a class="other-arm" href="([^"]+)">(arm\d)</a>', page.data)
+    assert links == [(b"http://localhost:8080/", b"arm0"), (b"http://localhost:8082/", b"arm2")]
     alone = create_app(state, RecordingGraph(), store).test_client().get("/")
-    assert b'id="arm"' not in alone.data  # a one-arm graph's page is as before
+    assert b'id="arm"' not in alone.data and b"other-arm" not in alone.data  # a one-arm graph's page is as before

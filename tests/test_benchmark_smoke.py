@@ -224,3 +224,26 @@ def test_acting_latency_pairs_each_action_with_the_tick_that_produced_it():
     # The legs: the observation's way (30 ms), compute (50), the action's way (150 - 50); no arrival: NaN.
     assert round(rows[0]["observation_transport_ms"]) == 30 and round(rows[0]["action_transport_ms"]) == 100
     assert round(rows[0]["pipeline_ms"]) == 180 and np.isnan(rows[1]["pipeline_ms"])
+
+
+def test_batched_acting_times_one_tick_for_several_arms_both_ways(monkeypatch, tmp_path):
+    import json
+
+    bench = _load("batched_acting")
+    out = tmp_path / "batched_acting.json"
+    monkeypatch.setattr(sys, "argv", ["batched_acting.py", "--device", "cpu", "--overlay", "cpu_demo", "--observations",
+                                      "state", "--arms", "1", "3", "--repeats", "2", "--out", str(out)])
+    bench.main()
+    result = json.loads(out.read_text())
+    assert [(row["observation"], row["arms"]) for row in result["rows"]] == [("state", 1), ("state", 3)]
+    from parl_robot.config import load_config
+
+    optimizer = load_config(task="cup_to_rack", overlays=["cpu_demo"]).learner.optimizer  # what it ran
+    assert result["optimizer"] == {"num_samples": optimizer.num_samples, "num_kept": optimizer.num_kept,
+                                   "local_steps": optimizer.local_steps}
+    for row in result["rows"]:
+        assert 0 < row["batched_p50_ms"] <= row["batched_p99_ms"] and 0 < row["per_arm_p50_ms"] <= row["per_arm_p99_ms"]
+        assert row["speedup_p50"] == round(row["per_arm_p50_ms"] / row["batched_p50_ms"], 2)
+    monkeypatch.setattr(sys, "argv", ["batched_acting.py", "--arms", "0", "--out", str(out)])
+    with pytest.raises(SystemExit, match="--arms: each count must be >= 1"):
+        bench.main()

@@ -58,3 +58,44 @@ def test_switched_off_it_writes_nothing(tmp_path):
     log = ScalarLog(tmp_path / "tensorboard", enabled=False, log=lambda line: pytest.fail(line))
     log.episode(0, True, 5)
     assert not log.active and not (tmp_path / "tensorboard").exists()
+
+
+def test_every_stat_has_its_tag_and_only_finite_numbers_are_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    lines = []
+    log = ScalarLog(tmp_path / "tb", log=lines.append)
+    run_directory = log.directory
+    assert run_directory.parent == tmp_path / "tb" and run_directory.name.count("-") == 1  # UTC start: 20261130-012345
+    assert run_directory.name.replace("-", "").isdigit() and len(run_directory.name) == 15
+    assert lines == [f"TensorBoard scalars in {run_directory} (tensorboard --logdir {tmp_path / 'tb'})"]
+    stats = {key: float(index) + 0.5 for index, key in enumerate(scalar_log.STAT_SCALARS)}
+    stats["critic_updates"] = 40
+    log.stats(stats)
+    log.stats({"critic_loss": float("nan"), "policy_loss": True, "q_data": "1.0", "q_optimized": float("inf"),
+               "policy_version": 7})  # no critic_updates: step 0; NaN, inf, bools and strings are left out
+    log.flush()  # readable before close
+    scalars = _scalars(run_directory)
+    expected = {tag: [(40, pytest.approx(stats[key]))] for key, tag in scalar_log.STAT_SCALARS.items()}
+    expected["updates/policy_version"] = [(40, pytest.approx(stats["policy_version"])), (0, 7.0)]
+    assert scalars == expected
+    log.close()
+    assert not log.active
+    log.close()  # twice is fine
+    log.stats({"critic_loss": 1.0})  # after close: nothing, no error
+
+
+def test_episode_scalars_use_the_store_index_and_a_window_of_the_last_10(tmp_path):
+    pytest.importorskip("tensorboard")
+    log = ScalarLog(tmp_path / "tb", log=lambda line: None, run_name="episodes")
+    outcomes = [True] * 3 + [False] * 9  # after 12 episodes the last 10 hold one success
+    for index, success in enumerate(outcomes):
+        log.episode(100 + index, success, steps=20 + index)
+    log.close()
+    scalars = _scalars(tmp_path / "tb" / "episodes")
+    assert [step for step, _ in scalars["episodes/success"]] == list(range(100, 112))
+    assert [value for _, value in scalars["episodes/steps"]] == [float(20 + i) for i in range(12)]
+    assert [value for _, value in scalars["episodes/intervention_steps"]] == [0.0] * 12
+    rates = [value for _, value in scalars["episodes/success_rate_last_10"]]
+    assert rates[:3] == [1.0, 1.0, 1.0] and rates[9] == pytest.approx(0.3)
+    assert rates[10:] == pytest.approx([0.2, 0.1])  # the window drops the oldest
+    assert scalar_log.SUCCESS_WINDOW == 10 and "episodes/success_rate_last_10" in scalars

@@ -51,6 +51,10 @@ tests_for() {
       echo "tests/test_weight_transport.py" ;;
     parl_robot/gumbel.py)
       echo "tests/test_control_step.py tests/test_openvla.py" ;;
+    parl_robot/rl/checkpoint.py)
+      echo "tests/test_checkpoint.py" ;;
+    parl_robot/rl/action_cache.py)
+      echo "tests/test_action_cache.py tests/test_replay_buffer.py" ;;
     *) return 1 ;;
   esac
 }
@@ -58,7 +62,8 @@ MODULES=(parl_robot/robot/safety.py parl_robot/data/episode_store.py parl_robot/
          parl_robot/rl/action_optimizer.py parl_robot/rl/losses.py parl_robot/robot/arm_controller.py
          parl_robot/rl/agent.py operator_ui/app.py parl_robot/rl/static_optimizer.py parl_robot/rl/control_step.py
          parl_robot/rl/replay_buffer.py parl_robot/rl/fair_lock.py parl_robot/robot/teleop.py parl_robot/rl/scalar_log.py
-         parl_robot/robot/widowx.py parl_robot/rl/weight_transport.py parl_robot/rl/acting_weights.py parl_robot/gumbel.py)
+         parl_robot/robot/widowx.py parl_robot/rl/weight_transport.py parl_robot/rl/acting_weights.py parl_robot/gumbel.py
+         parl_robot/rl/checkpoint.py parl_robot/rl/action_cache.py)
 
 # Besides the sources and tests, what the tests read: copied into the run directory and, by mutmut,
 # into its mutants/ tree where the tests run.

@@ -145,6 +145,31 @@ def test_the_learner_waits_for_the_actors_last_steps_before_it_stores_an_ended_e
         assert node.pending_end is None and len([r for r in node.store.records() if r["kind"] == "online"]) == 1
 
 
+def test_actor_steps_taken_before_the_learner_handled_start_join_the_episode(tmp_path):
+    """The actor acts on "start" at once; a learner busy saving another arm's episode can take the actor's
+    first steps from its queue before the "start" event (another writer, another topic): they are kept
+    and join the episode when its start comes, instead of leaving a gap that discards the episode."""
+    with _learner_in_this_process(tmp_path, acting="robot") as node:
+        node.ee_position, node.gripper_open, node.object_position = np.zeros(3), True, np.ones(3)
+        node.on_actor_step(_actor_step(7, 0))
+        node.on_actor_step(_actor_step(7, 1))
+        node.handle_event("start", {"episode": 7})
+        node.on_actor_step(_actor_step(7, 2))
+        assert len(node.recorder.actions) == 3 and not node.recorder.gap
+        node.handle_event("end", {"episode": 7, "steps": 3, "success": False})
+        node.handle_event("label", {"episode": 7, "success": False, "source": "detector"})
+        online = [r for r in node.store.records() if r["kind"] == "online"]
+        assert len(online) == 1 and online[0]["steps"] == 3
+        _, episode = node.store.load_episode(online[0]["episode_id"])
+        np.testing.assert_allclose(episode.actions[:, 0], [0.0, 0.1, 0.2], atol=1e-6)
+        # A late step of the finished episode is not kept for the next one; an early one of episode 9 is not
+        # taken into episode 8.
+        node.on_actor_step(_actor_step(7, 3))
+        node.on_actor_step(_actor_step(9, 0))
+        node.handle_event("start", {"episode": 8})
+        assert node.recorder.actions == [] and not node.recorder.gap and not node.early_steps
+
+
 def test_an_acting_node_does_not_act_while_another_one_publishes_actions(tmp_path):
     """The learner side launched with acting:=learner and the robot side with acting:=robot would give
     the arm two policies' actions: each acting node stands down while the other publishes."""

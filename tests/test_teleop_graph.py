@@ -104,8 +104,11 @@ def test_joy_takeover_drives_the_arm_and_the_episode_stores_the_operators_steps(
         driver.axes = [0.0] * 6
         time.sleep(0.5)
         driver.press_takeover()  # release: the policy acts again
-        graph.wait_for(lambda: executed[-1].get("source") == "policy", 120, "the policy acting again")
-        graph.wait_for(lambda: graph.nodes["episode_manager"].process.poll() is not None, 300, "the run to finish")
+        # The release can fall into the critic's catch-up (150 updates, minutes on a loaded machine): wait
+        # while the run makes progress, not for a fixed time.
+        _wait_while_progressing(graph, executed, lambda: executed[-1].get("source") == "policy", "the policy acting again")
+        _wait_while_progressing(graph, executed, lambda: graph.nodes["episode_manager"].process.poll() is not None,
+                                "the run to finish")
     finally:
         driver.close()
         graph.close()

@@ -212,6 +212,11 @@ class LearnerNode(ActingNode):
         self.recorder: EpisodeRecorder | None = None
         self.finished_recorder: EpisodeRecorder | None = None
         self.pending_end: dict | None = None  # acting:=robot: an "end" that waits for the actor's last steps
+        # acting:=robot: actor steps of an episode whose "start" this node has not handled yet. The actor
+        # acts on "start" at once, and its steps (another writer, another topic) can be taken from this
+        # node's queues before the event when the node was busy (saving another arm's episode); kept
+        # until that "start", bounded by one episode's steps.
+        self.early_steps: collections.deque = collections.deque(maxlen=self.cfg.control.max_episode_steps + 1)
 
         topic = self.arm_topic
         self.stats_pub = self.create_publisher(String, topic(common.LEARNER_STATS), common.EVENT_QOS)
@@ -289,7 +294,12 @@ class LearnerNode(ActingNode):
     def on_actor_step(self, msg: String) -> None:
         """A step the robot host's actor took: its observation (state; the frame by its stamp) and action."""
         report = common.parse_json_object(msg)
-        if report is None or self.recorder is None or report.get("episode") != self.running_episode:
+        if report is None:
+            return
+        episode = report.get("episode")
+        if self.recorder is None or episode != self.running_episode:
+            if isinstance(episode, int) and episode != self.finished_episode and episode != self.running_episode:
+                self.early_steps.append(msg)  # its "start" has not been handled here yet
             return
         state, action, step = report.get("state"), report.get("action"), report.get("step")
         if step != len(self.recorder.actions):
@@ -332,6 +342,10 @@ class LearnerNode(ActingNode):
             self.begin_episode(int(event.get("episode", 0)))
             self.recorder = EpisodeRecorder()
             self.episode_score = None
+            early, self.early_steps = list(self.early_steps), collections.deque(maxlen=self.early_steps.maxlen)
+            for msg in early:  # the actor's first steps, taken here before this "start"
+                if (common.parse_json_object(msg) or {}).get("episode") == self.running_episode:
+                    self.on_actor_step(msg)
         elif kind == "end" and self.recorder is not None:
             steps = event.get("steps")
             if self.acting == "robot" and isinstance(steps, int) and len(self.recorder.actions) < steps:

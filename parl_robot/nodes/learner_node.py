@@ -53,6 +53,7 @@ from parl_robot.rl.weight_transport import MAX_CHUNKS, encode_weights
 
 WEIGHTS_CHECK_S = 1.0  # acting:=robot: how often the learner looks for a new policy version to publish
 RECENT_FRAMES = 30  # acting:=robot with image observations: frames kept to match the actor's stamps
+STATS_PERIOD_S = 1.0  # learner/stats, the episode managers' heartbeat of the learner
 PENDING_END_WAIT_S = 2.0  # acting:=robot: how long an ended episode waits for the actor's last steps
 
 
@@ -83,6 +84,12 @@ class LearnerCore:
         self.weights_run = uuid.uuid4().hex[:12]  # this process's weight versions (see weight_transport)
         self.published_version: int | None = None
         self.learning_thread = threading.Thread(target=self._learning_loop, name="learning", daemon=True)
+        # Stats at 1 Hz from their own thread: they are the learner's heartbeat for the episode managers
+        # (silent for LEARNER_TIMEOUT_S = learner lost, the episode discarded), and the executor can be
+        # held for seconds by a saved episode's lock waits (two arms on a loaded CPU: 3-4 s), which made a
+        # live learner look dead, its episodes discarded and re-run while it stored them.
+        self.stats_lock = threading.Lock()
+        self.stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
 
     @staticmethod
     def buffer_key(arm: str, episode_id: str) -> str:
@@ -124,6 +131,16 @@ class LearnerCore:
 
     def start(self) -> None:
         self.learning_thread.start()
+        self.stats_thread.start()
+
+    def _stats_loop(self) -> None:
+        while not self.stop_event.wait(STATS_PERIOD_S):
+            try:
+                self.publish_stats()
+            except Exception as err:  # noqa: BLE001 - shutting down (context gone), or a failed TensorBoard write
+                if self.stop_event.is_set():
+                    return
+                self.logger.error(f"stats not published: {type(err).__name__}: {err}")
 
     # ----- learning --------------------------------------------------------------------------
     def _learning_loop(self) -> None:
@@ -178,17 +195,22 @@ class LearnerCore:
 
     # ----- stats -----------------------------------------------------------------------------
     def publish_stats(self) -> None:
-        stats = self.trainer.stats()
-        self.scalar_log.stats(stats)
-        for arm in self.arms:
-            arm.stats_pub.publish(String(data=json.dumps({**stats, "warning": arm.warning or self.trainer.warning},
-                                                         default=float)))
+        """The trainer's stats to every arm (and TensorBoard); from the stats thread, and from the executor
+        when the phase changes."""
+        with self.stats_lock:
+            stats = self.trainer.stats()
+            self.scalar_log.stats(stats)
+            for arm in self.arms:
+                arm.stats_pub.publish(String(data=json.dumps({**stats, "warning": arm.warning or self.trainer.warning},
+                                                             default=float)))
 
     def close(self) -> None:
         self.stop_event.set()
-        if self.learning_thread.is_alive():
-            self.learning_thread.join(timeout=10.0)
-        self.scalar_log.close()
+        for thread in (self.learning_thread, self.stats_thread):
+            if thread.is_alive():
+                thread.join(timeout=10.0)
+        with self.stats_lock:
+            self.scalar_log.close()
 
 
 class LearnerNode(ActingNode):
@@ -237,7 +259,6 @@ class LearnerNode(ActingNode):
         if alone:
             if self.acting == "robot":
                 common.wall_timer(self, WEIGHTS_CHECK_S, core.publish_weights_if_new)
-            common.wall_timer(self, 1.0, core.publish_stats)
             core.restore()
             core.start()
 
@@ -490,7 +511,6 @@ class LearnerHub(Node):
             self.create_timer(1.0 / cfg.control.rate_hz, self.core.act_for_arms)
         else:
             common.wall_timer(self, WEIGHTS_CHECK_S, self.core.publish_weights_if_new)
-        common.wall_timer(self, 1.0, self.core.publish_stats)
         self.core.restore()
         self.core.start()
         self.get_logger().info(f"learning from {arms} arms ({', '.join(arm.arm for arm in self.extra_nodes)}), "

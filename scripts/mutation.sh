@@ -57,6 +57,8 @@ tests_for() {
       echo "tests/test_action_cache.py tests/test_replay_buffer.py" ;;
     parl_robot/data/learning_curve.py)
       echo "tests/test_learning_curve.py tests/test_episode_store_and_launcher.py" ;;
+    parl_robot/data/hdf5_export.py)
+      echo "tests/test_hdf5_export.py tests/test_episode_store_and_launcher.py" ;;
     *) return 1 ;;
   esac
 }
@@ -65,7 +67,8 @@ MODULES=(parl_robot/robot/safety.py parl_robot/data/episode_store.py parl_robot/
          parl_robot/rl/agent.py operator_ui/app.py parl_robot/rl/static_optimizer.py parl_robot/rl/control_step.py
          parl_robot/rl/replay_buffer.py parl_robot/rl/fair_lock.py parl_robot/robot/teleop.py parl_robot/rl/scalar_log.py
          parl_robot/robot/widowx.py parl_robot/rl/weight_transport.py parl_robot/rl/acting_weights.py parl_robot/gumbel.py
-         parl_robot/rl/checkpoint.py parl_robot/rl/action_cache.py parl_robot/data/learning_curve.py)
+         parl_robot/rl/checkpoint.py parl_robot/rl/action_cache.py parl_robot/data/learning_curve.py
+         parl_robot/data/hdf5_export.py)
 
 # Besides the sources and tests, what the tests read: copied into the run directory and, by mutmut,
 # into its mutants/ tree where the tests run.

@@ -22,22 +22,16 @@ import numpy as np
 import torch
 
 from parl_robot.config import load_config
-from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.observation import STATE_DIM
 from parl_robot.rl.agent import PARLAgent
-from parl_robot.rl.losses import achievable_returns
+from parl_robot.task_agent import agent_for
 from parl_robot.version import code_version
 
 
 def build_agent(task: str, overlay: str, observation: str, device: str) -> PARLAgent:
-    """The agent the learner node builds for this task (nodes/acting_node.agent_for, without ROS)."""
-    cfg = load_config(task=task, overlays=[overlay] if overlay else [],
-                      overrides={"learner.observation": observation, "learner.device": device})
-    image_shape = (cfg.sim.camera_height, cfg.sim.camera_width, 3) if observation == "image" else None
-    agent = PARLAgent(cfg.learner, ObservationSpec(STATE_DIM, image_shape),
-                      value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, cfg.learner.critic.discount),
-                      instruction=cfg.task.instruction, action_scale=cfg.control.action_scale)
-    return agent
+    """The agent the learner node builds for this task and overlay (parl_robot.task_agent.agent_for)."""
+    return agent_for(load_config(task=task, overlays=[overlay] if overlay else [],
+                                 overrides={"learner.observation": observation, "learner.device": device}))
 
 
 def arm_observations(agent: PARLAgent, arms: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:

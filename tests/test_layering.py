@@ -37,7 +37,7 @@ def test_cli_graph_and_learning_code_import_without_ros():
 import sys
 import parl_robot.cli, parl_robot.graph, parl_robot.topics, parl_robot.launcher
 import parl_robot.calibrate_cli, parl_robot.data.hdf5_export
-import parl_robot.rl.trainer, parl_robot.episode_machine, parl_robot.sim.rollout
+import parl_robot.rl.trainer, parl_robot.episode_machine, parl_robot.sim.rollout, parl_robot.task_agent
 from parl_robot.graph import finetune_graph, ros_arguments
 specs = finetune_graph({"sim": "false"})
 assert "-r" in ros_arguments(specs[0]) and "__ns:=/parl" in ros_arguments(specs[0])

@@ -94,7 +94,7 @@ def test_the_launch_ends_only_when_every_arm_has_finished(tmp_path, monkeypatch)
 def test_batched_acting_gives_each_arm_the_action_it_would_get_alone():
     """One control step over the arms' stacked states: each row is optimized and selected on its own
     (the policy's samples are a fixed function of the state here, so single and batched calls compare)."""
-    from parl_robot.nodes.acting_node import agent_for
+    from parl_robot.task_agent import agent_for
 
     cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"learner.compute_path": "eager"})
     agent = agent_for(cfg)

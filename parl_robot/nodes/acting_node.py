@@ -20,13 +20,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension, String
 
-from parl_robot.config import TaskConfig
-from parl_robot.nets.encoders import ObservationSpec
 from parl_robot.nodes import common
-from parl_robot.observation import STATE_DIM, state_vector
+from parl_robot.observation import state_vector
 from parl_robot.perception.object_poses import decode_object_poses
-from parl_robot.rl.agent import PARLAgent
-from parl_robot.rl.losses import achievable_returns
 
 # The nodes that may drive robot/action; exactly one of them may act (acting:=learner|robot on both hosts).
 ACTING_NODE_NAMES = ("learner", "actor")
@@ -45,19 +41,6 @@ FIRST_STEP_GUARD_S = 0.3
 def is_acting_node_name(name: str) -> bool:
     """The learner, the actor, or the learner's node for one of several arms (`learner_arm<k>`)."""
     return name in ACTING_NODE_NAMES or re.fullmatch(r"learner_arm\d+", name) is not None
-
-
-def agent_for(cfg: TaskConfig) -> PARLAgent:
-    """The PA-RL agent of a task config (the learner's, and the robot host's acting copy)."""
-    learner = cfg.learner
-    image_shape = (cfg.sim.camera_height, cfg.sim.camera_width, 3) if learner.observation == "image" else None
-    return PARLAgent(
-        learner,
-        ObservationSpec(STATE_DIM, image_shape),
-        value_range=achievable_returns(cfg.reward.success_reward, cfg.reward.reward_bias, learner.critic.discount),
-        instruction=cfg.task.instruction,
-        action_scale=cfg.control.action_scale,
-    )
 
 
 def age_text(age_s: float, judged_by: str = "") -> str:

@@ -27,10 +27,11 @@ from std_msgs.msg import String, UInt8MultiArray
 
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.nodes import common
-from parl_robot.nodes.acting_node import ActingNode, agent_for
+from parl_robot.nodes.acting_node import ActingNode
 from parl_robot.nodes.episode_recorder import EpisodeRecorder
 from parl_robot.rl.acting_weights import load_acting_weights
 from parl_robot.rl.weight_transport import WeightsAssembler, WeightsHeader
+from parl_robot.task_agent import agent_for
 
 ROBOT_COPY_DIR = "robot_host"  # below store_dir: the robot host's own copy of the episodes it drove
 

@@ -40,7 +40,7 @@ from parl_robot.config import TaskConfig
 from parl_robot.data.episode_store import EpisodeRecord, EpisodeStore
 from parl_robot.launch_arguments import ACTING_PLACES
 from parl_robot.nodes import common
-from parl_robot.nodes.acting_node import ActingNode, agent_for
+from parl_robot.nodes.acting_node import ActingNode
 from parl_robot.nodes.episode_recorder import EpisodeRecorder
 from parl_robot.observation import STATE_DIM
 from parl_robot.rl.acting_weights import acting_weights
@@ -50,6 +50,7 @@ from parl_robot.rl.replay_buffer import ReplayBuffer
 from parl_robot.rl.scalar_log import ScalarLog
 from parl_robot.rl.trainer import OFFLINE, Trainer
 from parl_robot.rl.weight_transport import MAX_CHUNKS, encode_weights
+from parl_robot.task_agent import agent_for
 
 WEIGHTS_CHECK_S = 1.0  # acting:=robot: how often the learner looks for a new policy version to publish
 RECENT_FRAMES = 30  # acting:=robot with image observations: frames kept to match the actor's stamps
@@ -363,7 +364,8 @@ class LearnerNode(ActingNode):
             self.begin_episode(int(event.get("episode", 0)))
             self.recorder = EpisodeRecorder()
             self.episode_score = None
-            early, self.early_steps = list(self.early_steps), collections.deque(maxlen=self.early_steps.maxlen)
+            early = list(self.early_steps)
+            self.early_steps.clear()
             for msg in early:  # the actor's first steps, taken here before this "start"
                 if (common.parse_json_object(msg) or {}).get("episode") == self.running_episode:
                     self.on_actor_step(msg)

@@ -27,7 +27,7 @@ setup(
     # requirement never pulls a multi-GB CUDA build; any torch >= 2.2 works.
     install_requires=["numpy>=1.24", "modern_robotics>=1.1", "pyyaml>=6", "mujoco>=3.1", "opencv-python-headless>=4.8", "flask>=3", "h5py>=3.8", "torch>=2.2"],
     extras_require={
-        "test": ["pytest>=8", "selenium>=4.15", "pyarrow>=14"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "selenium>=4.15", "pyarrow>=14"],
         "benchmarks": ["matplotlib>=3.7"],
         # learner stats as TensorBoard scalars (learner.tensorboard, on when installed)
         "tensorboard": ["tensorboard>=2.14"],

@@ -22,7 +22,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$DEPS_HASH" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   # CPU torch first and pinned, so nothing later pulls a multi-GB CUDA build.
   "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q "${ROS_WHEELS[@]}" mujoco opencv-python-headless flask pyyaml numpy h5py pytest selenium pyarrow tensorboard
+  "$VENV/bin/pip" install -q "${ROS_WHEELS[@]}" mujoco opencv-python-headless flask pyyaml numpy h5py pytest pytest-timeout selenium pyarrow tensorboard
   # with the `openvla` extra (setup.py): the tiny-model tests run the whole OpenVLA path on CPU
   "$VENV/bin/pip" install -q --no-build-isolation -e "$ROOT[openvla]" 2>/dev/null || "$VENV/bin/pip" install -q -e "$ROOT[openvla]"
   echo "$DEPS_HASH" > "$STAMP"

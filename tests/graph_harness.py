@@ -29,6 +29,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_launch(launcher, deadline: float, until=lambda: False, poll_s: float = 0.1) -> None:
+    """Wait until `until()` holds, the launcher exits or the monotonic `deadline` passes, whichever is
+    first; never longer (a test of a run that stalls must fail, not hang the suite)."""
+    while launcher.poll() is None and not until() and time.monotonic() < deadline:
+        time.sleep(poll_s)
+
+
+def stop_launch(launcher, grace_s: float = 60.0) -> None:
+    """End a `parl-robot launch` process the way an operator does: Ctrl-C (SIGINT), which stops its
+    nodes (each in its own session); SIGKILL only if it has not exited after `grace_s`, since a killed
+    launcher would leave its nodes running."""
+    if launcher.poll() is not None:
+        return
+    launcher.send_signal(signal.SIGINT)
+    try:
+        launcher.wait(timeout=grace_s)
+    except Exception:  # subprocess.TimeoutExpired
+        launcher.kill()
+        launcher.wait(timeout=10)
+
+
 def isolated_ros_env() -> tuple[int, dict]:
     """A random ROS_DOMAIN_ID on localhost only, so parallel test runs never hear each other."""
     domain_id = random.Random(os.getpid() ^ time.time_ns()).randint(1, 200)

@@ -13,7 +13,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from std_msgs.msg import Float32MultiArray, String  # noqa: E402
 
-from graph_harness import Observer, isolated_ros_env  # noqa: E402
+from graph_harness import Observer, isolated_ros_env, stop_launch, wait_for_launch  # noqa: E402
 from parl_robot.config import load_config  # noqa: E402
 from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
 from parl_robot.nodes import common  # noqa: E402
@@ -50,17 +50,18 @@ def test_actor_on_the_robot_host_acts_from_published_weights_and_the_learner_sto
              "overlay:=cpu_demo", f"store_dir:={store_dir}", "acting:=robot", f"overrides:={json.dumps(OVERRIDES)}"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
+    deadline = time.monotonic() + 600  # the run's own budget: pre-training, catch-up and 3 short episodes
     try:
         # Who publishes robot/action while the arm is driven: the actor, never the learner.
-        while not actor_steps and launcher.poll() is None:
-            time.sleep(0.1)
+        wait_for_launch(launcher, deadline, until=lambda: bool(actor_steps))
         publishers = {info.node_name for info in observer.node.get_publishers_info_by_topic(f"/{common.NAMESPACE}/{common.ROBOT_ACTION}")}
-        launcher.wait(timeout=600)  # the run's own budget: pre-training, catch-up and 3 short episodes
+        wait_for_launch(launcher, deadline)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        still_running = launcher.poll() is None
+        stop_launch(launcher)
         observer.close()
     output = log_path.read_text()
+    assert not still_running, "the run did not finish within its 600 s budget:\n" + output[-6000:]
     assert launcher.returncode == 0, output[-4000:]
     assert "actor" in publishers and "learner" not in publishers, publishers
     assert "[learner]" in output and "published policy v0 for the robot host" in output, output[-3000:]

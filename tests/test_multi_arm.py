@@ -195,7 +195,7 @@ def test_two_sim_arms_feed_one_learner(tmp_path, acting):
     from parl_robot.data.episode_store import EpisodeStore
     from parl_robot.nodes import common
     from parl_robot.sim.record_demos import record_demos
-    from tests.graph_harness import Observer, isolated_ros_env
+    from tests.graph_harness import Observer, isolated_ros_env, stop_launch, wait_for_launch
 
     store_dir = tmp_path / "store"
     cfg = load_config(task="cup_to_rack", overlays=["cpu_demo"], overrides={"episodes.store_dir": str(store_dir)})
@@ -215,22 +215,19 @@ def test_two_sim_arms_feed_one_learner(tmp_path, acting):
              f"overrides:={json.dumps(GRAPH_OVERRIDES)}"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
+    deadline = time.monotonic() + 900  # the run's own budget: pre-training, catch-up and 2 short episodes per arm
     try:
-        while launcher.poll() is None and not (actions[0] and actions[1]):
-            time.sleep(0.1)
+        wait_for_launch(launcher, deadline, until=lambda: bool(actions[0] and actions[1]))
         for arm in (0, 1):
             topic = f"/{common.NAMESPACE}/arm{arm}/{common.ROBOT_ACTION}"
             publishers[arm] = {info.node_name for info in observer.node.get_publishers_info_by_topic(topic)}
-        launcher.wait(timeout=900)  # the run's own budget: pre-training, catch-up and 2 short episodes per arm
+        wait_for_launch(launcher, deadline)
     finally:
-        if launcher.poll() is None:
-            launcher.send_signal(2)
-            try:
-                launcher.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
+        still_running = launcher.poll() is None
+        stop_launch(launcher)
         observer.close()
     output = log_path.read_text()
+    assert not still_running, "the run did not finish within its 900 s budget:\n" + output[-6000:]
     assert launcher.returncode == 0, output[-4000:]
     assert "learning from 2 arms (arm0, arm1)" in output, output[-3000:]
     assert "arm0/episode_manager finished; waiting for arm1/episode_manager" in output \

@@ -59,6 +59,24 @@ tests_for() {
       echo "tests/test_learning_curve.py tests/test_episode_store_and_launcher.py" ;;
     parl_robot/data/hdf5_export.py)
       echo "tests/test_hdf5_export.py tests/test_episode_store_and_launcher.py" ;;
+    parl_robot/rl/executed_action.py)
+      echo "tests/test_arm_controller.py tests/test_operator_ui.py" ;;
+    parl_robot/rl/filtered_bc.py)
+      echo "tests/test_replay_buffer.py tests/test_rl_core.py tests/test_trainer.py tests/test_reference_options.py" ;;
+    parl_robot/rl/network_modes.py)
+      echo "tests/test_agent_contract.py tests/test_rl_core.py tests/test_trainer.py" ;;
+    parl_robot/rl/policy_updates.py|parl_robot/rl/trainer.py)
+      echo "tests/test_trainer.py tests/test_rl_core.py tests/test_interventions_learning.py tests/test_reference_options.py tests/test_scalar_log.py" ;;
+    parl_robot/robot/workspace.py)
+      echo "tests/test_calibration_and_detection.py tests/test_calibration_tools.py" ;;
+    parl_robot/robot/backend.py)
+      echo "tests/test_interbotix_backend.py tests/test_arm_controller.py tests/test_calibration_tools.py" ;;
+    parl_robot/robot/interbotix_emulator.py)
+      echo "tests/test_interbotix_backend.py" ;;
+    parl_robot/data/episode.py)
+      echo "tests/test_episode_store_and_launcher.py tests/test_episode_store_durability.py tests/test_replay_buffer.py tests/test_hdf5_export.py" ;;
+    parl_robot/data/lerobot_export.py)
+      echo "tests/test_lerobot_export.py" ;;
     *) return 1 ;;
   esac
 }
@@ -68,7 +86,10 @@ MODULES=(parl_robot/robot/safety.py parl_robot/data/episode_store.py parl_robot/
          parl_robot/rl/replay_buffer.py parl_robot/rl/fair_lock.py parl_robot/robot/teleop.py parl_robot/rl/scalar_log.py
          parl_robot/robot/widowx.py parl_robot/rl/weight_transport.py parl_robot/rl/acting_weights.py parl_robot/gumbel.py
          parl_robot/rl/checkpoint.py parl_robot/rl/action_cache.py parl_robot/data/learning_curve.py
-         parl_robot/data/hdf5_export.py)
+         parl_robot/data/hdf5_export.py parl_robot/rl/executed_action.py parl_robot/rl/filtered_bc.py
+         parl_robot/rl/network_modes.py parl_robot/rl/policy_updates.py parl_robot/rl/trainer.py
+         parl_robot/robot/workspace.py parl_robot/robot/backend.py parl_robot/robot/interbotix_emulator.py
+         parl_robot/data/episode.py parl_robot/data/lerobot_export.py)
 
 # Besides the sources and tests, what the tests read: copied into the run directory and, by mutmut,
 # into its mutants/ tree where the tests run.

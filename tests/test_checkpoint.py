@@ -46,7 +46,9 @@ def test_unreadable_checkpoints_raise_naming_each_file(tmp_path):
     (tmp_path / "previous.pt").write_bytes(b"also torn")
     with pytest.raises(RuntimeError) as raised:
         load_checkpoint(tmp_path)
-    assert str(tmp_path / "latest.pt") in str(raised.value) and str(tmp_path / "previous.pt") in str(raised.value)
+    message = str(raised.value)
+    assert message.startswith(f"no readable checkpoint: {tmp_path / 'latest.pt'}: ")
+    assert f"; {tmp_path / 'previous.pt'}: " in message  # each file's own error, in order
     for name in ("latest.pt", "previous.pt"):
         (tmp_path / name).unlink()
     save_checkpoint(tmp_path, {"value": 5})
@@ -76,3 +78,60 @@ def test_concurrent_checkpoints_from_two_threads_never_collide(tmp_path):
         thread.join()
     assert errors == [] and load_checkpoint(tmp_path)["i"] == 39
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]
+
+
+def test_a_learners_checkpoint_round_trips_tensor_for_tensor(tmp_path):
+    """What the learner node saves (the agent's state with its policy average, optimizers, RNG states
+    and stats, and the online episode count) comes back equal."""
+    from test_trainer import make_trainer
+
+    trainer, _ = make_trainer({"policy_ema_rate": 0.005})
+    state = {"agent": trainer.agent.state_dict(), "online_episodes": 3}
+    save_checkpoint(tmp_path, state)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded["online_episodes"] == 3 and loaded["agent"].keys() == state["agent"].keys()
+    for part in ("policy", "critic", "target_critic", "policy_ema"):
+        for name, tensor in state["agent"][part].items():
+            assert torch.equal(loaded["agent"][part][name], tensor), (part, name)
+    assert loaded["agent"]["numpy_rng"] == state["agent"]["numpy_rng"]
+    assert loaded["agent"]["stats"] == pytest.approx(state["agent"]["stats"], nan_ok=True)
+    trainer.agent.load_state_dict(loaded["agent"])
+
+
+def test_a_checkpoint_written_on_a_gpu_loads_onto_the_cpu(tmp_path, monkeypatch):
+    """A GPU learner's checkpoint read on a CPU-only machine: its storages are tagged `cuda:0` (a tagger
+    ahead of torch's own makes this CPU's tensors look so when saved)."""
+    import torch.serialization as serialization
+
+    registry = list(serialization._package_registry)
+    serialization.register_package(1, lambda storage: "cuda:0" if storage.device.type == "cpu" else None,
+                                   lambda storage, location: None)
+    try:
+        save_checkpoint(tmp_path, {"weight": torch.arange(3.0)})
+    finally:
+        serialization._package_registry[:] = registry
+    if not torch.cuda.is_available():  # what a load that kept the saved device does here
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "latest.pt", weights_only=True)
+    loaded = load_checkpoint(tmp_path)["weight"]
+    assert loaded.device.type == "cpu" and torch.equal(loaded, torch.arange(3.0))
+
+
+class _RunsCode:
+    """A pickle that calls a function when it is loaded (what a forged checkpoint would carry)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code_ran"
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    torch.save({"agent": {}, "payload": _RunsCode(marker)}, directory / "latest.pt")
+    with pytest.raises(RuntimeError, match="no readable checkpoint: .*latest.pt: .*Weights only load failed"):
+        load_checkpoint(directory)
+    assert not marker.exists()

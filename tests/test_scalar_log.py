@@ -1,5 +1,8 @@
 """TensorBoard scalars of the learner (parl_robot/rl/scalar_log.py), read back with TensorBoard's own reader."""
 
+import calendar
+import time
+
 import numpy as np
 import pytest
 
@@ -50,14 +53,15 @@ def test_without_the_tensorboard_package_it_says_so_once_and_records_nothing(tmp
     log.stats({"critic_loss": 1.0, "critic_updates": 3})
     log.episode(0, True, 5)
     log.close()
-    assert not log.active and len(lines) == 1 and "pip install tensorboard" in lines[0]
+    assert not log.active and log.directory is None
+    assert lines == ["TensorBoard logging off: the `tensorboard` package is not installed (pip install tensorboard)"]
     assert not (tmp_path / "tensorboard").exists()
 
 
 def test_switched_off_it_writes_nothing(tmp_path):
     log = ScalarLog(tmp_path / "tensorboard", enabled=False, log=lambda line: pytest.fail(line))
     log.episode(0, True, 5)
-    assert not log.active and not (tmp_path / "tensorboard").exists()
+    assert not log.active and log.directory is None and not (tmp_path / "tensorboard").exists()
 
 
 def test_every_stat_has_its_tag_and_only_finite_numbers_are_written(tmp_path):
@@ -84,6 +88,22 @@ def test_every_stat_has_its_tag_and_only_finite_numbers_are_written(tmp_path):
     log.stats({"critic_loss": 1.0})  # after close: nothing, no error
 
 
+def test_the_run_directory_is_named_by_the_utc_start_time_whatever_the_local_zone(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("TZ", "Etc/GMT-14")  # local time 14 h ahead of UTC: a local-time name would differ
+    time.tzset()
+    try:
+        before = time.time()
+        log = ScalarLog(tmp_path / "tb", log=lambda line: None)
+        after = time.time()
+        log.close()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    named = calendar.timegm(time.strptime(log.directory.name, "%Y%m%d-%H%M%S"))
+    assert int(before) - 1 <= named <= after + 1
+
+
 def test_episode_scalars_use_the_store_index_and_a_window_of_the_last_10(tmp_path):
     pytest.importorskip("tensorboard")
     log = ScalarLog(tmp_path / "tb", log=lambda line: None, run_name="episodes")
@@ -92,7 +112,8 @@ def test_episode_scalars_use_the_store_index_and_a_window_of_the_last_10(tmp_pat
         log.episode(100 + index, success, steps=20 + index)
     log.close()
     scalars = _scalars(tmp_path / "tb" / "episodes")
-    assert [step for step, _ in scalars["episodes/success"]] == list(range(100, 112))
+    for tag in ("episodes/success", "episodes/steps", "episodes/intervention_steps", "episodes/success_rate_last_10"):
+        assert [step for step, _ in scalars[tag]] == list(range(100, 112)), tag  # each against the store index
     assert [value for _, value in scalars["episodes/steps"]] == [float(20 + i) for i in range(12)]
     assert [value for _, value in scalars["episodes/intervention_steps"]] == [0.0] * 12
     rates = [value for _, value in scalars["episodes/success_rate_last_10"]]

@@ -1,4 +1,9 @@
-"""Atomic checkpoints: write to a temporary file, fsync, rename; the previous one is kept."""
+"""Atomic checkpoints: write to a temporary file, fsync, rename; the previous one is kept.
+
+A checkpoint is data: it is read with `weights_only=True` (tensors, numbers, strings and containers of
+them; the agent's state is only these), so a file swapped into a store can never run code when the
+learner loads it. It is read onto the CPU whatever device wrote it (a GPU learner's checkpoint on a
+CPU-only machine); the agent moves it to its own device."""
 
 from __future__ import annotations
 
@@ -40,8 +45,8 @@ def load_checkpoint(directory: str | Path) -> dict | None:
         if not path.exists():
             continue
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # a torn or corrupted file: try the previous one
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a torn, corrupted or foreign file: try the previous one
             errors.append(f"{path}: {err}")
     if errors:
         raise RuntimeError("no readable checkpoint: " + "; ".join(errors))

@@ -54,7 +54,7 @@ tests_for() {
     parl_robot/rl/checkpoint.py)
       echo "tests/test_checkpoint.py" ;;
     parl_robot/rl/action_cache.py)
-      echo "tests/test_action_cache.py tests/test_replay_buffer.py" ;;
+      echo "tests/test_action_cache.py tests/test_replay_buffer.py tests/test_rl_core.py" ;;
     parl_robot/data/learning_curve.py)
       echo "tests/test_learning_curve.py tests/test_episode_store_and_launcher.py" ;;
     parl_robot/data/hdf5_export.py)

@@ -1,7 +1,10 @@
 """A run's learning curve from its stored records (parl_robot/data/learning_curve.py): which episodes
 count and in which order, the moving average, the before/after summary and table, and the PNG."""
 
+from pathlib import Path
+
 import cv2
+import numpy as np
 import pytest
 
 from parl_robot.data.learning_curve import curve_summary, draw_learning_curve, success_curve, summary_table
@@ -89,3 +92,33 @@ def test_a_png_that_cannot_be_written_raises(tmp_path):
     (tmp_path / "curve.png").mkdir()  # a folder where the file should go
     with pytest.raises(OSError, match="could not write"):
         draw_learning_curve([record(0, True)], tmp_path / "curve.png")
+
+
+def test_the_gain_is_rounded_to_a_tenth_of_a_point():
+    records = [record(i, s, "warmup") for i, s in enumerate([True, False, False])]  # 1/3
+    records += [record(10 + i, True) for i in range(2)]
+    assert curve_summary(records)["gain_points"] == 66.7
+
+
+GOLDEN_CURVE = Path(__file__).parent / "fixtures" / "learning_curve.png"
+
+
+def golden_records() -> list[dict]:
+    warmup = [True, False, False, True, False]
+    online = [False, True, False, False, True, True, False, True, True, True, True, False, True, True]
+    return ([record(i, s, "warmup") for i, s in enumerate(warmup)]
+            + [record(10 + i, s) for i, s in enumerate(online)])
+
+
+def test_the_png_is_pixel_for_pixel_the_reviewed_drawing(tmp_path):
+    """The whole drawing (axes, labels, grid, boundary, dots, average, title, colours) against a PNG a
+    person looked at (tests/fixtures/learning_curve.png). If a change to the drawing is meant, look at
+    the new image this test names and copy it over the fixture."""
+    path = draw_learning_curve(golden_records(), tmp_path / "curve.png", window=4)
+    drawn, golden = cv2.imread(str(path)), cv2.imread(str(GOLDEN_CURVE))
+    assert drawn.shape == golden.shape, (drawn.shape, golden.shape)
+    differing = int((drawn != golden).any(axis=2).sum())
+    assert differing == 0, f"{differing} pixels differ from {GOLDEN_CURVE}; the new drawing: {path} (OpenCV {cv2.__version__})"
+    titled = cv2.imread(str(draw_learning_curve(golden_records(), tmp_path / "titled.png", window=4, title="cup_to_rack")))
+    changed_rows = np.nonzero((titled != golden).any(axis=(1, 2)))[0]
+    assert len(changed_rows) and changed_rows.max() < 40  # a title replaces the default one, above the plot

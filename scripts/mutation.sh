@@ -60,7 +60,7 @@ tests_for() {
     parl_robot/data/hdf5_export.py)
       echo "tests/test_hdf5_export.py tests/test_episode_store_and_launcher.py" ;;
     parl_robot/rl/executed_action.py)
-      echo "tests/test_arm_controller.py tests/test_operator_ui.py" ;;
+      echo "tests/test_rl_core.py" ;;
     parl_robot/rl/filtered_bc.py)
       echo "tests/test_replay_buffer.py tests/test_rl_core.py tests/test_trainer.py tests/test_reference_options.py" ;;
     parl_robot/rl/network_modes.py)

@@ -51,40 +51,48 @@ def export_hdf5(store: EpisodeStore, path: str | Path, kind: str | None = None) 
     episodes = store.load_all(kind)
     masks: dict[str, list[str]] = {}
     total = 0
-    with h5py.File(temporary, "w") as handle:
-        data = handle.create_group("data")
-        for record, episode in episodes:
-            group = data.create_group(record.episode_id)
-            for name in _RECORD_FIELDS:
-                if getattr(record, name) is not None:  # HDF5 has no null: an absent attribute reads back as None
-                    group.attrs[name] = getattr(record, name)
-            steps = len(episode.actions)
-            group.attrs["num_samples"] = steps
-            group.create_dataset("actions", data=episode.actions.astype(np.float32))
-            group.create_dataset("rewards", data=episode.rewards.astype(np.float32))
-            dones = np.zeros(steps, np.uint8)
-            if episode.terminal and steps:
-                dones[-1] = 1
-            group.create_dataset("dones", data=dones)
-            timestamps = episode.timestamps if episode.timestamps is not None else np.zeros(steps + 1)
-            group.create_dataset("timestamps", data=np.asarray(timestamps, np.float64))
-            if episode.sources is not None:
-                group.create_dataset("sources", data=np.asarray(episode.sources, np.uint8))
-            if episode.q_values is not None:
-                group.create_dataset("q_values", data=np.asarray(episode.q_values, np.float32))
-            group.create_dataset("obs/state", data=episode.states.astype(np.float32))
-            if episode.images is not None:
-                group.create_dataset("obs/image", data=episode.images, compression="gzip", compression_opts=4,
-                                     chunks=(1, *episode.images.shape[1:]))
-            masks.setdefault(record.kind, []).append(record.episode_id)
-            total += steps
-        data.attrs.update(format=FORMAT, version=VERSION, total=total,
-                          tasks=json.dumps(sorted({record.task for record, _ in episodes})))
-        mask = handle.create_group("mask")
-        for mask_kind, ids in masks.items():
-            mask.create_dataset(mask_kind, data=np.array([i.encode() for i in ids]))
+    try:
+        with h5py.File(temporary, "w") as handle:
+            data = handle.create_group("data")
+            for record, episode in episodes:
+                _write_episode(data.create_group(record.episode_id), record, episode)
+                masks.setdefault(record.kind, []).append(record.episode_id)
+                total += len(episode.actions)
+            data.attrs.update(format=FORMAT, version=VERSION, total=total,
+                              tasks=json.dumps(sorted({record.task for record, _ in episodes})))
+            mask = handle.create_group("mask")
+            for mask_kind, ids in masks.items():
+                mask.create_dataset(mask_kind, data=np.array([i.encode() for i in ids]))
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a failed export leaves no partial file, and the destination as it was
+        raise
     temporary.replace(path)
     return len(episodes)
+
+
+def _write_episode(group, record: EpisodeRecord, episode: EpisodeData) -> None:
+    for name in _RECORD_FIELDS:
+        if getattr(record, name) is not None:  # HDF5 has no null: an absent attribute reads back as None
+            group.attrs[name] = getattr(record, name)
+    steps = len(episode.actions)
+    group.attrs["num_samples"] = steps
+    group.create_dataset("actions", data=episode.actions.astype(np.float32))
+    group.create_dataset("rewards", data=episode.rewards.astype(np.float32))
+    dones = np.zeros(steps, np.uint8)
+    if episode.terminal and steps:
+        dones[-1] = 1
+    group.create_dataset("dones", data=dones)
+    # Episodes of stores older than timestamps have none: zeros, as the store itself reads them.
+    timestamps = episode.timestamps if episode.timestamps is not None else np.zeros(steps + 1)
+    group.create_dataset("timestamps", data=np.asarray(timestamps, np.float64))
+    if episode.sources is not None:
+        group.create_dataset("sources", data=np.asarray(episode.sources, np.uint8))
+    if episode.q_values is not None:
+        group.create_dataset("q_values", data=np.asarray(episode.q_values, np.float32))
+    group.create_dataset("obs/state", data=episode.states.astype(np.float32))
+    if episode.images is not None:  # gzip level 4, one frame per chunk: a reader decodes only the frames it reads
+        group.create_dataset("obs/image", data=episode.images, compression="gzip", compression_opts=4,
+                             chunks=(1, *episode.images.shape[1:]))
 
 
 def read_hdf5(path: str | Path) -> list[tuple[EpisodeRecord, EpisodeData, np.ndarray]]:

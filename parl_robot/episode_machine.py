@@ -9,7 +9,9 @@ control node's core): every transition, hold and timeout lives here and is unit-
   for the restarted learner. While its stats say `catching_up`, no episode starts.
 - Resets: in sim (`auto_reset`) the `reset` service; on hardware the operator's `reset_done`.
 - Labels: with `auto_label` the detector's success; otherwise the operator's `label` event. The
-  learner stores the episode and answers `saved`; after `num_online_episodes` the run finishes.
+  learner stores the episode and answers `saved`; after `num_online_episodes` the run finishes. An
+  episode a live learner has not saved within SAVE_GIVE_UP_S (it never recorded it) is discarded and
+  the next one runs: the run never waits forever.
 - Safety: a hold (`robot/safety` reasons) during a running episode ends it as `aborted` and the arm
   must go home before the next one (`needs_home`: the `home_after_abort` service on hardware, the sim
   reset in sim); no episode starts while held, not homed or paused. `held_because()` says why.
@@ -36,6 +38,9 @@ LEARNER_TIMEOUT_S = 3.0  # learner stats come at 1 Hz
 READY_DWELL_S = 0.5  # a ready scene waits this long before the episode starts
 END_DWELL_S = 0.2  # an episode runs at least this long
 SAVE_TIMEOUT_S = 30.0  # warn when the learner has not saved the episode by then
+# Give up on an episode the learner, alive, has not saved by then (it never recorded it: its `start` was
+# lost, or its save failed) and run the next one: a run must never wait forever for one episode.
+SAVE_GIVE_UP_S = 120.0
 FINISH_HOME_TIMEOUT_S = 10.0  # finishing: exit after this long even if the arm never reported home
 ABORT_HOME_RETRY_S = 2.0
 SERVICES = ("reset", "home", "home_after_abort")
@@ -78,6 +83,7 @@ class EpisodeMachine:
         self._abort_home = None
         self._abort_home_retry_at = 0.0
         self._published_state: tuple | None = None
+        self.saving_since = 0.0
 
     # ----- outputs ---------------------------------------------------------------------------
     def publish(self, kind: str, **fields) -> None:
@@ -86,6 +92,8 @@ class EpisodeMachine:
     def set_state(self, state: str) -> None:
         self.state = state
         self.state_since = self.clock()
+        if state == SAVING:
+            self.saving_since = self.state_since
         self.publish("state")
         self.publish_state()
 
@@ -225,6 +233,11 @@ class EpisodeMachine:
                 if self.cfg.auto_label:
                     self.publish("label", success=self.last_success, source="detector")
                     self.set_state(SAVING)
+        elif self.state == SAVING and now - self.saving_since > SAVE_GIVE_UP_S:
+            self.ports.log("error", f"episode {self.episode} was not saved within {SAVE_GIVE_UP_S:.0f} s although the "
+                                    "learner is alive: discarded, the next episode starts (the learner's log says why)")
+            self.publish("discarded", reason="not saved")
+            self.set_state(WAITING_FOR_RESET)
         elif self.state == SAVING and in_state > SAVE_TIMEOUT_S:
             self.ports.log("error", f"episode {self.episode} was not saved within {SAVE_TIMEOUT_S:.0f} s; is the learner alive?")
             self.state_since = now

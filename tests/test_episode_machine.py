@@ -178,6 +178,34 @@ def test_operator_resets_and_labels_on_hardware():
     assert m.state == em.SAVING
 
 
+def test_an_episode_the_learner_never_saves_is_given_up_and_the_next_one_runs():
+    """The learner alive (its stats keep coming) but no `saved` (it never recorded the episode, or its
+    save failed): warnings every 30 s, then the episode is discarded and the run goes on."""
+    m, ports, clock = machine(auto_reset=False, auto_label=False)
+    ready_learner(m, clock)
+    m.on_event({"type": "reset_done", "source": "operator"})
+    advance(m, clock, 0.6)
+    m.on_action()
+    advance(m, clock, 0.3)
+    m.on_event({"type": "end_now", "source": "operator", "episode": 0, "success": True})
+    assert m.state == em.SAVING
+    for _ in range(int(em.SAVE_GIVE_UP_S) + 2):  # one second at a time, the learner alive throughout
+        m.on_learner_stats({"phase": "online"})
+        advance(m, clock, 1.0)
+        if m.state != em.SAVING:
+            break
+    warnings = [text for _, text in ports.logs if "was not saved within 30 s" in text]
+    assert len(warnings) == 3 and m.state == em.WAITING_FOR_RESET
+    assert ("error", "episode 0 was not saved within 120 s although the learner is alive: discarded, the next "
+                     "episode starts (the learner's log says why)") in ports.logs
+    assert [e for e in ports.events if e["type"] == "discarded"] == [
+        {"type": "discarded", "episode": 0, "state": em.SAVING, "reason": "not saved"}]
+    assert m.saved == 0 and m.episode == 0  # nothing counted: the same episode number runs again
+    m.on_event({"type": "reset_done", "source": "operator"})
+    advance(m, clock, 0.6)
+    assert m.state == em.RUNNING
+
+
 def test_a_hold_aborts_the_running_episode_and_nothing_starts_until_cleared_and_homed():
     m, ports, clock = machine(auto_reset=False)
     ready_learner(m, clock)

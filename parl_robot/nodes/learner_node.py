@@ -376,6 +376,9 @@ class LearnerNode(ActingNode):
                 self.pending_end = {"steps": steps, "since": time.monotonic(), "label": None}
                 return
             self._finish_episode()
+        elif kind == "end":
+            self.get_logger().warning(f"episode {event.get('episode')} ended but this learner has no record of it (its "
+                                      "start never arrived here): it cannot be stored; the episode manager gives it up")
         elif kind == "label" and self.pending_end is not None and event.get("episode") == self.running_episode:
             self.pending_end["label"] = event  # saved when the episode's last steps are in
         elif kind == "label" and self.finished_recorder is not None and event.get("episode") == self.finished_episode:

@@ -45,8 +45,8 @@ tests_for() {
       echo "tests/test_teleop.py" ;;
     parl_robot/rl/scalar_log.py)
       echo "tests/test_scalar_log.py" ;;
-    parl_robot/robot/widowx.py)
-      echo "tests/test_widowx.py tests/test_calibration_tools.py tests/test_interbotix_backend.py tests/test_arm_controller.py" ;;
+    parl_robot/robot/widowx.py)  # (calibration and backend tests use it too, but take minutes per mutant)
+      echo "tests/test_widowx.py tests/test_arm_controller.py" ;;
     parl_robot/rl/weight_transport.py|parl_robot/rl/acting_weights.py)
       echo "tests/test_weight_transport.py" ;;
     parl_robot/gumbel.py)

@@ -128,8 +128,9 @@ run_module() {  # MODULE BUDGET_S
        >>run.log 2>&1) || echo "   (stopped: budget reached or mutmut failed; see $run_dir/run.log)"
   }
   mutmut_run
-  # mutmut keeps a verdict once reached; survivors are tried again so that new tests count.
-  survivors=$(cd "$run_dir" && "$MUTMUT" results 2>/dev/null | awk -F': ' '$2 == "survived" { print $1 }')
+  # mutmut keeps a verdict once reached; survivors (and mutants that had no test then) are tried again
+  # so that new tests count.
+  survivors=$(cd "$run_dir" && "$MUTMUT" results --all true 2>/dev/null | awk -F': ' '$2 == "survived" || $2 == "no tests" { print $1 }')
   [[ -z "$survivors" ]] || mutmut_run $survivors
   (cd "$run_dir" && "$MUTMUT" results --all true 2>/dev/null | awk -v module="$module" '
       /: / { status = substr($0, index($0, ": ") + 2); total++; count[status]++; if (status != "killed") survivors = survivors "\n   " $0 }

@@ -65,8 +65,9 @@ def test_without_warmup_or_online_episodes_the_missing_figures_are_dashes():
 
 def test_the_png_marks_each_episode_by_phase_and_outcome(tmp_path):
     records = [record(0, False, "warmup"), record(1, True, "warmup"), record(2, False), record(3, True)]
-    path = draw_learning_curve(records, tmp_path / "runs" / "curve.png")
-    assert path == tmp_path / "runs" / "curve.png"  # its folder created
+    path = draw_learning_curve(records, tmp_path / "runs" / "cup" / "curve.png")
+    assert path == tmp_path / "runs" / "cup" / "curve.png"  # its folders created
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape == (360, 720, 3)  # RGB, no alpha channel
     image = cv2.imread(str(path))
     assert image.shape == (360, 720, 3)
     left, top, plot_w, plot_h = 60, 40, 640, 270
@@ -122,3 +123,29 @@ def test_the_png_is_pixel_for_pixel_the_reviewed_drawing(tmp_path):
     titled = cv2.imread(str(draw_learning_curve(golden_records(), tmp_path / "titled.png", window=4, title="cup_to_rack")))
     changed_rows = np.nonzero((titled != golden).any(axis=(1, 2)))[0]
     assert len(changed_rows) and changed_rows.max() < 40  # a title replaces the default one, above the plot
+
+
+def test_the_boundary_is_drawn_whenever_both_phases_are_there(tmp_path):
+    """One warm-up episode is enough for the warm-up | online line; without online episodes (or without
+    warm-up ones) there is none, at either edge."""
+    left, top, plot_w, plot_h = 60, 40, 640, 270
+
+    def boundary_rows(image, column) -> int:  # rows of the (grey 120, antialiased) boundary in a column
+        pixels = image[top + 5: top + plot_h - 5, column]
+        return int(sum(p[0] == p[1] == p[2] and 100 <= p[0] < 190 for p in pixels))
+
+    one_warmup = [record(0, True, "warmup"), record(1, False), record(2, True), record(3, False)]
+    image = cv2.imread(str(draw_learning_curve(one_warmup, tmp_path / "one.png")))
+    assert boundary_rows(image, int(left + plot_w * 1 / 4)) > plot_h // 2
+    for name, records, column in (("online", [record(i, i % 2 == 0) for i in range(4)], left),
+                                  ("warmup", [record(i, i % 2 == 0, "warmup") for i in range(4)], left + plot_w)):
+        image = cv2.imread(str(draw_learning_curve(records, tmp_path / f"{name}.png")))
+        assert boundary_rows(image, column) < plot_h // 4, name  # grid crossings only, no line
+
+
+def test_the_default_moving_average_is_over_10_episodes(tmp_path):
+    records = golden_records()
+    default = cv2.imread(str(draw_learning_curve(records, tmp_path / "default.png")))
+    ten = cv2.imread(str(draw_learning_curve(records, tmp_path / "ten.png", window=10)))
+    eleven = cv2.imread(str(draw_learning_curve(records, tmp_path / "eleven.png", window=11)))
+    assert np.array_equal(default, ten) and not np.array_equal(default, eleven)

@@ -260,3 +260,10 @@ def test_the_reader_checks_every_length_and_reads_an_empty_episode_as_not_termin
     read = {record_id: episode for record_id, episode in
             ((r.episode_id, e) for r, e, _ in read_hdf5(_copy_with(path, tmp_path, empty_episode)))}
     assert read["online_00001"].terminal is True and read["online_00009"].terminal is False
+
+
+def test_an_export_into_a_missing_folder_reports_h5pys_own_error(exported, tmp_path):
+    """Nothing to clean up when the file could not even be created: the error is h5py's, naming the file."""
+    store, _ = exported
+    with pytest.raises(OSError, match="[Uu]nable to .*create file"):
+        export_hdf5(store, tmp_path / "missing" / "out.hdf5")

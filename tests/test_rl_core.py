@@ -69,28 +69,29 @@ class GripperLovingCritic(torch.nn.Module):
 
 @pytest.mark.parametrize("gripper_from", ["critic", "policy"])
 def test_gripper_from_policy_executes_the_critics_motion_with_the_policys_gripper(gripper_from):
-    # Sample 0 closes the gripper (-1); the critic prefers sample 2, which opens it.
-    samples = torch.tensor([[[-0.5, -1.0], [0.5, -0.9], [-0.9, 1.0]]])
+    # Actions (x, y, gripper). Sample 0 closes the gripper (-1); the critic prefers sample 2, which opens
+    # it. The critic ignores y, so the local steps leave each sample's y where it was.
+    samples = torch.tensor([[[-0.5, 0.3, -1.0], [0.5, -0.2, -0.9], [-0.9, 0.7, 1.0]]])
     agent = PARLAgent(small_cfg({"policy": "diffusion", "optimizer.num_samples": 3, "optimizer.num_kept": 3,
                                  "optimizer.local_steps": 3, "policy_update.distill_selection": "argmax",
                                  "optimizer.gripper_from": gripper_from}),
-                      SPEC, action_dim=2)
+                      SPEC, action_dim=3)
     agent.critic = GripperLovingCritic()
     agent.sampling_policy.sample = lambda obs, count: samples.expand(obs["state"].shape[0], -1, -1)
     action, _ = agent.act({"state": np.zeros(3, np.float32)})
-    assert action[0] < -0.8  # either way the critic's pick (sample 2) moves the arm
+    assert action[0] < -0.8 and action[1] == pytest.approx(0.7)  # either way the critic's pick (sample 2) moves the arm
     if gripper_from == "critic":  # PA-RL as published: its open gripper too
-        assert action[1] > 0.99
+        assert action[2] > 0.99
     else:  # the gripper of the first policy sample
-        assert action[1] == -1.0
+        assert action[2] == -1.0
 
     # Acting only: distillation targets stay the optimized actions, gripper included.
     targets = []
     original_loss = agent.policy.supervised_loss
     agent.policy.supervised_loss = lambda obs, actions: targets.append(actions.clone()) or original_loss(obs, actions)
-    batch = {"state": np.zeros((4, 3), np.float32), "action": np.tile(np.array([[0.0, -0.7]], np.float32), (4, 1))}
+    batch = {"state": np.zeros((4, 3), np.float32), "action": np.tile(np.array([[0.0, 0.0, -0.7]], np.float32), (4, 1))}
     agent.update_policy(batch)
-    assert torch.all(targets[-1][:, 1] > 0.99)
+    assert torch.all(targets[-1][:, 2] > 0.99)
 
 
 def test_calql_regularizer_matches_hand_computation():

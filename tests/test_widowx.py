@@ -106,3 +106,8 @@ def test_ik_tries_each_guess_in_turn():
         solution, ok = widowx.solve_ik(target)
         assert ok
         np.testing.assert_allclose(widowx.forward_kinematics(solution), target, atol=2e-3)
+
+
+def test_with_no_guess_left_ik_returns_six_zeros_and_failure():
+    joints, reached = widowx.solve_ik(widowx.forward_kinematics(np.zeros(6)), guesses=[])
+    assert reached is False and joints.dtype == float and joints.tolist() == [0.0] * 6

@@ -66,7 +66,7 @@ tests_for() {
     parl_robot/rl/network_modes.py)
       echo "tests/test_agent_contract.py tests/test_rl_core.py tests/test_trainer.py" ;;
     parl_robot/rl/policy_updates.py|parl_robot/rl/trainer.py)
-      echo "tests/test_trainer.py tests/test_rl_core.py tests/test_interventions_learning.py tests/test_reference_options.py tests/test_scalar_log.py" ;;
+      echo "tests/test_policy_updates.py tests/test_trainer.py tests/test_rl_core.py tests/test_interventions_learning.py tests/test_reference_options.py tests/test_scalar_log.py" ;;
     parl_robot/robot/workspace.py)
       echo "tests/test_calibration_and_detection.py tests/test_calibration_tools.py" ;;
     parl_robot/robot/backend.py)

@@ -67,8 +67,8 @@ tests_for() {
       echo "tests/test_agent_contract.py tests/test_rl_core.py tests/test_trainer.py" ;;
     parl_robot/rl/policy_updates.py|parl_robot/rl/trainer.py)
       echo "tests/test_policy_updates.py tests/test_trainer.py tests/test_rl_core.py tests/test_interventions_learning.py tests/test_reference_options.py tests/test_scalar_log.py" ;;
-    parl_robot/robot/workspace.py)
-      echo "tests/test_calibration_and_detection.py tests/test_calibration_tools.py" ;;
+    parl_robot/robot/workspace.py)  # the calibration tool tests also use it, at minutes per mutant
+      echo "tests/test_workspace.py tests/test_calibration_and_detection.py" ;;
     parl_robot/robot/backend.py)
       echo "tests/test_interbotix_backend.py tests/test_arm_controller.py tests/test_calibration_tools.py" ;;
     parl_robot/robot/interbotix_emulator.py)

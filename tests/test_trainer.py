@@ -172,3 +172,85 @@ def test_long_phases_log_a_progress_bar_once_per_tenth():
     assert len(bars) == 10  # 20 steps: one line per tenth, never two for the same tenth
     assert bars[0] == "offline pre-training [#---------]  10 % (behaviour cloning 2/7)"
     assert bars[-1] == "offline pre-training [##########] 100 % (critic 13/13)"
+
+
+class RecordingLog:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, text):
+        self.lines.append(("info", text))
+
+    def warning(self, text):
+        self.lines.append(("warning", text))
+
+    def error(self, text):
+        self.lines.append(("error", text))
+
+
+def test_the_trainers_log_counters_and_stats_say_exactly_what_happened():
+    from parl_robot.data.episode import SOURCE_INTERVENTION, SOURCE_POLICY
+    from parl_robot.rl.agent import NumericalInstability
+
+    trainer, _ = make_trainer()
+    log = trainer.log = RecordingLog()
+    rng = np.random.default_rng(3)
+    assert trainer.pretrain()
+    trainer.add_episode(episode(rng, success=True), True)
+    assert trainer.stats()["online_successes"] == 1 and ("info", "warm-up done: online updates start") not in log.lines
+    trainer.add_episode(episode(rng, success=False), False)
+    assert log.lines.count(("info", "warm-up done: online updates start")) == 1  # the last warm-up episode
+    assert trainer.stats()["catching_up"] is True
+    assert trainer.catch_up()
+    assert ("info", "warm-up done: 4 critic updates on demos + warm-up episodes") in log.lines
+    assert ("info", "critic catch-up [##########] 100 % (4/4 updates)") in log.lines
+    loss = trainer.agent.stats.critic_loss
+    assert log.lines[-1] == ("info", f"critic caught up (loss {loss:.3f}): online updates start")
+
+    operated = episode(rng, steps=4, success=True)
+    operated.sources = np.array([SOURCE_POLICY, SOURCE_INTERVENTION, SOURCE_INTERVENTION, SOURCE_POLICY], np.uint8)
+    trainer.add_episode(operated, True)
+    stats = trainer.stats()
+    assert (stats["online_episodes"], stats["online_successes"], stats["intervention_rate_last_episode"]) == (3, 2, 0.5)
+    empty = EpisodeData(np.zeros((1, 3), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32), False)
+    trainer.add_episode(empty, False)
+    assert trainer.stats()["intervention_rate_last_episode"] == 0.0 and trainer.stats()["online_successes"] == 2
+
+    trainer.record_steps()  # one executed step by default
+    assert trainer.online_steps == 1
+    assert trainer.close_policy_version() == 0  # no update since: the same version
+    assert trainer.online_updates(max_updates=1) == 1
+    assert trainer.close_policy_version() == 1 and trainer.updates_since_version == 0
+    trainer.record_steps(2)
+    assert trainer.online_updates() == 2 and trainer.close_policy_version() == 2
+
+    stats = trainer.stats()
+    assert stats["phase"] == ONLINE and stats["offline_progress"] == 1.0 and stats["catching_up"] is False
+    assert stats["offline_transitions"] == len(trainer.offline) == 15 and stats["online_transitions"] == len(trainer.online) == 5 + 5 + 4
+    assert stats["learning_paused"] is False and stats["critic_updates_online"] == 3
+
+    def explode(batch):
+        raise NumericalInstability("critic loss is nan; update skipped, weights kept")
+
+    trainer.agent.update_critic = explode
+    trainer.record_steps(1)
+    assert trainer.online_updates() == 0
+    assert log.lines[-1] == ("error", "learning paused: critic loss is nan; update skipped, weights kept")
+    assert trainer.stats()["learning_paused"] is True and trainer.warning == "critic loss is nan; update skipped, weights kept"
+    trainer.resume_learning()
+    assert trainer.paused is False and trainer.warning == ""
+
+
+def test_a_catch_up_that_fails_pauses_and_reports_not_done():
+    from parl_robot.rl.agent import NumericalInstability
+
+    trainer, _ = make_trainer()
+    log = trainer.log = RecordingLog()
+    through_warmup(trainer)
+
+    def explode(batch):
+        raise NumericalInstability("critic loss is inf; update skipped, weights kept")
+
+    trainer.agent.update_critic = explode
+    assert trainer.catch_up() is False and trainer.paused and trainer.agent.stats.warmup_critic_updates == 0
+    assert log.lines[-1] == ("error", "learning paused: critic loss is inf; update skipped, weights kept")

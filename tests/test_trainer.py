@@ -254,3 +254,64 @@ def test_a_catch_up_that_fails_pauses_and_reports_not_done():
     trainer.agent.update_critic = explode
     assert trainer.catch_up() is False and trainer.paused and trainer.agent.stats.warmup_critic_updates == 0
     assert log.lines[-1] == ("error", "learning paused: critic loss is inf; update skipped, weights kept")
+
+
+def test_the_progress_log_reports_each_tenth_once_with_its_detail():
+    from parl_robot.rl.trainer import ProgressLog
+
+    log = RecordingLog()
+    single = ProgressLog("one step", 1, log)
+    single.update(1)
+    assert log.lines == [("info", "one step [##########] 100 %")]  # no detail: no parentheses
+    empty = ProgressLog("nothing", 0, log)  # a phase of 0 steps counts as 1
+    empty.update(1, "done")
+    assert log.lines[-1] == ("info", "nothing [##########] 100 % (done)")
+    log.lines.clear()
+    bar = ProgressLog("phase", 20, log)
+    for done in range(1, 21):
+        bar.update(done, f"{done}/20")
+    assert [text for _, text in log.lines][:2] == ["phase [#---------]  10 % (2/20)", "phase [##--------]  20 % (4/20)"]
+    assert len(log.lines) == 10
+
+
+def test_a_new_trainer_starts_from_nothing_and_uses_the_given_lock():
+    entered = []
+
+    class CountingLock:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    trainer, _ = make_trainer()
+    stats = trainer.stats()
+    assert (stats["phase"], stats["offline_progress"], stats["intervention_rate_last_episode"]) == (OFFLINE, 0.0, 0.0)
+    assert trainer.warning == "" and stats["learning_paused"] is False and stats["online_successes"] == 0
+    assert trainer.log.name == "parl_robot.rl.trainer"  # the module's logger when none is given
+    locked = Trainer(trainer.agent, trainer.offline, trainer.online, trainer.cfg, lock=CountingLock(), log=RecordingLog())
+    assert locked.pretrain() and len(entered) == 1 + 3 + 2  # state statistics, each BC and critic step
+
+
+def test_pretraining_stopped_midway_reports_not_done_with_its_progress():
+    trainer, _ = make_trainer({"schedule.offline_policy_steps": 2, "schedule.offline_critic_steps": 1})
+    trainer.log = RecordingLog()
+    assert trainer.pretrain(should_stop=lambda: True) is False
+    assert trainer.phase == OFFLINE and trainer.stats()["offline_progress"] == 0.333  # 1 of 3 steps, rounded
+    calls = []
+    assert trainer.pretrain(should_stop=lambda: calls.append(1) or len(calls) == 3) is False  # stopped in the critic steps
+    assert trainer.offline_progress == 1.0 and trainer.phase == OFFLINE
+    assert trainer.pretrain() is True and trainer.phase != OFFLINE
+
+
+def test_a_resumed_catch_up_says_how_many_updates_are_left_and_rates_are_rounded():
+    trainer, _ = make_trainer()
+    log = trainer.log = RecordingLog()
+    through_warmup(trainer)
+    trainer.agent.stats.warmup_critic_updates = 1  # one done before a restart
+    assert trainer.catch_up()
+    assert ("info", "warm-up done: 3 critic updates on demos + warm-up episodes") in log.lines
+    operated = episode(np.random.default_rng(5), steps=3)
+    operated.sources = np.array([1, 0, 0], np.uint8)
+    trainer.add_episode(operated, True)
+    assert trainer.stats()["intervention_rate_last_episode"] == 0.3333

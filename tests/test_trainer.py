@@ -289,8 +289,10 @@ def test_a_new_trainer_starts_from_nothing_and_uses_the_given_lock():
     assert (stats["phase"], stats["offline_progress"], stats["intervention_rate_last_episode"]) == (OFFLINE, 0.0, 0.0)
     assert trainer.warning == "" and stats["learning_paused"] is False and stats["online_successes"] == 0
     assert trainer.log.name == "parl_robot.rl.trainer"  # the module's logger when none is given
-    locked = Trainer(trainer.agent, trainer.offline, trainer.online, trainer.cfg, lock=CountingLock(), log=RecordingLog())
+    given_log = RecordingLog()
+    locked = Trainer(trainer.agent, trainer.offline, trainer.online, trainer.cfg, lock=CountingLock(), log=given_log)
     assert locked.pretrain() and len(entered) == 1 + 3 + 2  # state statistics, each BC and critic step
+    assert locked.log is given_log and given_log.lines[-1][1].startswith("offline pre-training done")
 
 
 def test_pretraining_stopped_midway_reports_not_done_with_its_progress():

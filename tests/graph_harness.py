@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -45,7 +46,7 @@ def stop_launch(launcher, grace_s: float = 60.0) -> None:
     launcher.send_signal(signal.SIGINT)
     try:
         launcher.wait(timeout=grace_s)
-    except Exception:  # subprocess.TimeoutExpired
+    except subprocess.TimeoutExpired:
         launcher.kill()
         launcher.wait(timeout=10)
 

@@ -3,7 +3,6 @@ HTTP): a SIGKILLed learner is restarted while the sim arm and the page stay up a
 working; Ctrl-C then stops every node cleanly — exit code 0 and no traceback from any node."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.slow  # real processes through several episodes: `scrip
 
 pytest.importorskip("rclpy")
 
-from graph_harness import free_port, isolated_ros_env  # noqa: E402
+from graph_harness import free_port, isolated_ros_env, stop_launch  # noqa: E402
 from parl_robot.config import load_config  # noqa: E402
 from parl_robot.data.episode_store import EpisodeStore  # noqa: E402
 from parl_robot.sim.record_demos import record_demos  # noqa: E402
@@ -97,12 +96,7 @@ def test_dead_learner_is_restarted_page_and_estop_stay_up_and_ctrl_c_exits_clean
         _wait(lambda: output().count("loaded 3 demo episodes") >= 2, 120, "the learner restarted", output)
         _wait(lambda: (_status(port) or {}).get("episode_state") == "running", 180, "running again", output)
     finally:
-        launcher.send_signal(signal.SIGINT)
-        try:
-            launcher.wait(timeout=90)
-        finally:
-            if launcher.poll() is None:
-                launcher.kill()
+        stop_launch(launcher, grace_s=90)
     text = output()
     assert launcher.returncode == 0, text[-4000:]
     assert "[launch] stopped cleanly" in text, text[-4000:]
